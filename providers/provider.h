@@ -1,0 +1,87 @@
+/* Cloud providers: one const operation table per back end.
+ *
+ * A provider creates, deletes and lists pod VM instances. create and delete
+ * are asynchronous and idempotent (creating an instance for a sandbox that
+ * already has one returns that one; deleting one that is gone succeeds).
+ * Every instance is tagged with the node and the sandbox id so that
+ * list_instances() finds it again after a restart.
+ *
+ * Threading: every op is called on the daemon's loop thread and must not
+ * block it; callbacks fire on the loop thread, exactly once, unless the op
+ * failed synchronously (returned a negative errno). */
+#ifndef PP_PROVIDER_H
+#define PP_PROVIDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "util/error.h"
+
+#define PP_PROVIDER_CAP_CVM       (1u << 0) /* can launch confidential VMs */
+#define PP_PROVIDER_CAP_USER_DATA (1u << 1) /* passes user data to the VM */
+
+typedef struct pp_provider_s pp_provider_t;
+
+/* What CAA asks for. Strings are borrowed for the duration of the call. */
+typedef struct pp_instance_spec_s {
+    const char *sandbox_id;
+    const char *instance_name; /* podvm-<pod>-<sid8> */
+    const char *node_name;
+    const char *user_data; /* #cloud-config, NUL-terminated */
+    size_t user_data_len;
+    const char *machine_type; /* annotation, or NULL */
+    const char *image;        /* annotation, or NULL */
+    unsigned vcpus;           /* 0 = provider default */
+    unsigned memory_mib;      /* 0 = provider default */
+    unsigned gpus;
+} pp_instance_spec_t;
+
+typedef struct pp_instance_s {
+    char id[128];   /* provider's instance id */
+    char name[64];  /* instance name */
+    char ip[64];    /* address the forwarder listens on */
+    char sandbox_id[128];
+} pp_instance_t;
+
+/* `status` is 0 or a negative errno; `err` (when status < 0) says why. */
+typedef void (*pp_provider_create_cb)(int status, const pp_instance_t *inst, const pp_error_t *err,
+                                      void *data);
+typedef void (*pp_provider_delete_cb)(int status, const pp_error_t *err, void *data);
+typedef void (*pp_provider_list_cb)(int status, const pp_instance_t *insts, size_t n,
+                                    const pp_error_t *err, void *data);
+
+struct pp_provider_ops {
+    const char *name;
+    unsigned caps;
+    size_t state_size;       /* bytes of private state, zeroed, at pp_provider_t.state */
+    size_t user_data_max;    /* bytes; 0 = no limit */
+    /* Reads the provider's settings from the environment; reports the first
+     * bad or missing one by name. */
+    int (*init)(pp_provider_t *p, pp_error_t *err);
+    int (*create_instance)(pp_provider_t *p, const pp_instance_spec_t *spec,
+                           pp_provider_create_cb cb, void *data);
+    int (*delete_instance)(pp_provider_t *p, const char *instance_id, pp_provider_delete_cb cb,
+                           void *data);
+    int (*list_instances)(pp_provider_t *p, pp_provider_list_cb cb, void *data);
+    /* Releases the state; no op is in flight. */
+    void (*fini)(pp_provider_t *p);
+};
+
+struct pp_provider_s {
+    const struct pp_provider_ops *ops;
+    uv_loop_t *loop;
+    const char *node_name;
+    void *state; /* ops->state_size bytes */
+};
+
+/* The registry: NULL-terminated, in build order; the first is the default. */
+extern const struct pp_provider_ops *const pp_providers[];
+
+const struct pp_provider_ops *pp_provider_find(const char *name);
+/* Allocates the provider and runs ops->init. */
+int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
+                    pp_provider_t **out, pp_error_t *err);
+void pp_provider_free(pp_provider_t *p);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency from Debian packages. Idempotent:
+# when everything is present it only checks and returns.
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+    libuv1-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler
+    libnl-3-dev libnl-route-3-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
+    golang-go golang-github-containerd-ttrpc-dev
+    iproute2 procps valgrind
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
