@@ -49,10 +49,11 @@ typedef struct pp_ttrpc_header_s {
 void pp_ttrpc_header_pack(uint8_t out[PP_TTRPC_HEADER_SIZE], const pp_ttrpc_header_t *h);
 void pp_ttrpc_header_unpack(const uint8_t in[PP_TTRPC_HEADER_SIZE], pp_ttrpc_header_t *h);
 
-/* Called with each complete frame; takes ownership of `payload` (malloc'd,
- * NULL when the length is 0). A negative return stops decoding and is
+/* Called with each complete frame; takes ownership of `frame`, one malloc'd
+ * buffer holding the header and then the payload (h->length bytes at
+ * frame + PP_TTRPC_HEADER_SIZE). A negative return stops decoding and is
  * returned by pp_ttrpc_decoder_feed(). */
-typedef int (*pp_ttrpc_frame_cb)(void *ctx, const pp_ttrpc_header_t *h, uint8_t *payload);
+typedef int (*pp_ttrpc_frame_cb)(void *ctx, const pp_ttrpc_header_t *h, uint8_t *frame);
 /* Called when a header announces more than the maximum; the decoder then
  * discards that many bytes and goes on with the next frame. */
 typedef int (*pp_ttrpc_oversize_cb)(void *ctx, const pp_ttrpc_header_t *h);
@@ -61,7 +62,7 @@ typedef struct pp_ttrpc_decoder_s {
     uint8_t hdr[PP_TTRPC_HEADER_SIZE];
     size_t hdr_have;
     pp_ttrpc_header_t cur;
-    uint8_t *payload; /* the frame being received */
+    uint8_t *payload; /* payload of the frame being received (header room before) */
     size_t have;
     uint64_t discard; /* bytes of an oversize frame still to drop */
     size_t max;
@@ -161,6 +162,10 @@ void pp_ttrpc_server_close(pp_ttrpc_server_t *srv, int graceful, pp_ttrpc_server
 const pp_ttrpc_request_t *pp_ttrpc_call_request(const pp_ttrpc_call_t *call);
 /* The encoded ttrpc.Request as received. */
 const uint8_t *pp_ttrpc_call_raw(const pp_ttrpc_call_t *call, size_t *len);
+/* Takes the received request frame (header + ttrpc.Request), to send it on
+ * with pp_ttrpc_client_call_frame() without a copy. Afterwards the views of
+ * pp_ttrpc_call_request() and pp_ttrpc_call_raw() are no longer valid. */
+uint8_t *pp_ttrpc_call_steal_frame(pp_ttrpc_call_t *call, size_t *len);
 /* The caller's deadline as loop time in ms (uv_now), or 0 when none. */
 uint64_t pp_ttrpc_call_deadline(const pp_ttrpc_call_t *call);
 /* Fired once, on the loop, when the call can no longer be answered (its
@@ -180,11 +185,11 @@ int pp_ttrpc_call_reply_frame(pp_ttrpc_call_t *call, uint8_t *frame, size_t len)
 typedef struct pp_ttrpc_client_s pp_ttrpc_client_t;
 
 typedef struct pp_ttrpc_result_s {
-    int code;            /* gRPC status: from the server, or local */
-    pp_str_t message;    /* valid during the callback */
+    int code;         /* gRPC status: from the server, or local */
+    pp_str_t message; /* valid during the callback */
     const uint8_t *payload;
     size_t payload_len;
-    uint8_t *frame;      /* the whole response frame; steal it to keep it */
+    uint8_t *frame; /* the whole response frame; steal it to keep it */
     size_t frame_len;
 } pp_ttrpc_result_t;
 
@@ -217,8 +222,8 @@ int pp_ttrpc_client_connected(const pp_ttrpc_client_t *c);
 /* Makes a call; `cb` fires once. The payload is copied. Calls made before
  * the connection is up fail with -ENOTCONN. When the connection drops every
  * call in flight completes with UNAVAILABLE; on close, with CANCELLED. */
-int pp_ttrpc_client_call(pp_ttrpc_client_t *c, const pp_ttrpc_call_opts_t *o,
-                         pp_ttrpc_result_cb cb, void *data);
+int pp_ttrpc_client_call(pp_ttrpc_client_t *c, const pp_ttrpc_call_opts_t *o, pp_ttrpc_result_cb cb,
+                         void *data);
 /* Sends an encoded request frame (any stream id: it is rewritten), taking
  * ownership of `frame`. `timeout_nano` is only enforced locally (the one in
  * the frame travels as is). */

@@ -44,7 +44,17 @@ int pp_error_wrap(pp_error_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, err->message, sizeof(old));
-    snprintf(err->message, sizeof(err->message), "%s: %s", prefix, old);
+    /* Truncation keeps the start, which names the outermost context. */
+    size_t n = strnlen(prefix, sizeof(prefix) - 1);
+    memcpy(err->message, prefix, n);
+    if (n + 2 < sizeof(err->message)) {
+        memcpy(err->message + n, ": ", 2);
+        n += 2;
+    }
+    size_t rest = sizeof(err->message) - 1 - n;
+    size_t m = strnlen(old, rest);
+    memcpy(err->message + n, old, m);
+    err->message[n + m] = '\0';
     return err->code;
 }
 
@@ -62,15 +72,15 @@ static const struct {
     int errnum;
     int status;
 } errno_map[] = {
-    {EINVAL, PP_GRPC_INVALID_ARGUMENT},  {ENOENT, PP_GRPC_NOT_FOUND},
-    {EEXIST, PP_GRPC_ALREADY_EXISTS},    {ETIMEDOUT, PP_GRPC_DEADLINE_EXCEEDED},
-    {ECANCELED, PP_GRPC_CANCELLED},      {ENOMEM, PP_GRPC_RESOURCE_EXHAUSTED},
+    {EINVAL, PP_GRPC_INVALID_ARGUMENT},     {ENOENT, PP_GRPC_NOT_FOUND},
+    {EEXIST, PP_GRPC_ALREADY_EXISTS},       {ETIMEDOUT, PP_GRPC_DEADLINE_EXCEEDED},
+    {ECANCELED, PP_GRPC_CANCELLED},         {ENOMEM, PP_GRPC_RESOURCE_EXHAUSTED},
     {EMSGSIZE, PP_GRPC_RESOURCE_EXHAUSTED}, {ENOSPC, PP_GRPC_RESOURCE_EXHAUSTED},
-    {ECONNREFUSED, PP_GRPC_UNAVAILABLE}, {ECONNRESET, PP_GRPC_UNAVAILABLE},
-    {EPIPE, PP_GRPC_UNAVAILABLE},        {ENOTCONN, PP_GRPC_UNAVAILABLE},
-    {EAGAIN, PP_GRPC_UNAVAILABLE},       {ENOSYS, PP_GRPC_UNIMPLEMENTED},
-    {EOPNOTSUPP, PP_GRPC_UNIMPLEMENTED}, {EBUSY, PP_GRPC_FAILED_PRECONDITION},
-    {EPERM, PP_GRPC_FAILED_PRECONDITION}, {EACCES, PP_GRPC_FAILED_PRECONDITION},
+    {ECONNREFUSED, PP_GRPC_UNAVAILABLE},    {ECONNRESET, PP_GRPC_UNAVAILABLE},
+    {EPIPE, PP_GRPC_UNAVAILABLE},           {ENOTCONN, PP_GRPC_UNAVAILABLE},
+    {EAGAIN, PP_GRPC_UNAVAILABLE},          {ENOSYS, PP_GRPC_UNIMPLEMENTED},
+    {EOPNOTSUPP, PP_GRPC_UNIMPLEMENTED},    {EBUSY, PP_GRPC_FAILED_PRECONDITION},
+    {EPERM, PP_GRPC_FAILED_PRECONDITION},   {EACCES, PP_GRPC_FAILED_PRECONDITION},
 };
 
 int pp_errno_to_grpc(int code)

@@ -23,9 +23,9 @@ typedef struct pp_pb_reader_s {
 typedef struct pp_pb_field_s {
     uint32_t number;
     enum pp_pb_wire wire;
-    uint64_t varint;     /* VARINT, I64, I32 */
-    const uint8_t *data; /* LEN: the bytes */
-    size_t len;          /* LEN: their count */
+    uint64_t varint;      /* VARINT, I64, I32 */
+    const uint8_t *data;  /* LEN: the bytes */
+    size_t len;           /* LEN: their count */
     const uint8_t *start; /* the whole field, tag included */
     size_t total;
 } pp_pb_field_t;

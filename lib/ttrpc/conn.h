@@ -1,0 +1,45 @@
+/* Internal: one ttrpc connection over a libuv stream, shared by the server
+ * and the client. It reads frames (straight into the payload buffer for
+ * large ones), writes whole frames, and tells its owner once when it ends. */
+#ifndef PP_TTRPC_CONN_H
+#define PP_TTRPC_CONN_H
+
+#include "ttrpc.h"
+
+#define PP__CONN_READ_CHUNK (64 * 1024)
+/* Bytes queued for writing past which the peer is deemed stuck. */
+#define PP__CONN_WRITE_QUEUE_MAX (64u << 20)
+
+typedef struct pp__conn_s pp__conn_t;
+
+typedef struct pp__conn_ops_s {
+    /* A complete frame (header + payload); ownership passes. <0 closes. */
+    int (*frame)(pp__conn_t *c, const pp_ttrpc_header_t *h, uint8_t *frame);
+    /* A frame over the maximum was announced and is being discarded. */
+    int (*oversize)(pp__conn_t *c, const pp_ttrpc_header_t *h);
+    /* Reading stopped (EOF, error, protocol error): called once, before
+     * the handle closes. `status` is a negative errno or UV_EOF. */
+    void (*ended)(pp__conn_t *c, int status);
+    /* The handle is closed; the owner may free the conn now. */
+    void (*closed)(pp__conn_t *c);
+} pp__conn_ops_t;
+
+struct pp__conn_s {
+    uv_stream_t *stream; /* malloc'd, owned */
+    pp_ttrpc_decoder_t dec;
+    const pp__conn_ops_t *ops;
+    void *owner;
+    uint8_t *scratch;
+    uint8_t *direct; /* where the last read was directed, or NULL */
+    unsigned ended : 1;
+    unsigned closing : 1;
+};
+
+void pp__conn_init(pp__conn_t *c, uv_stream_t *stream, const pp__conn_ops_t *ops, void *owner);
+int pp__conn_start(pp__conn_t *c);
+/* Writes a frame and frees it when done (also on failure). */
+int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len);
+/* Stops reading (calling ops->ended if not yet) and closes the handle. */
+void pp__conn_close(pp__conn_t *c);
+
+#endif

@@ -1,0 +1,685 @@
+/* ttrpc server: listeners, connections, dispatch, deadlines. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+#define MAX_LISTENERS 4
+
+typedef struct method_s {
+    char *service;
+    char *method;
+    pp_ttrpc_handler_cb cb;
+    void *data;
+} method_t;
+
+typedef struct sconn_s sconn_t;
+
+struct pp_ttrpc_call_s {
+    sconn_t *sc; /* NULL once the connection is gone */
+    struct pp_ttrpc_call_s *prev, *next;
+    pp_ttrpc_server_t *srv;
+    uint32_t stream_id;
+    uint8_t *frame; /* header + the encoded request; NULL once stolen */
+    size_t raw_len;
+    pp_ttrpc_request_t req;
+    uint64_t deadline;
+    uv_timer_t timer;
+    void (*cancel_cb)(pp_ttrpc_call_t *, void *);
+    void *cancel_data;
+    unsigned has_timer : 1;
+    unsigned cancelled : 1; /* no answer can be sent any more */
+};
+
+struct sconn_s {
+    pp__conn_t conn;
+    pp_ttrpc_server_t *srv;
+    sconn_t *prev, *next;
+    pp_ttrpc_call_t *calls;
+    size_t ncalls;
+    unsigned closed : 1; /* handle closed; freed once no call refers to it */
+};
+
+typedef struct listener_s {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } u;
+    pp_ttrpc_server_t *srv;
+    int is_pipe;
+} listener_t;
+
+struct pp_ttrpc_server_s {
+    uv_loop_t *loop;
+    method_t *methods;
+    size_t nmethods;
+    pp_ttrpc_handler_cb fallback;
+    void *fallback_data;
+    listener_t *listeners[MAX_LISTENERS];
+    size_t nlisteners;
+    sconn_t *conns;
+    size_t in_flight;
+    size_t pending_closes; /* listeners and connections still closing */
+    pp_ttrpc_server_close_cb close_cb;
+    void *close_data;
+    unsigned closing : 1;
+    unsigned graceful : 1;
+};
+
+static void maybe_finish_close(pp_ttrpc_server_t *srv);
+static void sconn_close(sconn_t *sc);
+
+/* ---- registration ------------------------------------------------------ */
+
+int pp_ttrpc_server_new(uv_loop_t *loop, pp_ttrpc_server_t **out)
+{
+    pp_ttrpc_server_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return -ENOMEM;
+    srv->loop = loop;
+    *out = srv;
+    return 0;
+}
+
+static method_t *find_method(pp_ttrpc_server_t *srv, pp_str_t service, pp_str_t method)
+{
+    for (size_t i = 0; i < srv->nmethods; i++) {
+        method_t *m = &srv->methods[i];
+        if (pp_str_eq(service, m->service) && pp_str_eq(method, m->method))
+            return m;
+    }
+    return NULL;
+}
+
+int pp_ttrpc_server_register(pp_ttrpc_server_t *srv, const char *service, const char *method,
+                             pp_ttrpc_handler_cb cb, void *data)
+{
+    pp_str_t s = {service, strlen(service)}, m = {method, strlen(method)};
+    if (find_method(srv, s, m) != NULL)
+        return -EEXIST;
+    method_t *v = realloc(srv->methods, (srv->nmethods + 1) * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    srv->methods = v;
+    method_t *e = &v[srv->nmethods];
+    e->service = strdup(service);
+    e->method = strdup(method);
+    if (e->service == NULL || e->method == NULL) {
+        free(e->service);
+        free(e->method);
+        return -ENOMEM;
+    }
+    e->cb = cb;
+    e->data = data;
+    srv->nmethods++;
+    return 0;
+}
+
+void pp_ttrpc_server_set_fallback(pp_ttrpc_server_t *srv, pp_ttrpc_handler_cb cb, void *data)
+{
+    srv->fallback = cb;
+    srv->fallback_data = data;
+}
+
+size_t pp_ttrpc_server_in_flight(const pp_ttrpc_server_t *srv)
+{
+    return srv->in_flight;
+}
+
+/* ---- answering --------------------------------------------------------- */
+
+static int send_status(sconn_t *sc, uint32_t stream_id, int code, const char *msg)
+{
+    uint8_t *frame;
+    size_t len;
+    int r = pp_ttrpc_response_frame(code, msg, NULL, 0, &frame, &len);
+    if (r < 0)
+        return r;
+    pp_ttrpc_frame_set_stream(frame, stream_id);
+    return pp__conn_write(&sc->conn, frame, len);
+}
+
+static void sconn_maybe_free(sconn_t *sc)
+{
+    if (sc->closed && sc->ncalls == 0)
+        free(sc);
+}
+
+/* Detaches the call from its connection; the caller decides the
+ * connection's fate. */
+static void unlink_call(pp_ttrpc_call_t *call)
+{
+    sconn_t *sc = call->sc;
+    if (sc == NULL)
+        return;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        sc->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    call->sc = NULL;
+    sc->ncalls--;
+}
+
+static void call_free_cb(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, pp_ttrpc_call_t, timer));
+}
+
+/* The handler has answered: release everything the call holds. */
+static void call_finish(pp_ttrpc_call_t *call)
+{
+    pp_ttrpc_server_t *srv = call->srv;
+    sconn_t *sc = call->sc;
+    unlink_call(call);
+    pp_ttrpc_request_fini(&call->req);
+    free(call->frame);
+    call->frame = NULL;
+    srv->in_flight--;
+    if (call->has_timer)
+        uv_close((uv_handle_t *)&call->timer, call_free_cb);
+    else
+        free(call);
+    if (sc != NULL && sc->ncalls == 0) {
+        if (sc->closed)
+            free(sc); /* the last call held it after its handle closed */
+        else if (srv->closing)
+            sconn_close(sc); /* a graceful close waited for this answer */
+    }
+    maybe_finish_close(srv);
+}
+
+static void cancel_call(pp_ttrpc_call_t *call)
+{
+    if (call->cancelled)
+        return;
+    call->cancelled = 1;
+    if (call->cancel_cb)
+        call->cancel_cb(call, call->cancel_data);
+}
+
+static int answer(pp_ttrpc_call_t *call, uint8_t *frame, size_t len)
+{
+    int r = 0;
+    if (call->cancelled || call->sc == NULL || call->sc->closed) {
+        free(frame);
+        r = -ECANCELED;
+    } else {
+        pp_ttrpc_frame_set_stream(frame, call->stream_id);
+        r = pp__conn_write(&call->sc->conn, frame, len);
+    }
+    call_finish(call);
+    return r;
+}
+
+int pp_ttrpc_call_reply(pp_ttrpc_call_t *call, const void *payload, size_t len)
+{
+    uint8_t *frame;
+    size_t flen;
+    int r = pp_ttrpc_response_frame(0, NULL, payload, len, &frame, &flen);
+    if (r < 0) {
+        /* Too big or out of memory: the caller still gets an answer. */
+        r = pp_ttrpc_response_frame(r == -EMSGSIZE ? PP_GRPC_RESOURCE_EXHAUSTED : PP_GRPC_INTERNAL,
+                                    "response too large or out of memory", NULL, 0, &frame, &flen);
+        if (r < 0) {
+            call_finish(call);
+            return r;
+        }
+    }
+    return answer(call, frame, flen);
+}
+
+int pp_ttrpc_call_fail(pp_ttrpc_call_t *call, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uint8_t *frame;
+    size_t flen;
+    int r = pp_ttrpc_response_frame(code, msg, NULL, 0, &frame, &flen);
+    if (r < 0) {
+        call_finish(call);
+        return r;
+    }
+    return answer(call, frame, flen);
+}
+
+int pp_ttrpc_call_reply_frame(pp_ttrpc_call_t *call, uint8_t *frame, size_t len)
+{
+    if (len < PP_TTRPC_HEADER_SIZE) {
+        free(frame);
+        return pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "malformed response frame");
+    }
+    frame[8] = PP_TTRPC_RESPONSE;
+    return answer(call, frame, len);
+}
+
+const pp_ttrpc_request_t *pp_ttrpc_call_request(const pp_ttrpc_call_t *call)
+{
+    return &call->req;
+}
+
+const uint8_t *pp_ttrpc_call_raw(const pp_ttrpc_call_t *call, size_t *len)
+{
+    *len = call->frame ? call->raw_len : 0;
+    return call->frame ? call->frame + PP_TTRPC_HEADER_SIZE : NULL;
+}
+
+uint8_t *pp_ttrpc_call_steal_frame(pp_ttrpc_call_t *call, size_t *len)
+{
+    uint8_t *f = call->frame;
+    *len = f ? PP_TTRPC_HEADER_SIZE + call->raw_len : 0;
+    call->frame = NULL;
+    return f;
+}
+
+uint64_t pp_ttrpc_call_deadline(const pp_ttrpc_call_t *call)
+{
+    return call->deadline;
+}
+
+void pp_ttrpc_call_on_cancel(pp_ttrpc_call_t *call, void (*cb)(pp_ttrpc_call_t *, void *),
+                             void *data)
+{
+    call->cancel_cb = cb;
+    call->cancel_data = data;
+}
+
+int pp_ttrpc_call_is_cancelled(const pp_ttrpc_call_t *call)
+{
+    return call->cancelled;
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    pp_ttrpc_call_t *call = container_of(t, pp_ttrpc_call_t, timer);
+    if (call->cancelled)
+        return;
+    /* Answer now; the handler's later answer is dropped. */
+    if (call->sc != NULL && !call->sc->closed)
+        send_status(call->sc, call->stream_id, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    cancel_call(call);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static int dispatch(sconn_t *sc, uint32_t stream_id, uint8_t *frame, size_t len)
+{
+    pp_ttrpc_server_t *srv = sc->srv;
+    pp_ttrpc_call_t *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        free(frame);
+        return send_status(sc, stream_id, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    call->frame = frame;
+    call->raw_len = len;
+    call->stream_id = stream_id;
+    call->srv = srv;
+    if (pp_ttrpc_request_decode(frame + PP_TTRPC_HEADER_SIZE, len, &call->req) < 0) {
+        free(frame);
+        free(call);
+        /* An undecodable request means the peer is broken: drop the conn. */
+        PP_WARN("ttrpc", "undecodable request on stream %u, closing connection", stream_id);
+        return -EBADMSG;
+    }
+    if (srv->closing)
+        goto refuse;
+
+    pp_ttrpc_handler_cb cb = srv->fallback;
+    void *data = srv->fallback_data;
+    method_t *m = find_method(srv, call->req.service, call->req.method);
+    if (m != NULL) {
+        cb = m->cb;
+        data = m->data;
+    }
+    if (cb == NULL) {
+        /* Same messages as containerd's: "service X" or "method Y". */
+        char msg[600];
+        int known = 0;
+        for (size_t i = 0; i < srv->nmethods && !known; i++)
+            known = pp_str_eq(call->req.service, srv->methods[i].service);
+        if (known)
+            snprintf(msg, sizeof(msg), "method %.*s",
+                     (int)(call->req.method.n > 256 ? 256 : call->req.method.n),
+                     call->req.method.p);
+        else
+            snprintf(msg, sizeof(msg), "service %.*s",
+                     (int)(call->req.service.n > 256 ? 256 : call->req.service.n),
+                     call->req.service.p);
+        pp_ttrpc_request_fini(&call->req);
+        free(call->frame);
+        free(call);
+        return send_status(sc, stream_id, PP_GRPC_UNIMPLEMENTED, msg);
+    }
+
+    /* Link the call to its connection before the handler may answer. */
+    call->sc = sc;
+    call->next = sc->calls;
+    if (sc->calls)
+        sc->calls->prev = call;
+    sc->calls = call;
+    sc->ncalls++;
+    srv->in_flight++;
+
+    if (call->req.timeout_nano > 0) {
+        uint64_t ms = ((uint64_t)call->req.timeout_nano + 999999) / 1000000;
+        call->deadline = uv_now(srv->loop) + ms;
+        uv_timer_init(srv->loop, &call->timer);
+        call->has_timer = 1;
+        uv_timer_start(&call->timer, deadline_cb, ms, 0);
+    }
+    cb(call, data);
+    return 0;
+
+refuse:
+    pp_ttrpc_request_fini(&call->req);
+    free(call->frame);
+    free(call);
+    return send_status(sc, stream_id, PP_GRPC_UNAVAILABLE, "server is shutting down");
+}
+
+static int sconn_frame(pp__conn_t *c, const pp_ttrpc_header_t *h, uint8_t *frame)
+{
+    sconn_t *sc = c->owner;
+    if (h->type != PP_TTRPC_REQUEST) {
+        /* Other types are for streams this server does not offer. */
+        free(frame);
+        return 0;
+    }
+    if (h->stream_id % 2 != 1) {
+        free(frame);
+        return send_status(sc, h->stream_id, PP_GRPC_INVALID_ARGUMENT,
+                           "stream id must be odd for client initiated streams");
+    }
+    return dispatch(sc, h->stream_id, frame, h->length);
+}
+
+static int sconn_oversize(pp__conn_t *c, const pp_ttrpc_header_t *h)
+{
+    sconn_t *sc = c->owner;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "message length %u exceeds maximum message size of %u", h->length,
+             PP_TTRPC_MAX_MESSAGE);
+    return send_status(sc, h->stream_id, PP_GRPC_RESOURCE_EXHAUSTED, msg);
+}
+
+static void sconn_ended(pp__conn_t *c, int status)
+{
+    sconn_t *sc = c->owner;
+    (void)status;
+    /* Calls in flight can no longer be answered; tell their handlers. */
+    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
+        cancel_call(call);
+}
+
+static void sconn_closed(pp__conn_t *c)
+{
+    sconn_t *sc = c->owner;
+    pp_ttrpc_server_t *srv = sc->srv;
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        srv->conns = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    sc->closed = 1;
+    srv->pending_closes--;
+    /* Calls still held by handlers keep the struct until they answer. */
+    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
+        cancel_call(call);
+    sconn_maybe_free(sc);
+    maybe_finish_close(srv);
+}
+
+static const pp__conn_ops_t sconn_ops = {
+    .frame = sconn_frame,
+    .oversize = sconn_oversize,
+    .ended = sconn_ended,
+    .closed = sconn_closed,
+};
+
+static void sconn_close(sconn_t *sc)
+{
+    pp__conn_close(&sc->conn);
+}
+
+int pp_ttrpc_server_serve_stream(pp_ttrpc_server_t *srv, uv_stream_t *stream)
+{
+    sconn_t *sc = calloc(1, sizeof(*sc));
+    if (sc == NULL)
+        return -ENOMEM;
+    sc->srv = srv;
+    pp__conn_init(&sc->conn, stream, &sconn_ops, sc);
+    sc->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = sc;
+    srv->conns = sc;
+    srv->pending_closes++;
+    int r = pp__conn_start(&sc->conn);
+    if (r < 0)
+        pp__conn_close(&sc->conn);
+    return 0;
+}
+
+/* ---- listening --------------------------------------------------------- */
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+    listener_t *l = server->data;
+    pp_ttrpc_server_t *srv = l->srv;
+    if (status < 0) {
+        PP_WARN("ttrpc", "accept: %s", uv_strerror(status));
+        return;
+    }
+    uv_stream_t *client;
+    if (l->is_pipe) {
+        uv_pipe_t *p = malloc(sizeof(*p));
+        if (p == NULL || uv_pipe_init(srv->loop, p, 0) < 0) {
+            free(p);
+            return;
+        }
+        client = (uv_stream_t *)p;
+    } else {
+        uv_tcp_t *t = malloc(sizeof(*t));
+        if (t == NULL || uv_tcp_init(srv->loop, t) < 0) {
+            free(t);
+            return;
+        }
+        uv_tcp_nodelay(t, 1);
+        client = (uv_stream_t *)t;
+    }
+    if (uv_accept(server, client) < 0) {
+        uv_close((uv_handle_t *)client, (uv_close_cb)free);
+        return;
+    }
+    if (pp_ttrpc_server_serve_stream(srv, client) < 0)
+        uv_close((uv_handle_t *)client, (uv_close_cb)free);
+}
+
+static void listener_close_cb(uv_handle_t *h)
+{
+    listener_t *l = h->data;
+    pp_ttrpc_server_t *srv = l->srv;
+    free(l);
+    srv->pending_closes--;
+    maybe_finish_close(srv);
+}
+
+static listener_t *listener_new(pp_ttrpc_server_t *srv, int is_pipe)
+{
+    if (srv->nlisteners == MAX_LISTENERS)
+        return NULL;
+    listener_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->srv = srv;
+    l->is_pipe = is_pipe;
+    int r = is_pipe ? uv_pipe_init(srv->loop, &l->u.pipe, 0) : uv_tcp_init(srv->loop, &l->u.tcp);
+    if (r < 0) {
+        free(l);
+        return NULL;
+    }
+    l->u.handle.data = l;
+    return l;
+}
+
+static void listener_discard(listener_t *l)
+{
+    l->srv->pending_closes++;
+    uv_close(&l->u.handle, listener_close_cb);
+}
+
+/* Removes `path` if it is a socket nobody listens on. */
+static int remove_stale_socket(const char *path, pp_error_t *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0
+                               : pp_error_set(err, -errno, "stat `%s`: %s", path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return pp_error_set(err, -EEXIST, "`%s` exists and is not a socket", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return pp_error_set(err, -errno, "socket: %s", strerror(errno));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    if (live)
+        return pp_error_set(err, -EADDRINUSE, "`%s` is served by another process", path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return pp_error_set(err, -errno, "remove stale socket `%s`: %s", path, strerror(errno));
+    return 0;
+}
+
+int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_error_t *err)
+{
+    struct sockaddr_un sa;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return pp_error_set(err, -ENAMETOOLONG, "socket path `%s` is too long", path);
+    int r = remove_stale_socket(path, err);
+    if (r < 0)
+        return r;
+    listener_t *l = listener_new(srv, 1);
+    if (l == NULL)
+        return pp_error_set(err, -ENOMEM, "listen on `%s`: out of memory or listeners", path);
+    r = uv_pipe_bind(&l->u.pipe, path);
+    if (r == 0)
+        r = uv_listen(&l->u.stream, 128, connection_cb);
+    if (r < 0) {
+        listener_discard(l);
+        return pp_error_set(err, r, "listen on `%s`: %s", path, uv_strerror(r));
+    }
+    srv->listeners[srv->nlisteners++] = l;
+    return 0;
+}
+
+int pp_ttrpc_server_listen_tcp(pp_ttrpc_server_t *srv, const char *hostport, pp_error_t *err)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (colon == NULL || (size_t)(colon - hostport) >= sizeof(host))
+        return pp_error_set(err, -EINVAL, "listen address `%s` is not host:port", hostport);
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
+        return pp_error_set(err, -EINVAL, "listen address `%s` has a bad port", hostport);
+    struct sockaddr_storage ss;
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    if (*h == '\0')
+        h = "0.0.0.0";
+    int r = uv_ip4_addr(h, (int)port, (struct sockaddr_in *)&ss);
+    if (r < 0)
+        r = uv_ip6_addr(h, (int)port, (struct sockaddr_in6 *)&ss);
+    if (r < 0)
+        return pp_error_set(err, -EINVAL, "listen address `%s`: bad IP address", hostport);
+    listener_t *l = listener_new(srv, 0);
+    if (l == NULL)
+        return pp_error_set(err, -ENOMEM, "listen on `%s`: out of memory or listeners", hostport);
+    r = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen(&l->u.stream, 128, connection_cb);
+    if (r < 0) {
+        listener_discard(l);
+        return pp_error_set(err, r, "listen on `%s`: %s", hostport, uv_strerror(r));
+    }
+    srv->listeners[srv->nlisteners++] = l;
+    return 0;
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+static void maybe_finish_close(pp_ttrpc_server_t *srv)
+{
+    if (!srv->closing || srv->pending_closes > 0 || srv->conns != NULL)
+        return;
+    if (srv->graceful && srv->in_flight > 0)
+        return;
+    pp_ttrpc_server_close_cb cb = srv->close_cb;
+    void *data = srv->close_data;
+    /* Calls still held by handlers were detached; their answers are
+     * dropped and free only the call. */
+    if (srv->in_flight > 0)
+        return; /* freed when the last one answers */
+    for (size_t i = 0; i < srv->nmethods; i++) {
+        free(srv->methods[i].service);
+        free(srv->methods[i].method);
+    }
+    free(srv->methods);
+    if (cb)
+        cb(srv, data);
+    free(srv);
+}
+
+void pp_ttrpc_server_close(pp_ttrpc_server_t *srv, int graceful, pp_ttrpc_server_close_cb cb,
+                           void *data)
+{
+    if (srv->closing)
+        return;
+    srv->closing = 1;
+    srv->graceful = graceful ? 1 : 0;
+    srv->close_cb = cb;
+    srv->close_data = data;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        listener_t *l = srv->listeners[i];
+        if (l->is_pipe) {
+            /* Remove the socket file so nobody connects to a dead path. */
+            char path[256];
+            size_t n = sizeof(path);
+            if (uv_pipe_getsockname(&l->u.pipe, path, &n) == 0 && n < sizeof(path)) {
+                path[n] = '\0';
+                unlink(path);
+            }
+        }
+        listener_discard(l);
+    }
+    srv->nlisteners = 0;
+    sconn_t *next;
+    for (sconn_t *sc = srv->conns; sc != NULL; sc = next) {
+        next = sc->next;
+        if (!graceful || sc->ncalls == 0)
+            sconn_close(sc);
+    }
+    maybe_finish_close(srv);
+}
