@@ -1,0 +1,97 @@
+/* cloud-api-adaptor internals: the daemon context and the sandbox state
+ * machine (design.md §3).
+ *
+ * A sandbox goes created (CreateVM) -> starting (StartVM: instance, then
+ * forwarder dial) -> running -> stopping -> gone, or to failed. Everything
+ * runs on the daemon's one loop thread; provider calls and dials are
+ * asynchronous, so a slow sandbox never delays another. */
+#ifndef CAA_CAA_H
+#define CAA_CAA_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "provider.h"
+#include "proxy.h"
+#include "ttrpc/ttrpc.h"
+
+#define CAA_VERSION "0.1.0"
+
+typedef struct caa_daemon_s caa_daemon_t;
+typedef struct caa_sandbox_s caa_sandbox_t;
+
+enum caa_sandbox_state {
+    CAA_SB_CREATED,
+    CAA_SB_STARTING,
+    CAA_SB_RUNNING,
+    CAA_SB_STOPPING,
+    CAA_SB_FAILED,
+};
+
+typedef struct caa_waiting_call_s {
+    struct caa_waiting_call_s *next;
+    pp_ttrpc_call_t *call;
+} caa_waiting_call_t;
+
+struct caa_sandbox_s {
+    caa_sandbox_t *prev, *next;
+    caa_daemon_t *d;
+    enum caa_sandbox_state state;
+    char id[129];
+    char pod_name[254];
+    char pod_namespace[254];
+    char netns_path[256];
+    char instance_name[64];
+    char dir[256];
+    char socket_path[108];
+    char machine_type[128];
+    char image[256];
+    unsigned vcpus, memory_mib, gpus;
+    char *user_data; /* #cloud-config, NUL-terminated */
+    size_t user_data_len;
+    pp_instance_t instance;
+    caa_proxy_t *proxy;
+    pp_ttrpc_call_t *start_call;    /* StartVM waiting for the outcome */
+    caa_waiting_call_t *stop_calls; /* StopVMs waiting for the teardown */
+    pp_error_t start_error;         /* why the start failed */
+    unsigned has_instance : 1;      /* the provider holds an instance */
+    unsigned provider_busy : 1;     /* a create or delete is in flight */
+    unsigned stop_requested : 1;
+};
+
+struct caa_daemon_s {
+    uv_loop_t *loop;
+    caa_config_t cfg;
+    pp_provider_t *provider;
+    pp_ttrpc_server_t *hv; /* hypervisor service */
+    caa_sandbox_t *sandboxes;
+    size_t nsandboxes;
+    uv_signal_t sigterm, sigint;
+    int stopping;
+    int exit_code;
+};
+
+/* hypervisor.c: registers the service methods on d->hv. */
+int caa_hypervisor_register(caa_daemon_t *d);
+
+/* sandbox.c */
+caa_sandbox_t *caa_sandbox_find(caa_daemon_t *d, const char *id);
+/* CreateVM: validates the request, makes the pod directory and the user
+ * data; creates no VM. */
+int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
+                       const char *const *keys, const char *const *values, size_t nannotations,
+                       caa_sandbox_t **out, pp_error_t *err);
+/* StartVM and StopVM: take the call and answer it when done. */
+void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
+void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
+/* Releases every sandbox's proxy without touching instances (shutdown). */
+void caa_sandboxes_release(caa_daemon_t *d);
+
+/* Derives `podvm-<pod>-<first 8 of sid>` within 63 characters. */
+void caa_instance_name(const char *pod, const char *sid, char out[64]);
+
+/* userdata.c: the #cloud-config for a sandbox. */
+int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_toml,
+                       pp_error_t *err);
+
+#endif

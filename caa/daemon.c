@@ -1,0 +1,107 @@
+/* Daemon lifetime: start-up, signals, graceful shutdown. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "caa.h"
+#include "daemon.h"
+#include "util/log.h"
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[256];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static void hv_closed_cb(pp_ttrpc_server_t *s, void *data)
+{
+    caa_daemon_t *d = data;
+    (void)s;
+    d->hv = NULL;
+    /* Proxies go; pod VMs stay, to be adopted by the next start. */
+    caa_sandboxes_release(d);
+    PP_INFO("caa", "stopped; %zu pod VMs left running", d->nsandboxes);
+}
+
+void caa_daemon_shutdown(caa_daemon_t *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    PP_INFO("caa", "shutting down: finishing %zu calls in flight",
+            d->hv ? pp_ttrpc_server_in_flight(d->hv) : (size_t)0);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    if (d->hv != NULL)
+        pp_ttrpc_server_close(d->hv, 1, hv_closed_cb, d);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    caa_daemon_t *d = s->data;
+    PP_INFO("caa", "received %s", strsignal(signum));
+    caa_daemon_shutdown(d);
+}
+
+int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
+{
+    d->loop = loop;
+    const struct pp_provider_ops *ops = pp_provider_find(d->cfg.provider);
+    if (ops == NULL)
+        return pp_error_set(err, -EINVAL, "`CLOUD_PROVIDER`: unknown provider `%s`",
+                            d->cfg.provider);
+    int r = pp_provider_new(ops, loop, d->cfg.node_name, &d->provider, err);
+    if (r < 0)
+        return pp_error_wrap(err, "provider `%s`", ops->name);
+    if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
+        return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
+    char sockdir[256];
+    snprintf(sockdir, sizeof(sockdir), "%s", d->cfg.socket);
+    char *slash = strrchr(sockdir, '/');
+    if (slash != NULL && slash != sockdir) {
+        *slash = '\0';
+        if ((r = mkdir_p(sockdir, 0755)) < 0)
+            return pp_error_set(err, r, "`REMOTE_HYPERVISOR_ENDPOINT` directory `%s`: %s", sockdir,
+                                strerror(-r));
+    }
+    if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 || (r = caa_hypervisor_register(d)) < 0)
+        return pp_error_set(err, r, "hypervisor service: %s", strerror(-r));
+    if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)
+        return pp_error_wrap(err, "`REMOTE_HYPERVISOR_ENDPOINT`");
+    uv_signal_init(loop, &d->sigterm);
+    uv_signal_init(loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&d->sigint, signal_cb, SIGINT);
+    PP_INFO("caa", "cloud-api-adaptor %s: provider `%s`, node `%s`, serving `%s`", CAA_VERSION,
+            ops->name, d->cfg.node_name, d->cfg.socket);
+    return 0;
+}
+
+void caa_daemon_fini(caa_daemon_t *d)
+{
+    if (d->provider != NULL)
+        pp_provider_free(d->provider);
+    d->provider = NULL;
+    while (d->sandboxes != NULL) {
+        caa_sandbox_t *sb = d->sandboxes;
+        d->sandboxes = sb->next;
+        free(sb->user_data);
+        free(sb);
+    }
+}

@@ -1,0 +1,31 @@
+/* Agent proxy: serves the kata agent API to the shim on a pod's unix socket
+ * and forwards every call, frame for frame, over one multiplexed ttrpc
+ * connection to the agent-protocol-forwarder in the pod VM.
+ *
+ * Request and response frames pass unchanged (only the stream id differs),
+ * so payloads, `timeout_nano` and metadata reach the agent as the shim sent
+ * them. When the forwarder connection drops, calls in flight fail with
+ * UNAVAILABLE and the next call dials again. Loop thread only. */
+#ifndef CAA_PROXY_H
+#define CAA_PROXY_H
+
+#include <uv.h>
+
+#include "util/error.h"
+
+typedef struct caa_proxy_s caa_proxy_t;
+
+typedef void (*caa_proxy_ready_cb)(caa_proxy_t *p, int status, const pp_error_t *err, void *data);
+typedef void (*caa_proxy_close_cb)(caa_proxy_t *p, void *data);
+
+int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
+                  caa_proxy_t **out);
+/* Dials the forwarder (retrying with backoff until `deadline_ms`, loop
+ * time) and checks that the agent answers grpc.Health/Check; then listens
+ * on the socket and calls `cb` with 0. On failure `cb` gets a negative
+ * errno and `err` says why. Cancelled by caa_proxy_close(). */
+int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb, void *data);
+/* Fails calls in flight, stops listening, removes the socket, frees. */
+void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data);
+
+#endif

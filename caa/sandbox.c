@@ -1,0 +1,507 @@
+/* The sandbox state machine: CreateVM, StartVM, StopVM. */
+#define _XOPEN_SOURCE 700
+#include <ctype.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caa.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+#define ANN_PREFIX "io.katacontainers.config.hypervisor."
+
+static const char *state_name(enum caa_sandbox_state s)
+{
+    static const char *const names[] = {
+        [CAA_SB_CREATED] = "created", [CAA_SB_STARTING] = "starting",
+        [CAA_SB_RUNNING] = "running", [CAA_SB_STOPPING] = "stopping",
+        [CAA_SB_FAILED] = "failed",
+    };
+    return names[s];
+}
+
+caa_sandbox_t *caa_sandbox_find(caa_daemon_t *d, const char *id)
+{
+    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next)
+        if (strcmp(sb->id, id) == 0)
+            return sb;
+    return NULL;
+}
+
+void caa_instance_name(const char *pod, const char *sid, char out[64])
+{
+    char sid8[9];
+    size_t n = strnlen(sid, 8);
+    memcpy(sid8, sid, n);
+    sid8[n] = '\0';
+    /* "podvm-" + pod + "-" + sid8 <= 63 */
+    size_t room = 63 - 6 - 1 - n;
+    size_t plen = strlen(pod);
+    if (plen > room)
+        plen = room;
+    snprintf(out, 64, "podvm-%.*s-%s", (int)plen, pod, sid8);
+    for (char *p = out; *p; p++) {
+        *p = (char)tolower((unsigned char)*p);
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+            *p = '-';
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) < 0 && errno != ENOENT)
+        PP_WARN("caa", "remove `%s`: %s", path, strerror(errno));
+    return 0;
+}
+
+static void remove_dir(const char *dir)
+{
+    if (dir[0] == '\0')
+        return;
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void sandbox_free(caa_sandbox_t *sb)
+{
+    caa_daemon_t *d = sb->d;
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        d->sandboxes = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    d->nsandboxes--;
+    free(sb->user_data);
+    free(sb);
+}
+
+/* ---- CreateVM ---------------------------------------------------------- */
+
+static int valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return 0;
+    return 1;
+}
+
+static int parse_count(const char *v, unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n > max)
+        return -EINVAL;
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int copy_field(char *dst, size_t size, const char *v)
+{
+    if (strlen(v) >= size)
+        return -ENAMETOOLONG;
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+/* Reads the annotations into `sb`; the first problem is named in `err`. */
+static int read_annotations(caa_sandbox_t *sb, const char *const *keys, const char *const *values,
+                            size_t n, const char **initdata, pp_error_t *err)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        size_t size;
+    } strings[] = {
+        {"io.kubernetes.cri.sandbox-name", offsetof(caa_sandbox_t, pod_name),
+         sizeof(((caa_sandbox_t *)0)->pod_name)},
+        {"io.kubernetes.cri.sandbox-namespace", offsetof(caa_sandbox_t, pod_namespace),
+         sizeof(((caa_sandbox_t *)0)->pod_namespace)},
+        {ANN_PREFIX "machine_type", offsetof(caa_sandbox_t, machine_type),
+         sizeof(((caa_sandbox_t *)0)->machine_type)},
+        {ANN_PREFIX "image", offsetof(caa_sandbox_t, image), sizeof(((caa_sandbox_t *)0)->image)},
+    };
+    static const struct {
+        const char *key;
+        size_t off;
+        unsigned max;
+    } counts[] = {
+        {ANN_PREFIX "default_vcpus", offsetof(caa_sandbox_t, vcpus), 1024},
+        {ANN_PREFIX "default_memory", offsetof(caa_sandbox_t, memory_mib), 16u << 20},
+        {ANN_PREFIX "default_gpus", offsetof(caa_sandbox_t, gpus), 64},
+    };
+    for (size_t i = 0; i < n; i++) {
+        const char *k = keys[i], *v = values[i];
+        for (size_t s = 0; s < PP_ARRAY_SIZE(strings); s++)
+            if (strcmp(k, strings[s].key) == 0 &&
+                copy_field((char *)sb + strings[s].off, strings[s].size, v) < 0)
+                return pp_error_set(err, -EINVAL, "annotation `%s` is too long", k);
+        for (size_t c = 0; c < PP_ARRAY_SIZE(counts); c++)
+            if (strcmp(k, counts[c].key) == 0 &&
+                parse_count(v, counts[c].max, (unsigned *)((char *)sb + counts[c].off)) < 0)
+                return pp_error_set(err, -EINVAL,
+                                    "annotation `%s`: `%s` is not a whole number from 0 to %u", k,
+                                    v, counts[c].max);
+        if (strcmp(k, ANN_PREFIX "cc_init_data") == 0)
+            *initdata = v;
+    }
+    if (sb->pod_name[0] == '\0')
+        return pp_error_set(err, -EINVAL, "annotation `io.kubernetes.cri.sandbox-name` is missing");
+    if (sb->pod_namespace[0] == '\0')
+        return pp_error_set(err, -EINVAL,
+                            "annotation `io.kubernetes.cri.sandbox-namespace` is missing");
+    return 0;
+}
+
+int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
+                       const char *const *keys, const char *const *values, size_t nannotations,
+                       caa_sandbox_t **out, pp_error_t *err)
+{
+    if (!valid_id(id))
+        return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
+                                   "sandbox id `%.128s` is not 1 to 128 of [A-Za-z0-9._-]", id);
+    caa_sandbox_t *old = caa_sandbox_find(d, id);
+    if (old != NULL) {
+        if (old->state != CAA_SB_CREATED)
+            return pp_error_set_status(err, PP_GRPC_ALREADY_EXISTS, -EEXIST,
+                                       "sandbox `%s` exists and is %s", id, state_name(old->state));
+        /* A repeated CreateVM before StartVM prepares again from scratch. */
+        remove_dir(old->dir);
+        sandbox_free(old);
+    }
+    if (d->cfg.peerpods_limit > 0 && d->nsandboxes >= (size_t)d->cfg.peerpods_limit)
+        return pp_error_set_status(
+            err, PP_GRPC_RESOURCE_EXHAUSTED, -ENOSPC,
+            "this node already has %zu peer pods (`PEERPODS_LIMIT_PER_NODE` is %d)", d->nsandboxes,
+            d->cfg.peerpods_limit);
+    caa_sandbox_t *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    sb->d = d;
+    snprintf(sb->id, sizeof(sb->id), "%s", id);
+    const char *initdata = NULL;
+    int r = read_annotations(sb, keys, values, nannotations, &initdata, err);
+    if (r == 0 && copy_field(sb->netns_path, sizeof(sb->netns_path), netns_path) < 0)
+        r = pp_error_set(err, -EINVAL, "network namespace path is too long");
+    if (r == 0) {
+        int n = snprintf(sb->dir, sizeof(sb->dir), "%s/%s", d->cfg.pods_dir, id);
+        int m = snprintf(sb->socket_path, sizeof(sb->socket_path), "%s/agent.ttrpc", sb->dir);
+        if (n < 0 || (size_t)n >= sizeof(sb->dir) || m < 0 || (size_t)m >= sizeof(sb->socket_path))
+            r = pp_error_set(err, -EINVAL,
+                             "agent socket path for sandbox `%s` would pass the unix socket "
+                             "limit of %zu bytes; use a shorter `PODS_DIR`",
+                             id, sizeof(sb->socket_path) - 1);
+    }
+    if (r == 0) {
+        caa_instance_name(sb->pod_name, id, sb->instance_name);
+        r = caa_userdata_build(d, sb, initdata, err);
+    }
+    if (r == 0 && mkdir(sb->dir, 0700) < 0 && errno != EEXIST)
+        r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir, strerror(errno));
+    if (r < 0) {
+        free(sb->user_data);
+        free(sb);
+        return r;
+    }
+    sb->state = CAA_SB_CREATED;
+    sb->next = d->sandboxes;
+    if (d->sandboxes)
+        d->sandboxes->prev = sb;
+    d->sandboxes = sb;
+    d->nsandboxes++;
+    PP_INFO("caa", "sandbox `%s`: created for pod `%s/%s`, instance `%s`", id, sb->pod_namespace,
+            sb->pod_name, sb->instance_name);
+    *out = sb;
+    return 0;
+}
+
+/* ---- StartVM / StopVM -------------------------------------------------- */
+
+static void teardown(caa_sandbox_t *sb);
+
+static void answer_stops(caa_sandbox_t *sb, const pp_error_t *err)
+{
+    caa_waiting_call_t *w = sb->stop_calls;
+    sb->stop_calls = NULL;
+    while (w != NULL) {
+        caa_waiting_call_t *next = w->next;
+        if (err == NULL)
+            pp_ttrpc_call_reply(w->call, NULL, 0);
+        else
+            pp_ttrpc_call_fail(w->call, pp_error_grpc_status(err), "%s", err->message);
+        free(w);
+        w = next;
+    }
+}
+
+static void answer_start(caa_sandbox_t *sb, const pp_error_t *err)
+{
+    pp_ttrpc_call_t *call = sb->start_call;
+    sb->start_call = NULL;
+    if (call == NULL)
+        return;
+    if (err == NULL)
+        pp_ttrpc_call_reply(call, NULL, 0);
+    else
+        pp_ttrpc_call_fail(call, pp_error_grpc_status(err), "%s", err->message);
+}
+
+/* The sandbox is gone: answer whoever waits and forget it. */
+static void finish_gone(caa_sandbox_t *sb)
+{
+    PP_INFO("caa", "sandbox `%s`: stopped", sb->id);
+    remove_dir(sb->dir);
+    if (sb->start_call != NULL) {
+        pp_error_t err;
+        if (sb->start_error.code != 0)
+            err = sb->start_error;
+        else
+            pp_error_set_status(&err, PP_GRPC_CANCELLED, -ECANCELED,
+                                "sandbox `%s` was stopped "
+                                "while starting",
+                                sb->id);
+        answer_start(sb, &err);
+    }
+    answer_stops(sb, NULL);
+    sandbox_free(sb);
+}
+
+static void deleted_cb(int status, const pp_error_t *err, void *data)
+{
+    caa_sandbox_t *sb = data;
+    sb->provider_busy = 0;
+    if (status < 0) {
+        /* The instance may still exist: keep the record so that a retried
+         * StopVM deletes it, and report the failure. */
+        PP_ERR("caa", "sandbox `%s`: delete instance `%s`: %s", sb->id, sb->instance.id,
+               err ? err->message : uv_strerror(status));
+        pp_error_t e;
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, status, "delete instance `%s`: %s",
+                            sb->instance.id, err ? err->message : uv_strerror(status));
+        sb->state = CAA_SB_FAILED;
+        sb->stop_requested = 0;
+        answer_start(sb, sb->start_error.code ? &sb->start_error : &e);
+        answer_stops(sb, &e);
+        return;
+    }
+    sb->has_instance = 0;
+    if (sb->stop_requested || sb->d->stopping) {
+        finish_gone(sb);
+        return;
+    }
+    /* A failed start: the VM is gone, the sandbox stays failed. */
+    sb->state = CAA_SB_FAILED;
+    answer_start(sb, &sb->start_error);
+}
+
+static void proxy_closed_cb(caa_proxy_t *p, void *data)
+{
+    (void)p;
+    (void)data;
+}
+
+/* Undoes what exists: the proxy, then the instance; then finishes. */
+static void teardown(caa_sandbox_t *sb)
+{
+    if (sb->proxy != NULL) {
+        caa_proxy_t *p = sb->proxy;
+        sb->proxy = NULL;
+        caa_proxy_close(p, proxy_closed_cb, NULL);
+    }
+    if (sb->provider_busy)
+        return; /* the create or delete in flight calls back here */
+    if (!sb->has_instance) {
+        if (sb->stop_requested)
+            finish_gone(sb);
+        else {
+            sb->state = CAA_SB_FAILED;
+            answer_start(sb, &sb->start_error);
+        }
+        return;
+    }
+    sb->provider_busy = 1;
+    int r = sb->d->provider->ops->delete_instance(sb->d->provider, sb->instance.id, deleted_cb, sb);
+    if (r < 0) {
+        pp_error_t e;
+        pp_error_set(&e, r, "delete instance: %s", uv_strerror(r));
+        deleted_cb(r, &e, sb);
+    }
+}
+
+static void start_failed(caa_sandbox_t *sb, const pp_error_t *err)
+{
+    if (sb->start_error.code == 0)
+        sb->start_error = *err;
+    PP_WARN("caa", "sandbox `%s`: start failed: %s", sb->id, err->message);
+    sb->state = CAA_SB_STOPPING;
+    teardown(sb);
+}
+
+static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, void *data)
+{
+    caa_sandbox_t *sb = data;
+    (void)p;
+    if (status == -ECANCELED && (sb->state != CAA_SB_STARTING || sb->d->stopping))
+        return; /* closed by teardown, which carries on, or by shutdown */
+    if (status < 0) {
+        pp_error_t e;
+        pp_error_set_status(&e,
+                            status == -ETIMEDOUT ? PP_GRPC_DEADLINE_EXCEEDED : PP_GRPC_UNAVAILABLE,
+                            status, "pod VM `%s` (%s): %s", sb->instance_name, sb->instance.ip,
+                            err ? err->message : uv_strerror(status));
+        start_failed(sb, &e);
+        return;
+    }
+    sb->state = CAA_SB_RUNNING;
+    PP_INFO("caa", "sandbox `%s`: running, instance `%s` at %s, agent on `%s`", sb->id,
+            sb->instance.id, sb->instance.ip, sb->socket_path);
+    answer_start(sb, NULL);
+}
+
+static uint64_t start_deadline(caa_sandbox_t *sb)
+{
+    uint64_t deadline = uv_now(sb->d->loop) + sb->d->cfg.proxy_timeout_ms;
+    uint64_t caller = sb->start_call ? pp_ttrpc_call_deadline(sb->start_call) : 0;
+    return caller != 0 && caller < deadline ? caller : deadline;
+}
+
+static int forwarder_addr(caa_sandbox_t *sb, struct sockaddr_storage *ss)
+{
+    int port = sb->d->cfg.forwarder_port;
+    if (uv_ip4_addr(sb->instance.ip, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    return uv_ip6_addr(sb->instance.ip, port, (struct sockaddr_in6 *)ss);
+}
+
+static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *err, void *data)
+{
+    caa_sandbox_t *sb = data;
+    sb->provider_busy = 0;
+    if (status == 0) {
+        sb->instance = *inst;
+        sb->has_instance = 1;
+    }
+    if (sb->stop_requested || sb->state != CAA_SB_STARTING) {
+        teardown(sb);
+        return;
+    }
+    pp_error_t e;
+    if (status < 0) {
+        pp_error_set_status(&e, pp_error_grpc_status(err), status, "create instance `%s`: %s",
+                            sb->instance_name, err ? err->message : uv_strerror(status));
+        start_failed(sb, &e);
+        return;
+    }
+    PP_INFO("caa", "sandbox `%s`: instance `%s` created at %s", sb->id, inst->id, inst->ip);
+    struct sockaddr_storage ss;
+    int r = forwarder_addr(sb, &ss);
+    if (r == 0)
+        r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, &sb->proxy);
+    if (r == 0)
+        r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);
+    if (r < 0) {
+        pp_error_set(&e, r, "agent proxy for `%s` (%s): %s", sb->instance_name, inst->ip,
+                     uv_strerror(r));
+        start_failed(sb, &e);
+    }
+}
+
+/* The StartVM caller went away or its deadline passed: undo the start. */
+static void start_cancelled(pp_ttrpc_call_t *call, void *data)
+{
+    caa_sandbox_t *sb = data;
+    if (sb->start_call != call || sb->state != CAA_SB_STARTING)
+        return;
+    pp_error_t e;
+    pp_error_set_status(&e, PP_GRPC_DEADLINE_EXCEEDED, -ETIMEDOUT,
+                        "StartVM for `%s` was abandoned by its caller", sb->id);
+    start_failed(sb, &e);
+}
+
+void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
+{
+    caa_sandbox_t *sb = caa_sandbox_find(d, id);
+    if (sb == NULL) {
+        pp_ttrpc_call_fail(call, PP_GRPC_NOT_FOUND, "sandbox `%s` was not created", id);
+        return;
+    }
+    if (sb->state == CAA_SB_RUNNING) {
+        pp_ttrpc_call_reply(call, NULL, 0);
+        return;
+    }
+    if (sb->state != CAA_SB_CREATED) {
+        pp_ttrpc_call_fail(call, PP_GRPC_FAILED_PRECONDITION, "sandbox `%s` is %s", id,
+                           state_name(sb->state));
+        return;
+    }
+    sb->state = CAA_SB_STARTING;
+    sb->start_call = call;
+    pp_error_clear(&sb->start_error);
+    pp_ttrpc_call_on_cancel(call, start_cancelled, sb);
+    pp_instance_spec_t spec = {
+        .sandbox_id = sb->id,
+        .instance_name = sb->instance_name,
+        .node_name = d->cfg.node_name,
+        .user_data = sb->user_data,
+        .user_data_len = sb->user_data_len,
+        .machine_type = sb->machine_type[0] ? sb->machine_type : NULL,
+        .image = sb->image[0] ? sb->image : NULL,
+        .vcpus = sb->vcpus,
+        .memory_mib = sb->memory_mib,
+        .gpus = sb->gpus,
+    };
+    PP_INFO("caa", "sandbox `%s`: creating instance `%s`", id, sb->instance_name);
+    sb->provider_busy = 1;
+    int r = d->provider->ops->create_instance(d->provider, &spec, created_cb, sb);
+    if (r < 0) {
+        sb->provider_busy = 0;
+        pp_error_t e;
+        pp_error_set(&e, r, "create instance `%s`: %s", sb->instance_name, uv_strerror(r));
+        start_failed(sb, &e);
+    }
+}
+
+void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
+{
+    caa_sandbox_t *sb = caa_sandbox_find(d, id);
+    if (sb == NULL) {
+        pp_ttrpc_call_reply(call, NULL, 0);
+        return;
+    }
+    caa_waiting_call_t *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        pp_ttrpc_call_fail(call, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->call = call;
+    w->next = sb->stop_calls;
+    sb->stop_calls = w;
+    if (sb->stop_requested)
+        return; /* already on its way down */
+    sb->stop_requested = 1;
+    PP_INFO("caa", "sandbox `%s`: stopping (was %s)", id, state_name(sb->state));
+    sb->state = CAA_SB_STOPPING;
+    teardown(sb);
+}
+
+void caa_sandboxes_release(caa_daemon_t *d)
+{
+    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next) {
+        if (sb->proxy != NULL) {
+            caa_proxy_t *p = sb->proxy;
+            sb->proxy = NULL;
+            caa_proxy_close(p, proxy_closed_cb, NULL);
+        }
+    }
+}

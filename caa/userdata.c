@@ -1,0 +1,56 @@
+/* The user data each pod VM gets: the forwarder's configuration (apf.json)
+ * and, when given, the pod's initdata, as #cloud-config. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caa.h"
+#include "userdata/cloudconfig.h"
+#include "util/buf.h"
+
+static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *err)
+{
+    (void)d;
+    json_t *root = json_object();
+    if (root == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    int r = json_object_set_new(root, "pod-namespace", json_string(sb->pod_namespace));
+    r |= json_object_set_new(root, "pod-name", json_string(sb->pod_name));
+    char *s = r == 0 ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(root);
+    if (s == NULL)
+        return pp_error_set(err, -EINVAL, "apf.json: annotations are not valid UTF-8");
+    *out = s;
+    return 0;
+}
+
+int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_toml,
+                       pp_error_t *err)
+{
+    char *apf = NULL;
+    int r = apf_json(d, sb, &apf, err);
+    if (r < 0)
+        return r;
+    pp_userdata_file_t files[2] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
+    size_t n = 1;
+    (void)initdata_toml; /* initdata provisioning arrives with its own module */
+    pp_buf_t b;
+    size_t max = d->provider->ops->user_data_max;
+    pp_buf_init(&b, max);
+    r = pp_cloudconfig_build(files, n, &b, err);
+    if (r == 0)
+        r = pp_buf_append_byte(&b, 0);
+    free(apf);
+    if (r == -EMSGSIZE)
+        r = pp_error_set(err, -EINVAL,
+                         "user data for `%s` is over the `%s` provider's limit of %zu bytes",
+                         sb->id, d->provider->ops->name, max);
+    if (r < 0) {
+        pp_buf_free(&b);
+        return r;
+    }
+    sb->user_data_len = b.len - 1;
+    sb->user_data = (char *)pp_buf_steal(&b, NULL);
+    return 0;
+}

@@ -1,0 +1,1 @@
+pp_fuzz_target(fuzz_ttrpc ${CMAKE_CURRENT_LIST_DIR}/fuzz_ttrpc.c)
