@@ -234,9 +234,19 @@ static const pp__conn_ops_t cconn_ops = {
 
 int pp_ttrpc_client_open(pp_ttrpc_client_t *c, uv_stream_t *stream)
 {
-    if (c->state != C_IDLE)
+    return pp_ttrpc_client_open_filtered(c, stream, NULL);
+}
+
+int pp_ttrpc_client_open_filtered(pp_ttrpc_client_t *c, uv_stream_t *stream,
+                                  pp_stream_filter_t *filter)
+{
+    if (c->state != C_IDLE) {
+        if (filter)
+            filter->destroy(filter);
         return -EALREADY;
+    }
     pp__conn_init(&c->conn, stream, &cconn_ops, c);
+    c->conn.filter = filter;
     c->has_stream = 1;
     c->pending_closes++;
     int r = pp__conn_start(&c->conn);

@@ -49,6 +49,9 @@ static void close_cb(uv_handle_t *h)
     pp__conn_t *c = h->data;
     free(h);
     c->stream = NULL;
+    if (c->filter != NULL)
+        c->filter->destroy(c->filter);
+    c->filter = NULL;
     pp_ttrpc_decoder_fini(&c->dec);
     free(c->scratch);
     c->scratch = NULL;
@@ -69,7 +72,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     pp__conn_t *c = h->data;
     (void)suggested;
     uint8_t *p;
-    size_t n = pp_ttrpc_decoder_direct(&c->dec, &p, PP__CONN_READ_CHUNK);
+    /* Through a filter, read bytes are not frame bytes: no direct reads. */
+    size_t n = c->filter ? 0 : pp_ttrpc_decoder_direct(&c->dec, &p, PP__CONN_READ_CHUNK);
     if (n > 0) {
         /* Large payload: let the kernel copy straight into it. */
         c->direct = p;
@@ -80,6 +84,11 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     if (c->scratch == NULL)
         c->scratch = malloc(PP__CONN_READ_CHUNK);
     *buf = uv_buf_init((char *)c->scratch, c->scratch ? PP__CONN_READ_CHUNK : 0);
+}
+
+static int feed_plain(void *ctx, const uint8_t *p, size_t n)
+{
+    return pp_ttrpc_decoder_feed(ctx, p, n);
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -93,7 +102,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     int r;
-    if (c->direct != NULL && (uint8_t *)buf->base == c->direct)
+    if (c->filter != NULL)
+        r = c->filter->read(c->filter, (const uint8_t *)buf->base, (size_t)nread, feed_plain,
+                            &c->dec);
+    else if (c->direct != NULL && (uint8_t *)buf->base == c->direct)
         r = pp_ttrpc_decoder_advance(&c->dec, (size_t)nread);
     else
         r = pp_ttrpc_decoder_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread);
@@ -135,6 +147,14 @@ int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
         end(c, -ENOBUFS);
         pp__conn_close(c);
         return -ENOBUFS;
+    }
+    if (c->filter != NULL) {
+        int r = c->filter->write(c->filter, frame, len);
+        if (r < 0 && !c->closing) {
+            end(c, r);
+            pp__conn_close(c);
+        }
+        return r;
     }
     write_req_t *w = malloc(sizeof(*w));
     if (w == NULL) {

@@ -25,7 +25,8 @@ typedef struct pp__conn_ops_s {
 } pp__conn_ops_t;
 
 struct pp__conn_s {
-    uv_stream_t *stream; /* malloc'd, owned */
+    uv_stream_t *stream;        /* malloc'd, owned */
+    pp_stream_filter_t *filter; /* owned, or NULL */
     pp_ttrpc_decoder_t dec;
     const pp__conn_ops_t *ops;
     void *owner;

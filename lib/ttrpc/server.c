@@ -73,6 +73,8 @@ struct pp_ttrpc_server_s {
     size_t pending_closes; /* listeners and connections still closing */
     pp_ttrpc_server_close_cb close_cb;
     void *close_data;
+    void (*accept_hook)(pp_ttrpc_server_t *, uv_stream_t *, void *);
+    void *accept_data;
     unsigned closing : 1;
     unsigned graceful : 1;
 };
@@ -459,11 +461,36 @@ static void sconn_close(sconn_t *sc)
 
 int pp_ttrpc_server_serve_stream(pp_ttrpc_server_t *srv, uv_stream_t *stream)
 {
+    return pp_ttrpc_server_serve_filtered(srv, stream, NULL);
+}
+
+void pp_ttrpc_server_set_accept_hook(pp_ttrpc_server_t *srv,
+                                     void (*hook)(pp_ttrpc_server_t *, uv_stream_t *, void *),
+                                     void *data)
+{
+    srv->accept_hook = hook;
+    srv->accept_data = data;
+}
+
+int pp_ttrpc_server_serve_filtered(pp_ttrpc_server_t *srv, uv_stream_t *stream,
+                                   pp_stream_filter_t *filter)
+{
+    if (srv->closing) {
+        if (filter)
+            filter->destroy(filter);
+        uv_close((uv_handle_t *)stream, (uv_close_cb)free);
+        return -ECANCELED;
+    }
     sconn_t *sc = calloc(1, sizeof(*sc));
-    if (sc == NULL)
+    if (sc == NULL) {
+        if (filter)
+            filter->destroy(filter);
+        uv_close((uv_handle_t *)stream, (uv_close_cb)free);
         return -ENOMEM;
+    }
     sc->srv = srv;
     pp__conn_init(&sc->conn, stream, &sconn_ops, sc);
+    sc->conn.filter = filter;
     sc->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = sc;
@@ -506,8 +533,11 @@ static void connection_cb(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)client, (uv_close_cb)free);
         return;
     }
-    if (pp_ttrpc_server_serve_stream(srv, client) < 0)
-        uv_close((uv_handle_t *)client, (uv_close_cb)free);
+    if (srv->accept_hook != NULL) {
+        srv->accept_hook(srv, client, srv->accept_data);
+        return;
+    }
+    pp_ttrpc_server_serve_stream(srv, client);
 }
 
 static void listener_close_cb(uv_handle_t *h)

@@ -124,6 +124,26 @@ int pp_ttrpc_response_frame(int32_t code, const char *message, const void *paylo
                             size_t payload_len, uint8_t **out, size_t *len);
 void pp_ttrpc_frame_set_stream(uint8_t *frame, uint32_t stream_id);
 
+/* ---- stream filters ---------------------------------------------------- */
+
+/* A filter sits between a connection's stream and its frames: TLS, once its
+ * handshake is done, is one. Without a filter frames go to the stream as
+ * they are. Filter functions run on the loop thread. */
+typedef int (*pp_filter_deliver_cb)(void *ctx, const uint8_t *plain, size_t n);
+
+typedef struct pp_stream_filter_s pp_stream_filter_t;
+struct pp_stream_filter_s {
+    /* Sends `len` bytes of `data` (taking ownership of the malloc'd buffer)
+     * on the filter's stream. 0 or a negative errno. */
+    int (*write)(pp_stream_filter_t *f, uint8_t *data, size_t len);
+    /* Takes bytes read from the stream and calls `deliver` with what they
+     * carry (zero or more times). A negative return ends the connection. */
+    int (*read)(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_deliver_cb deliver,
+                void *ctx);
+    /* Frees the filter; the stream is closed by the connection. */
+    void (*destroy)(pp_stream_filter_t *f);
+};
+
 /* ---- server ------------------------------------------------------------ */
 
 typedef struct pp_ttrpc_server_s pp_ttrpc_server_t;
@@ -148,8 +168,17 @@ int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_err
 /* Listens on "host:port" (IPv4 or [IPv6]). */
 int pp_ttrpc_server_listen_tcp(pp_ttrpc_server_t *srv, const char *hostport, pp_error_t *err);
 /* Serves an already connected stream; the server takes it over and frees it
- * (it must be heap-allocated with malloc). */
+ * (it must be heap-allocated with malloc), also when this fails. */
 int pp_ttrpc_server_serve_stream(pp_ttrpc_server_t *srv, uv_stream_t *stream);
+/* Same, with `filter` (owned from now on) between the stream and frames. */
+int pp_ttrpc_server_serve_filtered(pp_ttrpc_server_t *srv, uv_stream_t *stream,
+                                   pp_stream_filter_t *filter);
+/* Called for every accepted connection instead of serving it directly, so
+ * that a TLS handshake can run first; the hook then calls
+ * pp_ttrpc_server_serve_filtered() or closes the stream. */
+void pp_ttrpc_server_set_accept_hook(pp_ttrpc_server_t *srv,
+                                     void (*hook)(pp_ttrpc_server_t *, uv_stream_t *, void *),
+                                     void *data);
 /* Number of calls handed to handlers and not answered yet. */
 size_t pp_ttrpc_server_in_flight(const pp_ttrpc_server_t *srv);
 /* Stops accepting; lets calls in flight finish (new requests on open
@@ -215,6 +244,9 @@ int pp_ttrpc_client_connect_tcp(pp_ttrpc_client_t *c, const struct sockaddr *add
                                 pp_ttrpc_connect_cb cb, void *data);
 /* Uses an already connected, malloc'd stream. */
 int pp_ttrpc_client_open(pp_ttrpc_client_t *c, uv_stream_t *stream);
+/* Same, with `filter` (owned from now on) between the stream and frames. */
+int pp_ttrpc_client_open_filtered(pp_ttrpc_client_t *c, uv_stream_t *stream,
+                                  pp_stream_filter_t *filter);
 /* Called once if the connection drops or fails (not after close). */
 void pp_ttrpc_client_on_disconnect(pp_ttrpc_client_t *c, void (*cb)(pp_ttrpc_client_t *, void *),
                                    void *data);
