@@ -245,14 +245,18 @@ int pp_ttrpc_call_reply(pp_ttrpc_call_t *call, const void *payload, size_t len)
 
 int pp_ttrpc_call_fail(pp_ttrpc_call_t *call, int code, const char *fmt, ...)
 {
-    char msg[1024];
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    /* A message that does not fit in a frame is cut to what does. */
+    if (n > (int)(PP_TTRPC_MAX_MESSAGE - 64))
+        msg[PP_TTRPC_MAX_MESSAGE - 64] = '\0';
     uint8_t *frame;
     size_t flen;
-    int r = pp_ttrpc_response_frame(code, msg, NULL, 0, &frame, &flen);
+    int r = n < 0 ? -ENOMEM : pp_ttrpc_response_frame(code, msg, NULL, 0, &frame, &flen);
+    free(n < 0 ? NULL : msg);
     if (r < 0) {
         call_finish(call);
         return r;
@@ -419,13 +423,25 @@ static int sconn_oversize(pp__conn_t *c, const pp_ttrpc_header_t *h)
     return send_status(sc, h->stream_id, PP_GRPC_RESOURCE_EXHAUSTED, msg);
 }
 
+/* Tells the handlers of every call in flight that it can no longer be
+ * answered. A handler may answer (and so free) its call from the callback,
+ * so the list is walked with the next pointer taken first, and the
+ * connection is held by a pretend call meanwhile. */
+static void cancel_all(sconn_t *sc)
+{
+    sc->ncalls++;
+    pp_ttrpc_call_t *next;
+    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = next) {
+        next = call->next;
+        cancel_call(call);
+    }
+    sc->ncalls--;
+}
+
 static void sconn_ended(pp__conn_t *c, int status)
 {
-    sconn_t *sc = c->owner;
     (void)status;
-    /* Calls in flight can no longer be answered; tell their handlers. */
-    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
-        cancel_call(call);
+    cancel_all(c->owner);
 }
 
 static void sconn_closed(pp__conn_t *c)
@@ -438,11 +454,10 @@ static void sconn_closed(pp__conn_t *c)
         srv->conns = sc->next;
     if (sc->next)
         sc->next->prev = sc->prev;
-    sc->closed = 1;
     srv->pending_closes--;
     /* Calls still held by handlers keep the struct until they answer. */
-    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
-        cancel_call(call);
+    cancel_all(sc);
+    sc->closed = 1;
     sconn_maybe_free(sc);
     maybe_finish_close(srv);
 }

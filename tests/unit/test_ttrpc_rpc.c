@@ -86,6 +86,21 @@ static void h_hold(pp_ttrpc_call_t *call, void *data)
     fx->held[fx->nheld++] = call;
 }
 
+static void answer_on_cancel(pp_ttrpc_call_t *call, void *data)
+{
+    int *answered = data;
+    assert_int_equal(pp_ttrpc_call_fail(call, PP_GRPC_CANCELLED, "gone"), -ECANCELED);
+    (*answered)++;
+}
+
+static int cancel_answers;
+
+static void h_answer_on_cancel(pp_ttrpc_call_t *call, void *data)
+{
+    (void)data;
+    pp_ttrpc_call_on_cancel(call, answer_on_cancel, &cancel_answers);
+}
+
 static void h_timeout_echo(pp_ttrpc_call_t *call, void *data)
 {
     (void)data;
@@ -136,6 +151,8 @@ static int setup(void **state)
     assert_int_equal(pp_ttrpc_server_register(fx->srv, SVC, "Metadata", h_metadata, fx), 0);
     assert_int_equal(pp_ttrpc_server_register(fx->srv, SVC, "Hold", h_hold, fx), 0);
     assert_int_equal(pp_ttrpc_server_register(fx->srv, SVC, "Timeout", h_timeout_echo, fx), 0);
+    assert_int_equal(
+        pp_ttrpc_server_register(fx->srv, SVC, "AnswerOnCancel", h_answer_on_cancel, fx), 0);
     pp_error_t err = {0};
     assert_int_equal(pp_ttrpc_server_listen_unix(fx->srv, fx->sock, &err), 0);
     assert_int_equal(pp_ttrpc_client_new(&fx->loop, &fx->cli), 0);
@@ -491,6 +508,29 @@ static void test_client_close_cancels(void **state)
         uv_run(&fx->loop, UV_RUN_ONCE);
 }
 
+/* Handlers may answer from their cancel callback, several at once, while
+ * the connection goes away (checked for use after free by the ASan run). */
+static void test_answer_from_cancel(void **state)
+{
+    fx_t *fx = *state;
+    result_t r[3];
+    cancel_answers = 0;
+    for (int i = 0; i < 3; i++)
+        call(fx, "AnswerOnCancel", "x", 1, 0, &r[i]);
+    for (int i = 0; i < 20; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(pp_ttrpc_server_in_flight(fx->srv), 3);
+    pp_ttrpc_client_close(fx->cli, client_closed_cb, fx);
+    fx->cli = NULL;
+    while (cancel_answers < 3)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(pp_ttrpc_server_in_flight(fx->srv), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].code, PP_GRPC_CANCELLED);
+        free(r[i].payload);
+    }
+}
+
 static void test_stale_socket(void **state)
 {
     fx_t *fx = *state;
@@ -741,6 +781,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_close_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_cancels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_answer_from_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_limit_and_oversize, setup, teardown),
         cmocka_unit_test_setup_teardown(test_even_stream_and_malformed, setup, teardown),
     };
