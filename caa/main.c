@@ -33,6 +33,9 @@ int main(int argc, char **argv)
     int code = d->exit_code;
     caa_daemon_fini(d);
     free(d);
-    uv_loop_close(&loop);
+    /* Let the handles closed by fini finish closing. */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        PP_WARN("caa", "handles still open at exit");
     return code;
 }

@@ -38,9 +38,9 @@ typedef struct pp_instance_spec_s {
 } pp_instance_spec_t;
 
 typedef struct pp_instance_s {
-    char id[128];   /* provider's instance id */
-    char name[64];  /* instance name */
-    char ip[64];    /* address the forwarder listens on */
+    char id[128];  /* provider's instance id */
+    char name[64]; /* instance name */
+    char ip[64];   /* address the forwarder listens on */
     char sandbox_id[128];
 } pp_instance_t;
 
@@ -54,8 +54,8 @@ typedef void (*pp_provider_list_cb)(int status, const pp_instance_t *insts, size
 struct pp_provider_ops {
     const char *name;
     unsigned caps;
-    size_t state_size;       /* bytes of private state, zeroed, at pp_provider_t.state */
-    size_t user_data_max;    /* bytes; 0 = no limit */
+    size_t state_size;    /* bytes of private state, zeroed, at pp_provider_t.state */
+    size_t user_data_max; /* bytes; 0 = no limit */
     /* Reads the provider's settings from the environment; reports the first
      * bad or missing one by name. */
     int (*init)(pp_provider_t *p, pp_error_t *err);
@@ -71,17 +71,25 @@ struct pp_provider_ops {
 struct pp_provider_s {
     const struct pp_provider_ops *ops;
     uv_loop_t *loop;
-    const char *node_name;
-    void *state; /* ops->state_size bytes */
+    const char *node_name; /* a copy, or NULL */
+    void *state;           /* ops->state_size bytes */
 };
+
+/* The back ends. */
+extern const struct pp_provider_ops pp_provider_local_ops;
 
 /* The registry: NULL-terminated, in build order; the first is the default. */
 extern const struct pp_provider_ops *const pp_providers[];
 
+/* The provider called `name`; NULL or "" give the default. NULL if unknown. */
 const struct pp_provider_ops *pp_provider_find(const char *name);
-/* Allocates the provider and runs ops->init. */
+/* Allocates the provider (node_name is copied) and runs ops->init; on
+ * failure nothing is left and `err` says which setting is wrong. */
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
                     pp_provider_t **out, pp_error_t *err);
+/* Runs ops->fini and frees. No operation may be in flight, and it must not be
+ * called from inside a provider callback. Handles the provider owned close
+ * asynchronously: run the loop once more before uv_loop_close(). */
 void pp_provider_free(pp_provider_t *p);
 
 #endif

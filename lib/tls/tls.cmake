@@ -1,0 +1,11 @@
+# TLS over libuv streams (OpenSSL, in-memory I/O) and the per-node CA:
+# included from lib/CMakeLists.txt after the `peerpod` target is defined.
+find_package(OpenSSL 3.0 REQUIRED COMPONENTS SSL Crypto)
+
+add_library(pp_tls STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/ca.c
+  ${CMAKE_CURRENT_LIST_DIR}/tls_conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/tls_ctx.c
+  ${CMAKE_CURRENT_LIST_DIR}/tls_net.c)
+target_include_directories(pp_tls PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
+target_link_libraries(pp_tls PUBLIC peerpod OpenSSL::SSL OpenSSL::Crypto)

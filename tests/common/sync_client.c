@@ -1,0 +1,75 @@
+#include "sync_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct wait_s {
+    int done;
+    int status;
+    pp_sync_result_t *out;
+} wait_t;
+
+static void connected(pp_ttrpc_client_t *c, int status, void *data)
+{
+    (void)c;
+    wait_t *w = data;
+    w->status = status;
+    w->done = 1;
+}
+
+static void answered(pp_ttrpc_result_t *res, void *data)
+{
+    wait_t *w = data;
+    pp_sync_result_t *out = w->out;
+    out->code = res->code;
+    snprintf(out->message, sizeof(out->message), "%.*s", (int)res->message.n, res->message.p);
+    out->len = res->payload_len;
+    out->payload = malloc(res->payload_len + 1);
+    if (out->payload != NULL) {
+        if (res->payload_len)
+            memcpy(out->payload, res->payload, res->payload_len);
+        out->payload[res->payload_len] = 0;
+    }
+    w->done = 1;
+}
+
+int pp_sync_call(const char *sock, const char *service, const char *method, const void *payload,
+                 size_t len, uint64_t timeout_ms, pp_sync_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pp_ttrpc_client_t *c;
+    int r = pp_ttrpc_client_new(&loop, &c);
+    if (r < 0)
+        return out->code = r;
+    wait_t w = {0, 0, out};
+    r = pp_ttrpc_client_connect_unix(c, sock, connected, &w);
+    while (r == 0 && !w.done)
+        uv_run(&loop, UV_RUN_ONCE);
+    if (r == 0)
+        r = w.status;
+    if (r == 0) {
+        pp_ttrpc_call_opts_t o = {service, method, payload, len, (int64_t)timeout_ms * 1000000,
+                                  NULL,    0};
+        w.done = 0;
+        r = pp_ttrpc_client_call(c, &o, answered, &w);
+        while (r == 0 && !w.done)
+            uv_run(&loop, UV_RUN_ONCE);
+    }
+    pp_ttrpc_client_close(c, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (r < 0) {
+        out->code = r;
+        snprintf(out->message, sizeof(out->message), "%s", uv_strerror(r));
+    }
+    return out->code;
+}
+
+void pp_sync_result_free(pp_sync_result_t *r)
+{
+    free(r->payload);
+    r->payload = NULL;
+}

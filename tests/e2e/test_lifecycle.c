@@ -1,0 +1,793 @@
+/* A peer pod's whole lifecycle on one machine: cloud-api-adaptor with the
+ * local provider, agent-protocol-forwarder and the test agent, driven as the
+ * kata shim drives them. The test runs in a network namespace of its own
+ * (the "node"), so the machine's network is never touched. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent.pb-c.h"
+#include "health.pb-c.h"
+#include "hypervisor.pb-c.h"
+#include "oci.pb-c.h"
+#include "sync_client.h"
+
+#define HV    "hypervisor.Hypervisor"
+#define AGENT "grpc.AgentService"
+
+typedef struct caa_s {
+    pid_t pid;
+    char dir[128];    /* everything of this daemon lives below */
+    char sock[192];   /* hypervisor socket */
+    char pods[192];   /* PODS_DIR */
+    char vms[192];    /* LOCAL_STATE_DIR */
+    char netns[192];  /* LOCAL_NETNS_DIR */
+    char record[192]; /* what the agents received */
+    char log[192];
+} caa_t;
+
+static const char *bin_dir;
+static caa_t main_caa;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, mode);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Links in this (node) namespace other than lo. */
+static int count_links(void)
+{
+    struct if_nameindex *ifs = if_nameindex();
+    int n = 0;
+    for (struct if_nameindex *i = ifs; i && i->if_index; i++)
+        if (strcmp(i->if_name, "lo") != 0)
+            n++;
+    if_freenameindex(ifs);
+    return n;
+}
+
+static void print_log(const caa_t *c)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "tail -n 60 %s >&2", c->log);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no log)\n");
+}
+
+/* Starts a daemon; `extra` is a NULL-terminated list of NAME=VALUE. */
+static void caa_start(caa_t *c, const char *name, const char *const *extra)
+{
+    snprintf(c->dir, sizeof(c->dir), "/tmp/pp-e2e-%s-XXXXXX", name);
+    assert_non_null(mkdtemp(c->dir));
+    snprintf(c->sock, sizeof(c->sock), "%s/hv.sock", c->dir);
+    snprintf(c->pods, sizeof(c->pods), "%s/pods", c->dir);
+    snprintf(c->vms, sizeof(c->vms), "%s/vms", c->dir);
+    snprintf(c->netns, sizeof(c->netns), "%s/netns", c->dir);
+    snprintf(c->record, sizeof(c->record), "%s/agent.record", c->dir);
+    snprintf(c->log, sizeof(c->log), "%s/caa.log", c->dir);
+    char wrapper[256], script[1024];
+    snprintf(wrapper, sizeof(wrapper), "%s/agent.sh", c->dir);
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\nexport PP_AGENT_RECORD=%s\nexport PP_AGENT_DELAY_MS=3000\n"
+             "export PP_AGENT_DELAY_METHOD=WaitProcess\nexec %s/pp-test-agent \"$@\"\n",
+             c->record, bin_dir);
+    write_file(wrapper, script, 0755);
+
+    char env[16][300];
+    char *envp[20];
+    int n = 0;
+    /* Extras first: getenv() finds the first of two equal names. */
+    for (int i = 0; extra && extra[i]; i++)
+        snprintf(env[n++], 300, "%s", extra[i]);
+    snprintf(env[n++], 300, "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
+    snprintf(env[n++], 300, "CLOUD_PROVIDER=local");
+    snprintf(env[n++], 300, "REMOTE_HYPERVISOR_ENDPOINT=%s", c->sock);
+    snprintf(env[n++], 300, "PODS_DIR=%s", c->pods);
+    snprintf(env[n++], 300, "LOCAL_STATE_DIR=%s", c->vms);
+    snprintf(env[n++], 300, "LOCAL_NETNS_DIR=%s", c->netns);
+    snprintf(env[n++], 300, "LOCAL_AGENT_COMMAND=%s", wrapper);
+    snprintf(env[n++], 300, "NODE_NAME=e2e-node");
+    snprintf(env[n++], 300, "PROXY_TIMEOUT=30s");
+    for (int i = 0; i < n; i++)
+        envp[i] = env[i];
+    envp[n] = NULL;
+
+    char exe[256];
+    snprintf(exe, sizeof(exe), "%s/cloud-api-adaptor", bin_dir);
+    c->pid = fork();
+    assert_true(c->pid >= 0);
+    if (c->pid == 0) {
+        int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execle(exe, exe, (char *)NULL, envp);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        struct stat st;
+        if (stat(c->sock, &st) == 0)
+            return;
+        usleep(20000);
+    }
+    print_log(c);
+    fail_msg("cloud-api-adaptor did not create %s", c->sock);
+}
+
+static void caa_stop(caa_t *c)
+{
+    if (c->pid <= 0)
+        return;
+    kill(c->pid, SIGTERM);
+    int status;
+    assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+    c->pid = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        print_log(c);
+        fail_msg("cloud-api-adaptor ended with status %#x after SIGTERM", status);
+    }
+}
+
+static void caa_cleanup(caa_t *c)
+{
+    /* The provider made its namespace directory a mount point. */
+    umount2(c->netns, MNT_DETACH);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", c->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", c->dir);
+}
+
+/* ---- the shim's calls -------------------------------------------------- */
+
+static int create_vm(const caa_t *c, const char *id, const char *pod, const char *ns,
+                     const char *const *extra_kv, char *agent_sock, size_t size, char *msg,
+                     size_t msize)
+{
+    Hypervisor__CreateVMRequest req = HYPERVISOR__CREATE_VMREQUEST__INIT;
+    Hypervisor__CreateVMRequest__AnnotationsEntry e[16];
+    Hypervisor__CreateVMRequest__AnnotationsEntry *ep[16];
+    size_t n = 0;
+    const char *kv[32];
+    size_t nkv = 0;
+    if (pod) {
+        kv[nkv++] = "io.kubernetes.cri.sandbox-name";
+        kv[nkv++] = pod;
+    }
+    if (ns) {
+        kv[nkv++] = "io.kubernetes.cri.sandbox-namespace";
+        kv[nkv++] = ns;
+    }
+    for (size_t i = 0; extra_kv && extra_kv[i]; i += 2) {
+        kv[nkv++] = extra_kv[i];
+        kv[nkv++] = extra_kv[i + 1];
+    }
+    for (size_t i = 0; i < nkv; i += 2, n++) {
+        hypervisor__create_vmrequest__annotations_entry__init(&e[n]);
+        e[n].key = (char *)kv[i];
+        e[n].value = (char *)kv[i + 1];
+        ep[n] = &e[n];
+    }
+    req.id = (char *)id;
+    req.networknamespacepath = "";
+    req.n_annotations = n;
+    req.annotations = ep;
+    uint8_t buf[4096];
+    size_t len = hypervisor__create_vmrequest__pack(&req, buf);
+    pp_sync_result_t r;
+    int code = pp_sync_call(c->sock, HV, "CreateVM", buf, len, 10000, &r);
+    if (msg)
+        snprintf(msg, msize, "%s", r.message);
+    if (code == 0 && agent_sock) {
+        Hypervisor__CreateVMResponse *resp =
+            hypervisor__create_vmresponse__unpack(NULL, r.len, r.payload);
+        assert_non_null(resp);
+        snprintf(agent_sock, size, "%s", resp->agentsocketpath);
+        hypervisor__create_vmresponse__free_unpacked(resp, NULL);
+    }
+    pp_sync_result_free(&r);
+    return code;
+}
+
+static int id_call(const caa_t *c, const char *method, const char *id, uint64_t timeout_ms,
+                   char *msg, size_t msize)
+{
+    Hypervisor__StartVMRequest req = HYPERVISOR__START_VMREQUEST__INIT;
+    req.id = (char *)id;
+    uint8_t buf[512];
+    size_t len = hypervisor__start_vmrequest__pack(&req, buf);
+    pp_sync_result_t r;
+    int code = pp_sync_call(c->sock, HV, method, buf, len, timeout_ms, &r);
+    if (msg)
+        snprintf(msg, msize, "%s", r.message);
+    if (code != 0)
+        fprintf(stderr, "%s %s: %d %s\n", method, id, code, r.message);
+    pp_sync_result_free(&r);
+    return code;
+}
+
+static int health(const char *agent_sock)
+{
+    uint8_t buf[8];
+    Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
+    size_t len = grpc__check_request__pack(&req, buf);
+    pp_sync_result_t r;
+    int code = pp_sync_call(agent_sock, "grpc.Health", "Check", buf, len, 10000, &r);
+    if (code == 0) {
+        Grpc__HealthCheckResponse *resp =
+            grpc__health_check_response__unpack(NULL, r.len, r.payload);
+        assert_non_null(resp);
+        assert_int_equal(resp->status, GRPC__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+        grpc__health_check_response__free_unpacked(resp, NULL);
+    }
+    pp_sync_result_free(&r);
+    return code;
+}
+
+/* ---- what the agent received ------------------------------------------- */
+
+static char *hex(const uint8_t *p, size_t n)
+{
+    char *s = malloc(2 * n + 1);
+    for (size_t i = 0; i < n; i++)
+        snprintf(s + 2 * i, 3, "%02x", p[i]);
+    s[2 * n] = 0;
+    return s;
+}
+
+static uint8_t *unhex(const char *s, size_t *n)
+{
+    size_t len = strlen(s) / 2;
+    uint8_t *p = malloc(len + 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned v;
+        sscanf(s + 2 * i, "%2x", &v);
+        p[i] = (uint8_t)v;
+    }
+    *n = len;
+    return p;
+}
+
+/* The payload of the last recorded request for `method` whose payload
+ * contains `marker` (hex), or NULL. Also returns its timeout_nano. */
+static uint8_t *recorded(const caa_t *c, const char *method, const char *marker_hex, size_t *n,
+                         long long *timeout)
+{
+    FILE *f = fopen(c->record, "r");
+    if (f == NULL)
+        return NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    uint8_t *found = NULL;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (j == NULL)
+            continue;
+        const char *m = json_string_value(json_object_get(j, "method"));
+        const char *p = json_string_value(json_object_get(j, "payload"));
+        if (m && p && strcmp(m, method) == 0 && strstr(p, marker_hex) != NULL) {
+            free(found);
+            found = unhex(p, n);
+            if (timeout)
+                *timeout = json_integer_value(json_object_get(j, "timeout_nano"));
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* ---- fixture ----------------------------------------------------------- */
+
+static void bring_lo_up(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    ioctl(fd, SIOCGIFFLAGS, &ifr);
+    ifr.ifr_flags |= IFF_UP;
+    ioctl(fd, SIOCSIFFLAGS, &ifr);
+    close(fd);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    caa_start(&main_caa, "main", NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    caa_stop(&main_caa);
+    caa_cleanup(&main_caa);
+    return 0;
+}
+
+static void assert_nothing_left(const caa_t *c)
+{
+    assert_int_equal(count_entries(c->pods), 0);
+    assert_int_equal(count_entries(c->vms), 0);
+    assert_int_equal(count_entries(c->netns), 0);
+    assert_int_equal(count_links(), 0);
+}
+
+static void make_id(char *id, const char *tag)
+{
+    static int seq;
+    snprintf(id, 65, "%08x%s%08d", (unsigned)getpid(), tag, ++seq);
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_version(void **state)
+{
+    (void)state;
+    Hypervisor__VersionRequest req = HYPERVISOR__VERSION_REQUEST__INIT;
+    req.version = "0.0.1";
+    uint8_t buf[32];
+    size_t len = hypervisor__version_request__pack(&req, buf);
+    pp_sync_result_t r;
+    assert_int_equal(pp_sync_call(main_caa.sock, HV, "Version", buf, len, 5000, &r), 0);
+    Hypervisor__VersionResponse *resp =
+        hypervisor__version_response__unpack(NULL, r.len, r.payload);
+    assert_non_null(resp);
+    assert_true(strlen(resp->version) > 0);
+    hypervisor__version_response__free_unpacked(resp, NULL);
+    pp_sync_result_free(&r);
+}
+
+static void check_intercepted_create_container(const caa_t *c, const char *sock)
+{
+    /* An OCI spec with two namespaces and fields the interceptor must keep. */
+    Grpc__LinuxNamespace ipc = GRPC__LINUX_NAMESPACE__INIT, mnt = GRPC__LINUX_NAMESPACE__INIT;
+    ipc.type = "ipc";
+    mnt.type = "mount";
+    mnt.path = "/proc/1/ns/mnt";
+    Grpc__LinuxNamespace *nss[] = {&ipc, &mnt};
+    Grpc__Linux lnx = GRPC__LINUX__INIT;
+    lnx.n_namespaces = 2;
+    lnx.namespaces = nss;
+    lnx.cgroupspath = "/kubepods/pod-e2e";
+    Grpc__Spec spec = GRPC__SPEC__INIT;
+    spec.version = "1.1.0";
+    spec.hostname = "e2e-host";
+    spec.linux_ = &lnx;
+    Grpc__CreateContainerRequest req = GRPC__CREATE_CONTAINER_REQUEST__INIT;
+    req.container_id = "ctr-e2e-marker";
+    req.exec_id = "exec-1";
+    req.oci = &spec;
+    size_t len = grpc__create_container_request__get_packed_size(&req);
+    uint8_t *buf = malloc(len);
+    grpc__create_container_request__pack(&req, buf);
+    pp_sync_result_t r;
+    assert_int_equal(pp_sync_call(sock, AGENT, "CreateContainer", buf, len, 10000, &r), 0);
+    pp_sync_result_free(&r);
+    free(buf);
+
+    char *marker = hex((const uint8_t *)"ctr-e2e-marker", 14);
+    size_t n;
+    uint8_t *got = recorded(c, "CreateContainer", marker, &n, NULL);
+    free(marker);
+    assert_non_null(got);
+    Grpc__CreateContainerRequest *back = grpc__create_container_request__unpack(NULL, n, got);
+    assert_non_null(back);
+    assert_string_equal(back->container_id, "ctr-e2e-marker");
+    assert_string_equal(back->exec_id, "exec-1");
+    assert_non_null(back->oci);
+    assert_string_equal(back->oci->version, "1.1.0");
+    assert_string_equal(back->oci->hostname, "e2e-host");
+    assert_non_null(back->oci->linux_);
+    assert_string_equal(back->oci->linux_->cgroupspath, "/kubepods/pod-e2e");
+    assert_int_equal(back->oci->linux_->n_namespaces, 3);
+    assert_string_equal(back->oci->linux_->namespaces[0]->type, "ipc");
+    assert_string_equal(back->oci->linux_->namespaces[1]->type, "mount");
+    assert_string_equal(back->oci->linux_->namespaces[1]->path, "/proc/1/ns/mnt");
+    assert_string_equal(back->oci->linux_->namespaces[2]->type, "network");
+    /* The forwarder was given the pod VM's own pod namespace. */
+    assert_true(strlen(back->oci->linux_->namespaces[2]->path) > 0);
+    assert_non_null(strstr(back->oci->linux_->namespaces[2]->path, "podns"));
+    grpc__create_container_request__free_unpacked(back, NULL);
+    free(got);
+}
+
+static void check_intercepted_create_sandbox(const caa_t *c, const char *sock)
+{
+    char *dns[] = {"nameserver 10.96.0.10", "search default.svc"};
+    Grpc__CreateSandboxRequest req = GRPC__CREATE_SANDBOX_REQUEST__INIT;
+    req.hostname = "sandbox-e2e-marker";
+    req.n_dns = 2;
+    req.dns = dns;
+    req.sandbox_id = "sb-1";
+    uint8_t buf[512];
+    size_t len = grpc__create_sandbox_request__pack(&req, buf);
+    pp_sync_result_t r;
+    assert_int_equal(pp_sync_call(sock, AGENT, "CreateSandbox", buf, len, 10000, &r), 0);
+    pp_sync_result_free(&r);
+    char *marker = hex((const uint8_t *)"sandbox-e2e-marker", 18);
+    size_t n;
+    uint8_t *got = recorded(c, "CreateSandbox", marker, &n, NULL);
+    free(marker);
+    assert_non_null(got);
+    Grpc__CreateSandboxRequest *back = grpc__create_sandbox_request__unpack(NULL, n, got);
+    assert_non_null(back);
+    assert_string_equal(back->hostname, "sandbox-e2e-marker");
+    assert_string_equal(back->sandbox_id, "sb-1");
+    assert_int_equal(back->n_dns, 0);
+    grpc__create_sandbox_request__free_unpacked(back, NULL);
+    free(got);
+}
+
+/* Payloads of methods that are not intercepted reach the agent unchanged,
+ * byte for byte, with the caller's timeout. */
+static void check_passthrough(const caa_t *c, const char *sock)
+{
+    const char *methods[] = {"StartContainer", "RemoveContainer",  "ExecProcess",
+                             "SignalProcess",  "UpdateInterfaces", "GetGuestDetails",
+                             "PullImage",      "SomeFutureMethod"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        uint8_t payload[300];
+        /* Arbitrary bytes, not even valid protobuf: the proxy must not care. */
+        for (size_t k = 0; k < sizeof(payload); k++)
+            payload[k] = (uint8_t)(rand() & 0xff);
+        snprintf((char *)payload, 24, "marker-%zu-%d", i, rand());
+        size_t mlen = strlen((char *)payload);
+        pp_sync_result_t r;
+        int code = pp_sync_call(sock, AGENT, methods[i], payload, sizeof(payload), 7000, &r);
+        pp_sync_result_free(&r);
+        assert_int_equal(code, 0);
+        char *marker = hex(payload, mlen);
+        size_t n;
+        long long timeout = 0;
+        uint8_t *got = recorded(c, methods[i], marker, &n, &timeout);
+        free(marker);
+        if (got == NULL)
+            fail_msg("the agent did not record %s", methods[i]);
+        assert_int_equal(n, sizeof(payload));
+        assert_memory_equal(got, payload, n);
+        /* The caller's 7 s deadline arrives as sent. */
+        assert_int_equal(timeout, 7000LL * 1000000);
+        free(got);
+    }
+}
+
+static void test_full_lifecycle(void **state)
+{
+    (void)state;
+    char id[65], sock[256], msg[512];
+    make_id(id, "life");
+    double t0 = now_ms();
+    const char *ann[] = {"io.katacontainers.config.hypervisor.default_vcpus", "2",
+                         "io.katacontainers.config.hypervisor.default_memory", "2048", NULL};
+    assert_int_equal(
+        create_vm(&main_caa, id, "web-1", "default", ann, sock, sizeof(sock), msg, sizeof(msg)), 0);
+    char want[300];
+    snprintf(want, sizeof(want), "%s/%s/agent.ttrpc", main_caa.pods, id);
+    assert_string_equal(sock, want);
+    /* CreateVM makes no VM. */
+    assert_int_equal(count_entries(main_caa.vms), 0);
+    double t1 = now_ms();
+    if (id_call(&main_caa, "StartVM", id, 60000, msg, sizeof(msg)) != 0) {
+        print_log(&main_caa);
+        fail_msg("StartVM: %s", msg);
+    }
+    double t2 = now_ms();
+    assert_int_equal(count_entries(main_caa.vms), 1);
+    assert_int_equal(health(sock), 0);
+    check_passthrough(&main_caa, sock);
+    check_intercepted_create_container(&main_caa, sock);
+    check_intercepted_create_sandbox(&main_caa, sock);
+    double t3 = now_ms();
+    assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
+    double t4 = now_ms();
+    printf("lifecycle: CreateVM %.1f ms, StartVM %.1f ms, agent calls %.1f ms, StopVM %.1f ms\n",
+           t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+    assert_nothing_left(&main_caa);
+    /* The agent socket is gone with the pod. */
+    struct stat st;
+    assert_int_equal(stat(sock, &st), -1);
+}
+
+static void test_stop_twice_and_unknown(void **state)
+{
+    (void)state;
+    char id[65], sock[256];
+    make_id(id, "twice");
+    assert_int_equal(create_vm(&main_caa, id, "p", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StartVM", id, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StopVM", "never-created-id", 60000, NULL, 0), 0);
+    /* StopVM straight after CreateVM removes what CreateVM prepared. */
+    make_id(id, "created");
+    assert_int_equal(create_vm(&main_caa, id, "p", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
+    assert_nothing_left(&main_caa);
+    /* StartVM of an id never created is NOT_FOUND. */
+    char msg[256];
+    assert_int_equal(id_call(&main_caa, "StartVM", "nope", 5000, msg, sizeof(msg)), 5);
+}
+
+static void test_malformed_createvm(void **state)
+{
+    (void)state;
+    char msg[512];
+    struct {
+        const char *id, *pod, *ns;
+        const char *kv[4];
+        const char *names;
+    } cases[] = {
+        {"m1", NULL, "ns", {NULL}, "io.kubernetes.cri.sandbox-name"},
+        {"m2", "p", NULL, {NULL}, "io.kubernetes.cri.sandbox-namespace"},
+        {"m3",
+         "p",
+         "ns",
+         {"io.katacontainers.config.hypervisor.default_vcpus", "two", NULL},
+         "default_vcpus"},
+        {"m4",
+         "p",
+         "ns",
+         {"io.katacontainers.config.hypervisor.default_memory", "-5", NULL},
+         "default_memory"},
+        {"m5",
+         "p",
+         "ns",
+         {"io.katacontainers.config.hypervisor.default_memory", "12GiB", NULL},
+         "default_memory"},
+        {"../escape", "p", "ns", {NULL}, "sandbox id"},
+        {"", "p", "ns", {NULL}, "sandbox id"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int code = create_vm(&main_caa, cases[i].id, cases[i].pod, cases[i].ns, cases[i].kv, NULL,
+                             0, msg, sizeof(msg));
+        if (code != 3 || strstr(msg, cases[i].names) == NULL)
+            fail_msg("case %zu: got %d `%s`, want INVALID_ARGUMENT naming `%s`", i, code, msg,
+                     cases[i].names);
+    }
+    /* A request that is not a CreateVMRequest at all. */
+    pp_sync_result_t r;
+    assert_int_equal(pp_sync_call(main_caa.sock, HV, "CreateVM", "\xff\xff\xff", 3, 5000, &r), 3);
+    pp_sync_result_free(&r);
+    assert_nothing_left(&main_caa);
+    /* The daemon is still fine. */
+    test_version(state);
+}
+
+#define MANY 32
+
+typedef struct many_s {
+    char id[65];
+    char sock[256];
+    int start, health, stop;
+} many_t;
+
+static void *start_one(void *arg)
+{
+    many_t *m = arg;
+    m->start = id_call(&main_caa, "StartVM", m->id, 120000, NULL, 0);
+    if (m->start == 0)
+        m->health = health(m->sock);
+    return NULL;
+}
+
+static void *stop_one(void *arg)
+{
+    many_t *m = arg;
+    m->stop = id_call(&main_caa, "StopVM", m->id, 120000, NULL, 0);
+    return NULL;
+}
+
+static void test_many_at_once(void **state)
+{
+    (void)state;
+    many_t *m = calloc(MANY, sizeof(*m));
+    pthread_t th[MANY];
+    for (int i = 0; i < MANY; i++) {
+        make_id(m[i].id, "many");
+        char pod[32];
+        snprintf(pod, sizeof(pod), "pod-%d", i);
+        assert_int_equal(
+            create_vm(&main_caa, m[i].id, pod, "ns", NULL, m[i].sock, sizeof(m[i].sock), NULL, 0),
+            0);
+    }
+    double t0 = now_ms();
+    for (int i = 0; i < MANY; i++)
+        pthread_create(&th[i], NULL, start_one, &m[i]);
+    for (int i = 0; i < MANY; i++)
+        pthread_join(th[i], NULL);
+    double t1 = now_ms();
+    int ok = 0;
+    for (int i = 0; i < MANY; i++)
+        ok += m[i].start == 0 && m[i].health == 0;
+    if (ok != MANY)
+        print_log(&main_caa);
+    assert_int_equal(ok, MANY);
+    assert_int_equal(count_entries(main_caa.vms), MANY);
+    for (int i = 0; i < MANY; i++)
+        pthread_create(&th[i], NULL, stop_one, &m[i]);
+    for (int i = 0; i < MANY; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(m[i].stop, 0);
+    printf("%d sandboxes started at once in %.0f ms, stopped in %.0f ms\n", MANY, t1 - t0,
+           now_ms() - t1);
+    assert_nothing_left(&main_caa);
+    free(m);
+}
+
+static int read_pid(const caa_t *c, const char *instance, const char *what)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s/%s.pid", c->vms, instance, what);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    int pid = -1;
+    if (fscanf(f, "%d", &pid) != 1)
+        pid = -1;
+    fclose(f);
+    return pid;
+}
+
+typedef struct slow_s {
+    const char *sock;
+    int code;
+    char message[1024];
+} slow_t;
+
+static void *slow_call(void *arg)
+{
+    slow_t *s = arg;
+    pp_sync_result_t r;
+    /* The test agent holds WaitProcess for 3 s. */
+    s->code = pp_sync_call(s->sock, AGENT, "WaitProcess", "\x0a\x01x", 3, 20000, &r);
+    snprintf(s->message, sizeof(s->message), "%s", r.message);
+    pp_sync_result_free(&r);
+    return NULL;
+}
+
+static void test_forwarder_killed_mid_call(void **state)
+{
+    (void)state;
+    char a[65], b[65], sa[256], sb[256];
+    make_id(a, "killa");
+    make_id(b, "killb");
+    assert_int_equal(create_vm(&main_caa, a, "victim", "ns", NULL, sa, sizeof(sa), NULL, 0), 0);
+    assert_int_equal(create_vm(&main_caa, b, "bystander", "ns", NULL, sb, sizeof(sb), NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StartVM", a, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&main_caa, "StartVM", b, 60000, NULL, 0), 0);
+    char inst[64];
+    snprintf(inst, sizeof(inst), "podvm-victim-%.8s", a);
+    int pid = read_pid(&main_caa, inst, "forwarder");
+    assert_true(pid > 0);
+
+    slow_t s = {sa, 0, ""};
+    pthread_t th;
+    pthread_create(&th, NULL, slow_call, &s);
+    usleep(500000); /* the call is now waiting in the agent */
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    pthread_join(th, NULL);
+    if (s.code != 14)
+        fail_msg("call in flight ended with %d `%s`, want UNAVAILABLE", s.code, s.message);
+    /* Every other pod is served. */
+    assert_int_equal(health(sb), 0);
+    /* The victim's next call fails cleanly too: nothing listens any more. */
+    assert_int_equal(health(sa), 14);
+    assert_int_equal(id_call(&main_caa, "StopVM", a, 60000, NULL, 0), 0);
+    assert_int_equal(health(sb), 0);
+    assert_int_equal(id_call(&main_caa, "StopVM", b, 60000, NULL, 0), 0);
+    assert_nothing_left(&main_caa);
+}
+
+static void test_forwarder_never_up(void **state)
+{
+    (void)state;
+    caa_t c = {0};
+    /* A "forwarder" that runs but never listens. */
+    char script[300], env[400];
+    snprintf(script, sizeof(script), "%s/mute-forwarder.sh", main_caa.dir);
+    write_file(script, "#!/bin/sh\nexec sleep 600.4242\n", 0755);
+    snprintf(env, sizeof(env), "LOCAL_FORWARDER_COMMAND=%s", script);
+    const char *extra[] = {"PROXY_TIMEOUT=3s", env, NULL};
+    caa_start(&c, "nofwd", extra);
+    char id[65], sock[256], msg[512];
+    make_id(id, "nofwd");
+    assert_int_equal(create_vm(&c, id, "lonely", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    double t0 = now_ms();
+    int code = id_call(&c, "StartVM", id, 60000, msg, sizeof(msg));
+    double dt = now_ms() - t0;
+    printf("StartVM without a forwarder: %d `%s` after %.0f ms\n", code, msg, dt);
+    assert_int_not_equal(code, 0);
+    assert_true(dt >= 2900 && dt < 8000);
+    /* No VM outlives a failed StartVM: no namespace, process, link or file. */
+    assert_int_equal(count_entries(c.vms), 0);
+    assert_int_equal(count_entries(c.netns), 0);
+    assert_int_equal(count_links(), 0);
+    char cmd[300];
+    /* The bracket keeps pgrep from finding the shell that runs it. */
+    snprintf(cmd, sizeof(cmd), "pgrep -f 'slee[p] 600.4242' >/dev/null");
+    assert_int_not_equal(system(cmd), 0);
+    /* The shim then stops it; that clears the pod directory. */
+    assert_int_equal(id_call(&c, "StopVM", id, 60000, NULL, 0), 0);
+    assert_nothing_left(&c);
+    caa_stop(&c);
+    caa_cleanup(&c);
+}
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        printf("skipped: the end-to-end tests need root for network namespaces\n");
+        return 77;
+    }
+    bin_dir = getenv("PP_BIN_DIR");
+    if (bin_dir == NULL) {
+        fprintf(stderr, "PP_BIN_DIR is not set\n");
+        return 1;
+    }
+    /* This process and the daemons it starts live in a fresh namespace. */
+    if (unshare(CLONE_NEWNET) < 0) {
+        printf("skipped: unshare(CLONE_NEWNET): %s\n", strerror(errno));
+        return 77;
+    }
+    bring_lo_up();
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)time(NULL));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_full_lifecycle),
+        cmocka_unit_test(test_stop_twice_and_unknown),
+        cmocka_unit_test(test_malformed_createvm),
+        cmocka_unit_test(test_many_at_once),
+        cmocka_unit_test(test_forwarder_killed_mid_call),
+        cmocka_unit_test(test_forwarder_never_up),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
