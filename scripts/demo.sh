@@ -10,7 +10,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
+cmake --build build -j"$(nproc)" --target cloud-api-adaptor agent-protocol-forwarder \
+    process-user-data pp-test-agent pp-shim >/dev/null
 
 bin=$top/build/bin
 work=$(mktemp -d /tmp/pp-demo.XXXXXX)

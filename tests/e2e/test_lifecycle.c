@@ -726,36 +726,89 @@ static void test_forwarder_killed_mid_call(void **state)
     assert_nothing_left(&main_caa);
 }
 
+typedef struct bg_start_s {
+    const caa_t *c;
+    const char *id;
+    uint64_t timeout_ms;
+    int code;
+    char message[1024];
+    double took;
+} bg_start_t;
+
+static void *bg_start(void *arg)
+{
+    bg_start_t *b = arg;
+    double t0 = now_ms();
+    b->code = id_call(b->c, "StartVM", b->id, b->timeout_ms, b->message, sizeof(b->message));
+    b->took = now_ms() - t0;
+    return NULL;
+}
+
+/* Pod VMs whose forwarder never comes up (pods named `lonely...`), beside
+ * pods whose forwarder does, in one daemon with PROXY_TIMEOUT=3s. */
 static void test_forwarder_never_up(void **state)
 {
     (void)state;
     caa_t c = {0};
-    /* A "forwarder" that runs but never listens. */
-    char script[300], env[400];
-    snprintf(script, sizeof(script), "%s/mute-forwarder.sh", main_caa.dir);
-    write_file(script, "#!/bin/sh\nexec sleep 600.4242\n", 0755);
+    char script[300], env[400], body[600];
+    snprintf(script, sizeof(script), "%s/choosy-forwarder.sh", main_caa.dir);
+    snprintf(body, sizeof(body),
+             "#!/bin/sh\ncase \"$*\" in *lonely*) exec sleep 600.4242;; esac\n"
+             "exec %s/agent-protocol-forwarder \"$@\"\n",
+             bin_dir);
+    write_file(script, body, 0755);
     snprintf(env, sizeof(env), "LOCAL_FORWARDER_COMMAND=%s", script);
     const char *extra[] = {"PROXY_TIMEOUT=3s", env, NULL};
     caa_start(&c, "nofwd", extra);
-    char id[65], sock[256], msg[512];
-    make_id(id, "nofwd");
-    assert_int_equal(create_vm(&c, id, "lonely", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+
+    char lonely[65], quick[65], sock[256], qsock[256];
+    make_id(lonely, "nofwd");
+    make_id(quick, "quick");
+    assert_int_equal(create_vm(&c, lonely, "lonely", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    assert_int_equal(create_vm(&c, quick, "quick", "ns", NULL, qsock, sizeof(qsock), NULL, 0), 0);
+    bg_start_t b = {&c, lonely, 60000, 0, "", 0};
+    pthread_t th;
+    pthread_create(&th, NULL, bg_start, &b);
+    usleep(300000);
+    /* A slow start never delays another pod: a whole lifecycle meanwhile. */
     double t0 = now_ms();
-    int code = id_call(&c, "StartVM", id, 60000, msg, sizeof(msg));
-    double dt = now_ms() - t0;
-    printf("StartVM without a forwarder: %d `%s` after %.0f ms\n", code, msg, dt);
-    assert_int_not_equal(code, 0);
-    assert_true(dt >= 2900 && dt < 8000);
+    assert_int_equal(id_call(&c, "StartVM", quick, 60000, NULL, 0), 0);
+    assert_int_equal(health(qsock), 0);
+    assert_int_equal(id_call(&c, "StopVM", quick, 60000, NULL, 0), 0);
+    double quick_ms = now_ms() - t0;
+    pthread_join(th, NULL);
+    printf("StartVM without a forwarder: %d `%s` after %.0f ms; another pod's whole lifecycle "
+           "took %.0f ms meanwhile\n",
+           b.code, b.message, b.took, quick_ms);
+    assert_true(quick_ms < 2500);
+    assert_int_equal(b.code, 4); /* DEADLINE_EXCEEDED */
+    assert_non_null(strstr(b.message, "forwarder"));
+    assert_true(b.took >= 2900 && b.took < 8000);
     /* No VM outlives a failed StartVM: no namespace, process, link or file. */
     assert_int_equal(count_entries(c.vms), 0);
     assert_int_equal(count_entries(c.netns), 0);
     assert_int_equal(count_links(), 0);
-    char cmd[300];
     /* The bracket keeps pgrep from finding the shell that runs it. */
-    snprintf(cmd, sizeof(cmd), "pgrep -f 'slee[p] 600.4242' >/dev/null");
-    assert_int_not_equal(system(cmd), 0);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 600.4242' >/dev/null"), 0);
     /* The shim then stops it; that clears the pod directory. */
-    assert_int_equal(id_call(&c, "StopVM", id, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&c, "StopVM", lonely, 60000, NULL, 0), 0);
+    assert_nothing_left(&c);
+
+    /* The caller's deadline bounds StartVM too, and the VM is removed. */
+    make_id(lonely, "nofwd");
+    assert_int_equal(create_vm(&c, lonely, "lonely2", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    b = (bg_start_t){&c, lonely, 1000, 0, "", 0};
+    bg_start(&b);
+    printf("StartVM with a 1 s deadline: %d `%s` after %.0f ms\n", b.code, b.message, b.took);
+    assert_int_equal(b.code, 4);
+    assert_true(b.took < 2000);
+    /* The teardown finishes shortly after the answer. */
+    for (int i = 0; i < 100 && count_entries(c.vms) > 0; i++)
+        usleep(20000);
+    assert_int_equal(count_entries(c.vms), 0);
+    assert_int_equal(count_links(), 0);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 600.4242' >/dev/null"), 0);
+    assert_int_equal(id_call(&c, "StopVM", lonely, 60000, NULL, 0), 0);
     assert_nothing_left(&c);
     caa_stop(&c);
     caa_cleanup(&c);

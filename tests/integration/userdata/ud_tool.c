@@ -61,7 +61,7 @@ static int emit_built(const pp_userdata_file_t *files, size_t n)
 
 static int cmd_build(int argc, char **argv)
 {
-    pp_userdata_file_t files[16];
+    pp_userdata_file_t files[16] = {0};
     pp_buf_t bufs[16];
     size_t n = 0;
     int rc = 0;
