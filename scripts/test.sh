@@ -39,19 +39,22 @@ run_ctest() {
     [ "$fail" -eq 0 ] || failures+=("$name")
 }
 
+# build DIR [TARGET] -- CMAKE_ARGS...
 build() {
-    local dir=$1
-    shift
+    local dir=$1 target=$2
+    shift 2
     cmake -S . -B "$dir" "$@" >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
-    cmake --build "$dir" -j"$jobs" 2>&1 | tail -n 30
-    return "${PIPESTATUS[0]}"
+    cmake --build "$dir" -j"$jobs" ${target:+--target "$target"} >"$dir.build.log" 2>&1
+    local rc=$?
+    [ $rc -eq 0 ] || tail -n 40 "$dir.build.log"
+    return $rc
 }
 
 for phase in $phases; do
     case $phase in
     suite)
         echo "== build and run the suite"
-        if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+        if build build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
             run_ctest suite build
         else
             failed=$((failed + 1)); failures+=("build")
@@ -59,7 +62,7 @@ for phase in $phases; do
         ;;
     asan)
         echo "== ASan + UBSan build of the suite"
-        if build build-asan -DCMAKE_BUILD_TYPE=Debug -DPP_SANITIZE=ON; then
+        if build build-asan "" -DCMAKE_BUILD_TYPE=Debug -DPP_SANITIZE=ON; then
             ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
                 run_ctest asan build-asan -LE 'bench|nosan'
@@ -69,7 +72,7 @@ for phase in $phases; do
         ;;
     fuzz)
         echo "== libFuzzer targets, ${fuzz_seconds}s each"
-        if CC=clang build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DPP_FUZZ=ON -DPP_BUILD_TESTS=ON; then
+        if CC=clang build build-fuzz fuzz_all -DCMAKE_BUILD_TYPE=Debug -DPP_FUZZ=ON; then
             for target in build-fuzz/fuzz/*; do
                 [ -x "$target" ] || continue
                 name=$(basename "$target")
