@@ -22,7 +22,8 @@
  * edited namespace entries) are re-encoded, minimally. The rewrite is
  * idempotent.
  *
- * Pure functions, no allocation beyond the output buffer; safe on any
+ * Pure functions: no state, no I/O; every buffer besides the output is
+ * freed before they return (all bounded by APF_INTERCEPT_MAX). Safe on any
  * thread. */
 #ifndef APF_INTERCEPTOR_H
 #define APF_INTERCEPTOR_H

@@ -373,6 +373,8 @@ static int send_frame(pp_ttrpc_client_t *c, uint8_t *frame, size_t len, int64_t 
     *b = p;
     c->in_flight++;
     if (timeout_nano > 0) {
+        /* The loop's cached time may be stale if the caller blocked. */
+        uv_update_time(c->loop);
         uv_timer_init(c->loop, &p->timer);
         p->has_timer = 1;
         uv_timer_start(&p->timer, call_timeout_cb, ((uint64_t)timeout_nano + 999999) / 1000000, 0);

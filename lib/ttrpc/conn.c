@@ -10,8 +10,12 @@
 typedef struct write_req_s {
     uv_write_t req;
     pp__conn_t *conn;
-    uint8_t *frame;
+    size_t nframes;
+    uint8_t *frames[]; /* freed when written */
 } write_req_t;
+
+static void drop_batch(pp__conn_t *c);
+static int flush(pp__conn_t *c);
 
 static int on_frame(void *ctx, const pp_ttrpc_header_t *h, uint8_t *frame)
 {
@@ -64,6 +68,7 @@ void pp__conn_close(pp__conn_t *c)
         return;
     c->closing = 1;
     end(c, UV_ECANCELED);
+    drop_batch(c);
     uv_close((uv_handle_t *)c->stream, close_cb);
 }
 
@@ -102,6 +107,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     int r;
+    c->in_read = 1;
     if (c->filter != NULL)
         r = c->filter->read(c->filter, (const uint8_t *)buf->base, (size_t)nread, feed_plain,
                             &c->dec);
@@ -110,10 +116,13 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     else
         r = pp_ttrpc_decoder_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread);
     c->direct = NULL;
+    c->in_read = 0;
     if (r < 0 && !c->closing) {
         end(c, r);
         pp__conn_close(c);
     }
+    if (!c->closing)
+        flush(c);
 }
 
 int pp__conn_start(pp__conn_t *c)
@@ -125,12 +134,48 @@ static void write_cb(uv_write_t *req, int status)
 {
     write_req_t *w = container_of(req, write_req_t, req);
     pp__conn_t *c = w->conn;
-    free(w->frame);
+    for (size_t i = 0; i < w->nframes; i++)
+        free(w->frames[i]);
     free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing) {
         end(c, status);
         pp__conn_close(c);
     }
+}
+
+static void drop_batch(pp__conn_t *c)
+{
+    for (size_t i = 0; i < c->nbatch; i++)
+        free(c->batch[i]);
+    c->nbatch = 0;
+}
+
+/* Writes the batched frames with one uv_write. */
+static int flush(pp__conn_t *c)
+{
+    if (c->nbatch == 0)
+        return 0;
+    size_t n = c->nbatch;
+    write_req_t *w = malloc(sizeof(*w) + n * sizeof(w->frames[0]));
+    if (w == NULL) {
+        drop_batch(c);
+        return -ENOMEM;
+    }
+    w->conn = c;
+    w->nframes = n;
+    memcpy(w->frames, c->batch, n * sizeof(w->frames[0]));
+    c->nbatch = 0;
+    int r = uv_write(&w->req, c->stream, c->batch_bufs, (unsigned)n, write_cb);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(w->frames[i]);
+        free(w);
+        if (!c->closing) {
+            end(c, r);
+            pp__conn_close(c);
+        }
+    }
+    return r;
 }
 
 int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
@@ -156,18 +201,10 @@ int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
         }
         return r;
     }
-    write_req_t *w = malloc(sizeof(*w));
-    if (w == NULL) {
-        free(frame);
-        return -ENOMEM;
-    }
-    w->conn = c;
-    w->frame = frame;
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
-    int r = uv_write(&w->req, c->stream, &b, 1, write_cb);
-    if (r < 0) {
-        free(frame);
-        free(w);
-    }
-    return r;
+    c->batch[c->nbatch] = frame;
+    c->batch_bufs[c->nbatch] = uv_buf_init((char *)frame, (unsigned)len);
+    c->nbatch++;
+    if (c->in_read && c->nbatch < PP__CONN_BATCH_MAX)
+        return 0;
+    return flush(c);
 }

@@ -10,6 +10,8 @@
 /* Bytes queued for writing past which the peer is deemed stuck. */
 #define PP__CONN_WRITE_QUEUE_MAX (64u << 20)
 
+#define PP__CONN_BATCH_MAX 64
+
 typedef struct pp__conn_s pp__conn_t;
 
 typedef struct pp__conn_ops_s {
@@ -32,6 +34,12 @@ struct pp__conn_s {
     void *owner;
     uint8_t *scratch;
     uint8_t *direct; /* where the last read was directed, or NULL */
+    /* Frames written while a read is being handled go out together, in one
+     * writev, when it is done: one syscall for many answers under load. */
+    uint8_t *batch[PP__CONN_BATCH_MAX];
+    uv_buf_t batch_bufs[PP__CONN_BATCH_MAX];
+    size_t nbatch;
+    unsigned in_read : 1;
     unsigned ended : 1;
     unsigned closing : 1;
 };
