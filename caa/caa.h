@@ -37,7 +37,7 @@ struct caa_sandbox_s {
     caa_sandbox_t *prev, *next;
     caa_daemon_t *d;
     enum caa_sandbox_state state;
-    char id[129];
+    char id[128];
     char pod_name[254];
     char pod_namespace[254];
     char netns_path[256];
@@ -67,12 +67,16 @@ struct caa_daemon_s {
     caa_sandbox_t *sandboxes;
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
+    caa_waiting_call_t *parked; /* hypervisor calls that came during recovery */
+    int recovering;
     int stopping;
     int exit_code;
 };
 
-/* hypervisor.c: registers the service methods on d->hv. */
+/* hypervisor.c: registers the service methods on d->hv. Calls that come
+ * while d->recovering wait, and are handled by caa_hypervisor_resume(). */
 int caa_hypervisor_register(caa_daemon_t *d);
+void caa_hypervisor_resume(caa_daemon_t *d);
 
 /* sandbox.c */
 caa_sandbox_t *caa_sandbox_find(caa_daemon_t *d, const char *id);
@@ -84,6 +88,13 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 /* StartVM and StopVM: take the call and answer it when done. */
 void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
 void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
+/* Sets sb->dir and sb->socket_path from PODS_DIR and sb->id. */
+int caa_sandbox_paths(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err);
+/* Adds a sandbox (made by caa_sandbox_create or loaded from its record). */
+void caa_sandbox_link(caa_daemon_t *d, caa_sandbox_t *sb);
+/* After a restart: serves a running sandbox's agent socket again, and
+ * finishes an interrupted start (the instance goes) or stop. */
+void caa_sandbox_resume(caa_sandbox_t *sb);
 /* Releases every sandbox's proxy without touching instances (shutdown). */
 void caa_sandboxes_release(caa_daemon_t *d);
 

@@ -8,6 +8,7 @@
 
 #include "caa.h"
 #include "daemon.h"
+#include "state.h"
 #include "util/log.h"
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -58,6 +59,14 @@ static void signal_cb(uv_signal_t *s, int signum)
     caa_daemon_shutdown(d);
 }
 
+static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
+{
+    if (status < 0)
+        PP_ERR("caa", "recovery: %s", err ? err->message : uv_strerror(status));
+    d->recovering = 0;
+    caa_hypervisor_resume(d);
+}
+
 int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 {
     d->loop = loop;
@@ -81,8 +90,12 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     }
     if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 || (r = caa_hypervisor_register(d)) < 0)
         return pp_error_set(err, r, "hypervisor service: %s", strerror(-r));
+    /* Claim the socket before recovery so that a second daemon fails here. */
     if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)
         return pp_error_wrap(err, "`REMOTE_HYPERVISOR_ENDPOINT`");
+    d->recovering = 1;
+    if ((r = caa_recover(d, recovered_cb, err)) < 0)
+        return pp_error_wrap(err, "recover");
     uv_signal_init(loop, &d->sigterm);
     uv_signal_init(loop, &d->sigint);
     d->sigterm.data = d->sigint.data = d;

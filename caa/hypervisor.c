@@ -112,19 +112,63 @@ static void stop_vm(pp_ttrpc_call_t *call, void *data)
     free(id);
 }
 
+static const struct {
+    const char *method;
+    pp_ttrpc_handler_cb cb;
+} methods[] = {
+    {"Version", version},
+    {"CreateVM", create_vm},
+    {"StartVM", start_vm},
+    {"StopVM", stop_vm},
+};
+
+/* Every call comes here first: until the records are reconciled with the
+ * provider, an answer could be wrong (an unknown id is not unknown). */
+static void dispatch(pp_ttrpc_call_t *call, void *data)
+{
+    caa_daemon_t *d = data;
+    if (d->recovering) {
+        caa_waiting_call_t *w = malloc(sizeof(*w));
+        if (w == NULL) {
+            pp_ttrpc_call_fail(call, PP_GRPC_UNAVAILABLE, "recovering; try again");
+            return;
+        }
+        w->call = call;
+        w->next = d->parked;
+        d->parked = w;
+        return;
+    }
+    const pp_ttrpc_request_t *r = pp_ttrpc_call_request(call);
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (pp_str_eq(r->method, methods[i].method)) {
+            methods[i].cb(call, d);
+            return;
+        }
+    pp_ttrpc_call_fail(call, PP_GRPC_UNIMPLEMENTED, "method %.*s", (int)r->method.n, r->method.p);
+}
+
+void caa_hypervisor_resume(caa_daemon_t *d)
+{
+    caa_waiting_call_t *w = d->parked, *rev = NULL;
+    d->parked = NULL;
+    while (w != NULL) { /* oldest first */
+        caa_waiting_call_t *next = w->next;
+        w->next = rev;
+        rev = w;
+        w = next;
+    }
+    while (rev != NULL) {
+        caa_waiting_call_t *next = rev->next;
+        dispatch(rev->call, d);
+        free(rev);
+        rev = next;
+    }
+}
+
 int caa_hypervisor_register(caa_daemon_t *d)
 {
-    static const struct {
-        const char *method;
-        pp_ttrpc_handler_cb cb;
-    } methods[] = {
-        {"Version", version},
-        {"CreateVM", create_vm},
-        {"StartVM", start_vm},
-        {"StopVM", stop_vm},
-    };
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        int r = pp_ttrpc_server_register(d->hv, SERVICE, methods[i].method, methods[i].cb, d);
+        int r = pp_ttrpc_server_register(d->hv, SERVICE, methods[i].method, dispatch, d);
         if (r < 0)
             return r;
     }

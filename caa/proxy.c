@@ -301,6 +301,18 @@ int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb,
     return 0;
 }
 
+int caa_proxy_adopt(caa_proxy_t *p, pp_error_t *err)
+{
+    int r = pp_ttrpc_server_new(p->loop, &p->srv);
+    if (r < 0)
+        return pp_error_set(err, r, "out of memory");
+    pp_ttrpc_server_set_fallback(p->srv, proxy_call, p);
+    r = pp_ttrpc_server_listen_unix(p->srv, p->path, err);
+    if (r == 0)
+        p->serving = 1;
+    return r;
+}
+
 static void timer_closed_cb(uv_handle_t *h)
 {
     caa_proxy_t *p = h->data;

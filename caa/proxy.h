@@ -25,6 +25,9 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
  * on the socket and calls `cb` with 0. On failure `cb` gets a negative
  * errno and `err` says why. Cancelled by caa_proxy_close(). */
 int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb, void *data);
+/* After a restart: listens on the socket at once and dials the forwarder
+ * when the first call comes (calls wait for the dial). */
+int caa_proxy_adopt(caa_proxy_t *p, pp_error_t *err);
 /* Fails calls in flight, stops listening, removes the socket, frees. */
 void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data);
 

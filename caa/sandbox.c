@@ -10,20 +10,11 @@
 #include <unistd.h>
 
 #include "caa.h"
+#include "state.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
 #define ANN_PREFIX "io.katacontainers.config.hypervisor."
-
-static const char *state_name(enum caa_sandbox_state s)
-{
-    static const char *const names[] = {
-        [CAA_SB_CREATED] = "created", [CAA_SB_STARTING] = "starting",
-        [CAA_SB_RUNNING] = "running", [CAA_SB_STOPPING] = "stopping",
-        [CAA_SB_FAILED] = "failed",
-    };
-    return names[s];
-}
 
 caa_sandbox_t *caa_sandbox_find(caa_daemon_t *d, const char *id)
 {
@@ -69,6 +60,40 @@ static void remove_dir(const char *dir)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Records the sandbox; a failure is logged (the caller decides whether it
+ * may go on). */
+static int save(caa_sandbox_t *sb)
+{
+    pp_error_t err = {0};
+    int r = caa_state_save(sb, &err);
+    if (r < 0)
+        PP_ERR("caa", "sandbox `%s`: record: %s", sb->id, err.message);
+    return r;
+}
+
+int caa_sandbox_paths(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
+{
+    int n = snprintf(sb->dir, sizeof(sb->dir), "%s/%s", d->cfg.pods_dir, sb->id);
+    if (n < 0 || (size_t)n >= sizeof(sb->dir) ||
+        (size_t)n + sizeof("/agent.ttrpc") > sizeof(sb->socket_path))
+        return pp_error_set(err, -EINVAL,
+                            "agent socket path for sandbox `%s` would pass the unix socket "
+                            "limit of %zu bytes; use a shorter `PODS_DIR`",
+                            sb->id, sizeof(sb->socket_path) - 1);
+    memcpy(sb->socket_path, sb->dir, (size_t)n);
+    memcpy(sb->socket_path + n, "/agent.ttrpc", sizeof("/agent.ttrpc"));
+    return 0;
+}
+
+void caa_sandbox_link(caa_daemon_t *d, caa_sandbox_t *sb)
+{
+    sb->next = d->sandboxes;
+    if (d->sandboxes)
+        d->sandboxes->prev = sb;
+    d->sandboxes = sb;
+    d->nsandboxes++;
+}
+
 static void sandbox_free(caa_sandbox_t *sb)
 {
     caa_daemon_t *d = sb->d;
@@ -88,7 +113,7 @@ static void sandbox_free(caa_sandbox_t *sb)
 static int valid_id(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > 128 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+    if (n == 0 || n > 127 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
         return 0;
     for (const char *p = id; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
@@ -170,12 +195,13 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 {
     if (!valid_id(id))
         return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
-                                   "sandbox id `%.128s` is not 1 to 128 of [A-Za-z0-9._-]", id);
+                                   "sandbox id `%.128s` is not 1 to 127 of [A-Za-z0-9._-]", id);
     caa_sandbox_t *old = caa_sandbox_find(d, id);
     if (old != NULL) {
         if (old->state != CAA_SB_CREATED)
             return pp_error_set_status(err, PP_GRPC_ALREADY_EXISTS, -EEXIST,
-                                       "sandbox `%s` exists and is %s", id, state_name(old->state));
+                                       "sandbox `%s` exists and is %s", id,
+                                       caa_state_name(old->state));
         /* A repeated CreateVM before StartVM prepares again from scratch. */
         remove_dir(old->dir);
         sandbox_free(old);
@@ -194,32 +220,33 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
     int r = read_annotations(sb, keys, values, nannotations, &initdata, err);
     if (r == 0 && copy_field(sb->netns_path, sizeof(sb->netns_path), netns_path) < 0)
         r = pp_error_set(err, -EINVAL, "network namespace path is too long");
-    if (r == 0) {
-        int n = snprintf(sb->dir, sizeof(sb->dir), "%s/%s", d->cfg.pods_dir, id);
-        int m = snprintf(sb->socket_path, sizeof(sb->socket_path), "%s/agent.ttrpc", sb->dir);
-        if (n < 0 || (size_t)n >= sizeof(sb->dir) || m < 0 || (size_t)m >= sizeof(sb->socket_path))
-            r = pp_error_set(err, -EINVAL,
-                             "agent socket path for sandbox `%s` would pass the unix socket "
-                             "limit of %zu bytes; use a shorter `PODS_DIR`",
-                             id, sizeof(sb->socket_path) - 1);
-    }
+    if (r == 0)
+        r = caa_sandbox_paths(d, sb, err);
     if (r == 0) {
         caa_instance_name(sb->pod_name, id, sb->instance_name);
         r = caa_userdata_build(d, sb, initdata, err);
     }
-    if (r == 0 && mkdir(sb->dir, 0700) < 0 && errno != EEXIST)
-        r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir, strerror(errno));
+    int made_dir = 0;
+    if (r == 0) {
+        if (mkdir(sb->dir, 0700) < 0 && errno != EEXIST)
+            r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir,
+                             strerror(errno));
+        else
+            made_dir = 1;
+    }
+    sb->state = CAA_SB_CREATED;
+    if (r == 0)
+        r = caa_state_save_user_data(sb, err);
+    if (r == 0)
+        r = caa_state_save(sb, err);
     if (r < 0) {
+        if (made_dir)
+            remove_dir(sb->dir);
         free(sb->user_data);
         free(sb);
         return r;
     }
-    sb->state = CAA_SB_CREATED;
-    sb->next = d->sandboxes;
-    if (d->sandboxes)
-        d->sandboxes->prev = sb;
-    d->sandboxes = sb;
-    d->nsandboxes++;
+    caa_sandbox_link(d, sb);
     PP_INFO("caa", "sandbox `%s`: created for pod `%s/%s`, instance `%s`", id, sb->pod_namespace,
             sb->pod_name, sb->instance_name);
     *out = sb;
@@ -229,6 +256,7 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 /* ---- StartVM / StopVM -------------------------------------------------- */
 
 static void teardown(caa_sandbox_t *sb);
+static int forwarder_addr(caa_sandbox_t *sb, struct sockaddr_storage *ss);
 
 static void answer_stops(caa_sandbox_t *sb, const pp_error_t *err)
 {
@@ -291,17 +319,19 @@ static void deleted_cb(int status, const pp_error_t *err, void *data)
                             sb->instance.id, err ? err->message : uv_strerror(status));
         sb->state = CAA_SB_FAILED;
         sb->stop_requested = 0;
+        save(sb);
         answer_start(sb, sb->start_error.code ? &sb->start_error : &e);
         answer_stops(sb, &e);
         return;
     }
     sb->has_instance = 0;
-    if (sb->stop_requested || sb->d->stopping) {
+    if (sb->stop_requested) {
         finish_gone(sb);
         return;
     }
     /* A failed start: the VM is gone, the sandbox stays failed. */
     sb->state = CAA_SB_FAILED;
+    save(sb);
     answer_start(sb, &sb->start_error);
 }
 
@@ -326,6 +356,7 @@ static void teardown(caa_sandbox_t *sb)
             finish_gone(sb);
         else {
             sb->state = CAA_SB_FAILED;
+            save(sb);
             answer_start(sb, &sb->start_error);
         }
         return;
@@ -348,6 +379,42 @@ static void start_failed(caa_sandbox_t *sb, const pp_error_t *err)
     teardown(sb);
 }
 
+void caa_sandbox_resume(caa_sandbox_t *sb)
+{
+    switch (sb->state) {
+    case CAA_SB_STARTING: {
+        /* The StartVM that began it died with the previous process. */
+        pp_error_t e;
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -ECANCELED,
+                            "cloud-api-adaptor restarted while `%s` was starting", sb->id);
+        start_failed(sb, &e);
+        break;
+    }
+    case CAA_SB_STOPPING:
+        sb->stop_requested = 1;
+        teardown(sb);
+        break;
+    case CAA_SB_RUNNING: {
+        struct sockaddr_storage ss;
+        pp_error_t e = {0};
+        int r = forwarder_addr(sb, &ss);
+        if (r == 0)
+            r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, &sb->proxy);
+        if (r == 0)
+            r = caa_proxy_adopt(sb->proxy, &e);
+        if (r < 0) {
+            PP_ERR("caa", "sandbox `%s`: serve agent socket again: %s", sb->id,
+                   e.code ? e.message : uv_strerror(r));
+            sb->state = CAA_SB_FAILED;
+            save(sb);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
 static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, void *data)
 {
     caa_sandbox_t *sb = data;
@@ -364,6 +431,7 @@ static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, vo
         return;
     }
     sb->state = CAA_SB_RUNNING;
+    save(sb);
     PP_INFO("caa", "sandbox `%s`: running, instance `%s` at %s, agent on `%s`", sb->id,
             sb->instance.id, sb->instance.ip, sb->socket_path);
     answer_start(sb, NULL);
@@ -391,6 +459,9 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
     if (status == 0) {
         sb->instance = *inst;
         sb->has_instance = 1;
+        /* The instance exists now: its id must be on disk before anything
+         * else happens, so that a crash from here on finds it. */
+        save(sb);
     }
     if (sb->stop_requested || sb->state != CAA_SB_STARTING) {
         teardown(sb);
@@ -442,10 +513,16 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     }
     if (sb->state != CAA_SB_CREATED) {
         pp_ttrpc_call_fail(call, PP_GRPC_FAILED_PRECONDITION, "sandbox `%s` is %s", id,
-                           state_name(sb->state));
+                           caa_state_name(sb->state));
         return;
     }
     sb->state = CAA_SB_STARTING;
+    pp_error_t serr = {0};
+    if (caa_state_save(sb, &serr) < 0) {
+        sb->state = CAA_SB_CREATED;
+        pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "sandbox `%s`: record: %s", id, serr.message);
+        return;
+    }
     sb->start_call = call;
     pp_error_clear(&sb->start_error);
     pp_ttrpc_call_on_cancel(call, start_cancelled, sb);
@@ -490,8 +567,9 @@ void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     if (sb->stop_requested)
         return; /* already on its way down */
     sb->stop_requested = 1;
-    PP_INFO("caa", "sandbox `%s`: stopping (was %s)", id, state_name(sb->state));
+    PP_INFO("caa", "sandbox `%s`: stopping (was %s)", id, caa_state_name(sb->state));
     sb->state = CAA_SB_STOPPING;
+    save(sb);
     teardown(sb);
 }
 

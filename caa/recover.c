@@ -1,0 +1,149 @@
+/* Recovery at start: records against the provider's instances. */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "state.h"
+#include "util/log.h"
+
+typedef struct recovery_s {
+    caa_daemon_t *d;
+    void (*cb)(caa_daemon_t *d, int status, const pp_error_t *err);
+    caa_sandbox_t *loaded; /* records read, not linked yet */
+} recovery_t;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void orphan_deleted(int status, const pp_error_t *err, void *data)
+{
+    char *id = data;
+    if (status < 0)
+        PP_ERR("caa", "delete orphan instance `%s`: %s", id,
+               err ? err->message : uv_strerror(status));
+    else
+        PP_INFO("caa", "deleted orphan instance `%s`", id);
+    free(id);
+}
+
+static void delete_orphan(caa_daemon_t *d, const pp_instance_t *inst)
+{
+    PP_WARN("caa", "instance `%s` (`%s`) of sandbox `%s` has no record: deleting it", inst->id,
+            inst->name, inst->sandbox_id);
+    char *id = strdup(inst->id);
+    if (id == NULL)
+        return;
+    int r = d->provider->ops->delete_instance(d->provider, id, orphan_deleted, id);
+    if (r < 0) {
+        PP_ERR("caa", "delete orphan instance `%s`: %s", id, uv_strerror(r));
+        free(id);
+    }
+}
+
+static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp_error_t *err,
+                      void *data)
+{
+    recovery_t *rc = data;
+    caa_daemon_t *d = rc->d;
+    int listed = status == 0;
+    if (!listed) {
+        /* Without the list, trust the records and delete nothing. */
+        PP_WARN("caa", "list instances: %s; adopting records as they are",
+                err ? err->message : uv_strerror(status));
+        n = 0;
+    }
+    char *claimed = calloc(n + 1, 1);
+    size_t adopted = 0, resumed = 0;
+    while (rc->loaded != NULL) {
+        caa_sandbox_t *sb = rc->loaded;
+        rc->loaded = sb->next;
+        sb->next = sb->prev = NULL;
+        const pp_instance_t *live = NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(insts[i].sandbox_id, sb->id) == 0) {
+                live = &insts[i];
+                if (claimed)
+                    claimed[i] = 1;
+            }
+        }
+        if (listed) {
+            sb->has_instance = live != NULL;
+            if (live != NULL)
+                sb->instance = *live;
+        }
+        if (sb->state == CAA_SB_RUNNING && !sb->has_instance) {
+            PP_WARN("caa", "sandbox `%s` was running but its instance is gone", sb->id);
+            sb->state = CAA_SB_FAILED;
+            pp_error_t e = {0};
+            if (caa_state_save(sb, &e) < 0)
+                PP_ERR("caa", "sandbox `%s`: record: %s", sb->id, e.message);
+        }
+        caa_sandbox_link(d, sb);
+        if (sb->state == CAA_SB_RUNNING)
+            adopted++;
+        else if (sb->state == CAA_SB_STARTING || sb->state == CAA_SB_STOPPING)
+            resumed++;
+        caa_sandbox_resume(sb);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (claimed != NULL && !claimed[i])
+            delete_orphan(d, &insts[i]);
+    free(claimed);
+    PP_INFO("caa", "recovered %zu sandboxes: %zu running adopted, %zu interrupted resumed",
+            d->nsandboxes, adopted, resumed);
+    void (*cb)(caa_daemon_t *, int, const pp_error_t *) = rc->cb;
+    free(rc);
+    cb(d, 0, NULL);
+}
+
+int caa_recover(caa_daemon_t *d, void (*cb)(caa_daemon_t *d, int status, const pp_error_t *err),
+                pp_error_t *err)
+{
+    recovery_t *rc = calloc(1, sizeof(*rc));
+    if (rc == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    rc->d = d;
+    rc->cb = cb;
+    DIR *dir = opendir(d->cfg.pods_dir);
+    if (dir == NULL) {
+        free(rc);
+        return pp_error_set(err, -errno, "read `PODS_DIR` `%s`: %s", d->cfg.pods_dir,
+                            strerror(errno));
+    }
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        caa_sandbox_t *sb;
+        pp_error_t lerr = {0};
+        if (caa_state_load(d, e->d_name, &sb, &lerr) < 0) {
+            /* A directory without a record never got past CreateVM's first
+             * step: nothing outside this process exists for it. */
+            char path[600];
+            snprintf(path, sizeof(path), "%s/%s", d->cfg.pods_dir, e->d_name);
+            PP_WARN("caa", "removing `%s`: %s", path, lerr.message);
+            nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+            continue;
+        }
+        sb->next = rc->loaded;
+        rc->loaded = sb;
+    }
+    closedir(dir);
+    int r = d->provider->ops->list_instances(d->provider, listed_cb, rc);
+    if (r < 0) {
+        pp_error_t lerr;
+        pp_error_set(&lerr, r, "%s", uv_strerror(r));
+        listed_cb(r, NULL, 0, &lerr, rc);
+    }
+    return 0;
+}
