@@ -63,6 +63,8 @@ static const setting_t settings[] = {
     BOOL("tls-skip-verify", "TLS_SKIP_VERIFY", tls_skip_verify, "false",
          "do not verify the forwarder's certificate"),
     BOOL("disable-tls", "DISABLE_TLS", disable_tls, "false", "plaintext to the forwarder"),
+    STR("failpoint", "PP_FAILPOINT", failpoint, "",
+        "tests only: die with SIGKILL at this named step"),
     INT("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", peerpods_limit, "0", 0, 100000,
         "most pod VMs on this node (0: no limit)"),
 };

@@ -28,6 +28,7 @@ typedef struct caa_config_s {
     int tls_skip_verify;
     int disable_tls;
     int peerpods_limit; /* 0 = no limit */
+    char failpoint[64]; /* PP_FAILPOINT: for crash tests only */
 } caa_config_t;
 
 /* Fills `cfg` from defaults, the environment, then argv (flags of the form

@@ -1,6 +1,7 @@
 /* The sandbox state machine: CreateVM, StartVM, StopVM. */
 #define _XOPEN_SOURCE 700
 #include <ctype.h>
+#include <signal.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -58,6 +59,15 @@ static void remove_dir(const char *dir)
     if (dir[0] == '\0')
         return;
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Crash tests name a step at which the daemon dies as if killed. */
+static void failpoint(caa_daemon_t *d, const char *name)
+{
+    if (d->cfg.failpoint[0] != '\0' && strcmp(d->cfg.failpoint, name) == 0) {
+        PP_WARN("caa", "failpoint `%s`: dying now", name);
+        raise(SIGKILL);
+    }
 }
 
 /* Records the sandbox; a failure is logged (the caller decides whether it
@@ -247,6 +257,7 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
         return r;
     }
     caa_sandbox_link(d, sb);
+    failpoint(d, "create:recorded");
     PP_INFO("caa", "sandbox `%s`: created for pod `%s/%s`, instance `%s`", id, sb->pod_namespace,
             sb->pod_name, sb->instance_name);
     *out = sb;
@@ -325,6 +336,7 @@ static void deleted_cb(int status, const pp_error_t *err, void *data)
         return;
     }
     sb->has_instance = 0;
+    failpoint(sb->d, "stop:instance-deleted");
     if (sb->stop_requested) {
         finish_gone(sb);
         return;
@@ -430,8 +442,10 @@ static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, vo
         start_failed(sb, &e);
         return;
     }
+    failpoint(sb->d, "start:proxy-ready");
     sb->state = CAA_SB_RUNNING;
     save(sb);
+    failpoint(sb->d, "start:running-recorded");
     PP_INFO("caa", "sandbox `%s`: running, instance `%s` at %s, agent on `%s`", sb->id,
             sb->instance.id, sb->instance.ip, sb->socket_path);
     answer_start(sb, NULL);
@@ -459,9 +473,11 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
     if (status == 0) {
         sb->instance = *inst;
         sb->has_instance = 1;
+        failpoint(sb->d, "start:instance-created");
         /* The instance exists now: its id must be on disk before anything
          * else happens, so that a crash from here on finds it. */
         save(sb);
+        failpoint(sb->d, "start:instance-recorded");
     }
     if (sb->stop_requested || sb->state != CAA_SB_STARTING) {
         teardown(sb);
@@ -523,6 +539,7 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
         pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "sandbox `%s`: record: %s", id, serr.message);
         return;
     }
+    failpoint(d, "start:recorded");
     sb->start_call = call;
     pp_error_clear(&sb->start_error);
     pp_ttrpc_call_on_cancel(call, start_cancelled, sb);
@@ -570,6 +587,7 @@ void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     PP_INFO("caa", "sandbox `%s`: stopping (was %s)", id, caa_state_name(sb->state));
     sb->state = CAA_SB_STOPPING;
     save(sb);
+    failpoint(d, "stop:recorded");
     teardown(sb);
 }
 

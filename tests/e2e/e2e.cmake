@@ -3,6 +3,7 @@
 # namespaces); skips with a printed reason otherwise.
 if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET process-user-data)
   add_executable(test_lifecycle ${CMAKE_CURRENT_LIST_DIR}/test_lifecycle.c
+                                ${CMAKE_CURRENT_LIST_DIR}/e2e_util.c
                                 ${CMAKE_SOURCE_DIR}/tests/common/sync_client.c)
   target_include_directories(test_lifecycle PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
   target_link_libraries(test_lifecycle PRIVATE peerpod PkgConfig::CMOCKA PkgConfig::JANSSON

@@ -31,243 +31,13 @@
 #include "health.pb-c.h"
 #include "hypervisor.pb-c.h"
 #include "oci.pb-c.h"
+#include "e2e_util.h"
 #include "sync_client.h"
 
 #define HV    "hypervisor.Hypervisor"
 #define AGENT "grpc.AgentService"
 
-typedef struct caa_s {
-    pid_t pid;
-    char dir[128];    /* everything of this daemon lives below */
-    char sock[192];   /* hypervisor socket */
-    char pods[192];   /* PODS_DIR */
-    char vms[192];    /* LOCAL_STATE_DIR */
-    char netns[192];  /* LOCAL_NETNS_DIR */
-    char record[192]; /* what the agents received */
-    char log[192];
-} caa_t;
-
-static const char *bin_dir;
 static caa_t main_caa;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    chmod(path, mode);
-}
-
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return errno == ENOENT ? 0 : -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* Links in this (node) namespace other than lo. */
-static int count_links(void)
-{
-    struct if_nameindex *ifs = if_nameindex();
-    int n = 0;
-    for (struct if_nameindex *i = ifs; i && i->if_index; i++)
-        if (strcmp(i->if_name, "lo") != 0)
-            n++;
-    if_freenameindex(ifs);
-    return n;
-}
-
-static void print_log(const caa_t *c)
-{
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "tail -n 60 %s >&2", c->log);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no log)\n");
-}
-
-/* Starts a daemon; `extra` is a NULL-terminated list of NAME=VALUE. */
-static void caa_start(caa_t *c, const char *name, const char *const *extra)
-{
-    snprintf(c->dir, sizeof(c->dir), "/tmp/pp-e2e-%s-XXXXXX", name);
-    assert_non_null(mkdtemp(c->dir));
-    snprintf(c->sock, sizeof(c->sock), "%s/hv.sock", c->dir);
-    snprintf(c->pods, sizeof(c->pods), "%s/pods", c->dir);
-    snprintf(c->vms, sizeof(c->vms), "%s/vms", c->dir);
-    snprintf(c->netns, sizeof(c->netns), "%s/netns", c->dir);
-    snprintf(c->record, sizeof(c->record), "%s/agent.record", c->dir);
-    snprintf(c->log, sizeof(c->log), "%s/caa.log", c->dir);
-    char wrapper[256], script[1024];
-    snprintf(wrapper, sizeof(wrapper), "%s/agent.sh", c->dir);
-    snprintf(script, sizeof(script),
-             "#!/bin/sh\nexport PP_AGENT_RECORD=%s\nexport PP_AGENT_DELAY_MS=3000\n"
-             "export PP_AGENT_DELAY_METHOD=WaitProcess\nexec %s/pp-test-agent \"$@\"\n",
-             c->record, bin_dir);
-    write_file(wrapper, script, 0755);
-
-    char env[16][300];
-    char *envp[20];
-    int n = 0;
-    /* Extras first: getenv() finds the first of two equal names. */
-    for (int i = 0; extra && extra[i]; i++)
-        snprintf(env[n++], 300, "%s", extra[i]);
-    snprintf(env[n++], 300, "PATH=/usr/sbin:/usr/bin:/sbin:/bin");
-    snprintf(env[n++], 300, "CLOUD_PROVIDER=local");
-    snprintf(env[n++], 300, "REMOTE_HYPERVISOR_ENDPOINT=%s", c->sock);
-    snprintf(env[n++], 300, "PODS_DIR=%s", c->pods);
-    snprintf(env[n++], 300, "LOCAL_STATE_DIR=%s", c->vms);
-    snprintf(env[n++], 300, "LOCAL_NETNS_DIR=%s", c->netns);
-    snprintf(env[n++], 300, "LOCAL_AGENT_COMMAND=%s", wrapper);
-    snprintf(env[n++], 300, "NODE_NAME=e2e-node");
-    snprintf(env[n++], 300, "PROXY_TIMEOUT=30s");
-    for (int i = 0; i < n; i++)
-        envp[i] = env[i];
-    envp[n] = NULL;
-
-    char exe[256];
-    snprintf(exe, sizeof(exe), "%s/cloud-api-adaptor", bin_dir);
-    c->pid = fork();
-    assert_true(c->pid >= 0);
-    if (c->pid == 0) {
-        int fd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execle(exe, exe, (char *)NULL, envp);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        struct stat st;
-        if (stat(c->sock, &st) == 0)
-            return;
-        usleep(20000);
-    }
-    print_log(c);
-    fail_msg("cloud-api-adaptor did not create %s", c->sock);
-}
-
-static void caa_stop(caa_t *c)
-{
-    if (c->pid <= 0)
-        return;
-    kill(c->pid, SIGTERM);
-    int status;
-    assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
-    c->pid = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        print_log(c);
-        fail_msg("cloud-api-adaptor ended with status %#x after SIGTERM", status);
-    }
-}
-
-static void caa_cleanup(caa_t *c)
-{
-    /* The provider made its namespace directory a mount point. */
-    umount2(c->netns, MNT_DETACH);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", c->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", c->dir);
-}
-
-/* ---- the shim's calls -------------------------------------------------- */
-
-static int create_vm(const caa_t *c, const char *id, const char *pod, const char *ns,
-                     const char *const *extra_kv, char *agent_sock, size_t size, char *msg,
-                     size_t msize)
-{
-    Hypervisor__CreateVMRequest req = HYPERVISOR__CREATE_VMREQUEST__INIT;
-    Hypervisor__CreateVMRequest__AnnotationsEntry e[16];
-    Hypervisor__CreateVMRequest__AnnotationsEntry *ep[16];
-    size_t n = 0;
-    const char *kv[32];
-    size_t nkv = 0;
-    if (pod) {
-        kv[nkv++] = "io.kubernetes.cri.sandbox-name";
-        kv[nkv++] = pod;
-    }
-    if (ns) {
-        kv[nkv++] = "io.kubernetes.cri.sandbox-namespace";
-        kv[nkv++] = ns;
-    }
-    for (size_t i = 0; extra_kv && extra_kv[i]; i += 2) {
-        kv[nkv++] = extra_kv[i];
-        kv[nkv++] = extra_kv[i + 1];
-    }
-    for (size_t i = 0; i < nkv; i += 2, n++) {
-        hypervisor__create_vmrequest__annotations_entry__init(&e[n]);
-        e[n].key = (char *)kv[i];
-        e[n].value = (char *)kv[i + 1];
-        ep[n] = &e[n];
-    }
-    req.id = (char *)id;
-    req.networknamespacepath = "";
-    req.n_annotations = n;
-    req.annotations = ep;
-    uint8_t buf[4096];
-    size_t len = hypervisor__create_vmrequest__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(c->sock, HV, "CreateVM", buf, len, 10000, &r);
-    if (msg)
-        snprintf(msg, msize, "%s", r.message);
-    if (code == 0 && agent_sock) {
-        Hypervisor__CreateVMResponse *resp =
-            hypervisor__create_vmresponse__unpack(NULL, r.len, r.payload);
-        assert_non_null(resp);
-        snprintf(agent_sock, size, "%s", resp->agentsocketpath);
-        hypervisor__create_vmresponse__free_unpacked(resp, NULL);
-    }
-    pp_sync_result_free(&r);
-    return code;
-}
-
-static int id_call(const caa_t *c, const char *method, const char *id, uint64_t timeout_ms,
-                   char *msg, size_t msize)
-{
-    Hypervisor__StartVMRequest req = HYPERVISOR__START_VMREQUEST__INIT;
-    req.id = (char *)id;
-    uint8_t buf[512];
-    size_t len = hypervisor__start_vmrequest__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(c->sock, HV, method, buf, len, timeout_ms, &r);
-    if (msg)
-        snprintf(msg, msize, "%s", r.message);
-    if (code != 0)
-        fprintf(stderr, "%s %s: %d %s\n", method, id, code, r.message);
-    pp_sync_result_free(&r);
-    return code;
-}
-
-static int health(const char *agent_sock)
-{
-    uint8_t buf[8];
-    Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
-    size_t len = grpc__check_request__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(agent_sock, "grpc.Health", "Check", buf, len, 10000, &r);
-    if (code == 0) {
-        Grpc__HealthCheckResponse *resp =
-            grpc__health_check_response__unpack(NULL, r.len, r.payload);
-        assert_non_null(resp);
-        assert_int_equal(resp->status, GRPC__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
-        grpc__health_check_response__free_unpacked(resp, NULL);
-    }
-    pp_sync_result_free(&r);
-    return code;
-}
 
 /* ---- what the agent received ------------------------------------------- */
 
@@ -324,17 +94,6 @@ static uint8_t *recorded(const caa_t *c, const char *method, const char *marker_
 }
 
 /* ---- fixture ----------------------------------------------------------- */
-
-static void bring_lo_up(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct ifreq ifr = {0};
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-    ioctl(fd, SIOCGIFFLAGS, &ifr);
-    ifr.ifr_flags |= IFF_UP;
-    ioctl(fd, SIOCSIFFLAGS, &ifr);
-    close(fd);
-}
 
 static int group_setup(void **state)
 {
@@ -755,7 +514,7 @@ static void test_forwarder_never_up(void **state)
     snprintf(body, sizeof(body),
              "#!/bin/sh\ncase \"$*\" in *lonely*) exec sleep 600.4242;; esac\n"
              "exec %s/agent-protocol-forwarder \"$@\"\n",
-             bin_dir);
+             e2e_bin_dir);
     write_file(script, body, 0755);
     snprintf(env, sizeof(env), "LOCAL_FORWARDER_COMMAND=%s", script);
     const char *extra[] = {"PROXY_TIMEOUT=3s", env, NULL};
@@ -816,23 +575,7 @@ static void test_forwarder_never_up(void **state)
 
 int main(void)
 {
-    if (geteuid() != 0) {
-        printf("skipped: the end-to-end tests need root for network namespaces\n");
-        return 77;
-    }
-    bin_dir = getenv("PP_BIN_DIR");
-    if (bin_dir == NULL) {
-        fprintf(stderr, "PP_BIN_DIR is not set\n");
-        return 1;
-    }
-    /* This process and the daemons it starts live in a fresh namespace. */
-    if (unshare(CLONE_NEWNET) < 0) {
-        printf("skipped: unshare(CLONE_NEWNET): %s\n", strerror(errno));
-        return 77;
-    }
-    bring_lo_up();
-    signal(SIGPIPE, SIG_IGN);
-    srand((unsigned)time(NULL));
+    e2e_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_full_lifecycle),
