@@ -95,6 +95,8 @@ void caa_sandbox_link(caa_daemon_t *d, caa_sandbox_t *sb);
 /* After a restart: serves a running sandbox's agent socket again, and
  * finishes an interrupted start (the instance goes) or stop. */
 void caa_sandbox_resume(caa_sandbox_t *sb);
+/* Closes a sandbox's agent proxy, leaving its instance alone. */
+void caa_sandbox_release(caa_sandbox_t *sb);
 /* Releases every sandbox's proxy without touching instances (shutdown). */
 void caa_sandboxes_release(caa_daemon_t *d);
 

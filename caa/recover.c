@@ -83,6 +83,7 @@ static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp
         }
         if (sb->state == CAA_SB_RUNNING && !sb->has_instance) {
             PP_WARN("caa", "sandbox `%s` was running but its instance is gone", sb->id);
+            caa_sandbox_release(sb);
             sb->state = CAA_SB_FAILED;
             pp_error_t e = {0};
             if (caa_state_save(sb, &e) < 0)
@@ -90,10 +91,11 @@ static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp
         }
         caa_sandbox_link(d, sb);
         if (sb->state == CAA_SB_RUNNING)
-            adopted++;
+            adopted++; /* already serving, see caa_recover() */
         else if (sb->state == CAA_SB_STARTING || sb->state == CAA_SB_STOPPING)
             resumed++;
-        caa_sandbox_resume(sb);
+        if (sb->state != CAA_SB_RUNNING)
+            caa_sandbox_resume(sb);
     }
     for (size_t i = 0; i < n; i++)
         if (claimed != NULL && !claimed[i])
@@ -135,6 +137,11 @@ int caa_recover(caa_daemon_t *d, void (*cb)(caa_daemon_t *d, int status, const p
             nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
             continue;
         }
+        /* Running pods get their agent socket back at once, before the
+         * provider answers: their calls wait for the forwarder dial, not for
+         * the listing. A pod whose instance turns out gone is closed then. */
+        if (sb->state == CAA_SB_RUNNING)
+            caa_sandbox_resume(sb);
         sb->next = rc->loaded;
         rc->loaded = sb;
     }

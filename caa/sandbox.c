@@ -591,13 +591,17 @@ void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     teardown(sb);
 }
 
+void caa_sandbox_release(caa_sandbox_t *sb)
+{
+    if (sb->proxy != NULL) {
+        caa_proxy_t *p = sb->proxy;
+        sb->proxy = NULL;
+        caa_proxy_close(p, proxy_closed_cb, NULL);
+    }
+}
+
 void caa_sandboxes_release(caa_daemon_t *d)
 {
-    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next) {
-        if (sb->proxy != NULL) {
-            caa_proxy_t *p = sb->proxy;
-            sb->proxy = NULL;
-            caa_proxy_close(p, proxy_closed_cb, NULL);
-        }
-    }
+    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next)
+        caa_sandbox_release(sb);
 }
