@@ -30,6 +30,8 @@
 
 const char *e2e_bin_dir;
 
+static void remember(caa_t *c, int add);
+
 static void bring_lo_up(void)
 {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -142,6 +144,7 @@ void caa_start(caa_t *c, const char *name, const char *const *extra)
              "export PP_AGENT_DELAY_METHOD=WaitProcess\nexec %s/pp-test-agent \"$@\"\n",
              c->record, e2e_bin_dir);
     write_file(wrapper, script, 0755);
+    remember(c, 1);
     caa_restart(c, extra);
 }
 
@@ -211,8 +214,70 @@ void caa_stop(caa_t *c)
     }
 }
 
+/* Kills what a pod VM left running: its pidfiles name the processes. */
+static void kill_vm_processes(const caa_t *c)
+{
+    DIR *d = opendir(c->vms);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        static const char *const names[] = {"agent.pid", "forwarder.pid"};
+        for (size_t i = 0; e->d_name[0] != '.' && i < 2; i++) {
+            char path[600];
+            snprintf(path, sizeof(path), "%s/%s/%s", c->vms, e->d_name, names[i]);
+            FILE *f = fopen(path, "r");
+            int pid;
+            if (f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 1)
+                kill(pid, SIGKILL);
+            if (f != NULL)
+                fclose(f);
+        }
+    }
+    if (d)
+        closedir(d);
+    d = opendir(c->netns);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/%s", c->netns, e->d_name);
+        if (e->d_name[0] != '.')
+            umount2(path, MNT_DETACH);
+    }
+    if (d)
+        closedir(d);
+}
+
+#define MAX_DAEMONS 16
+static caa_t *started[MAX_DAEMONS];
+
+/* A failed test skips its own cleanup; this runs at exit for what is left. */
+static void cleanup_all(void)
+{
+    for (int i = 0; i < MAX_DAEMONS; i++)
+        if (started[i] != NULL)
+            caa_cleanup(started[i]);
+}
+
+static void remember(caa_t *c, int add)
+{
+    static int registered;
+    if (!registered) {
+        atexit(cleanup_all);
+        registered = 1;
+    }
+    for (int i = 0; i < MAX_DAEMONS; i++) {
+        if (add && started[i] == NULL) {
+            started[i] = c;
+            return;
+        }
+        if (!add && started[i] == c)
+            started[i] = NULL;
+    }
+}
+
 void caa_cleanup(caa_t *c)
 {
+    remember(c, 0);
+    caa_kill(c);
+    kill_vm_processes(c);
     /* The provider made its namespace directory a mount point. */
     umount2(c->netns, MNT_DETACH);
     char cmd[300];

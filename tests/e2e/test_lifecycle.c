@@ -508,7 +508,8 @@ static void *bg_start(void *arg)
 static void test_forwarder_never_up(void **state)
 {
     (void)state;
-    caa_t c = {0};
+    static caa_t c; /* outlives a failed test, for the exit cleanup */
+    memset(&c, 0, sizeof(c));
     char script[300], env[400], body[600];
     snprintf(script, sizeof(script), "%s/choosy-forwarder.sh", main_caa.dir);
     snprintf(body, sizeof(body),

@@ -110,7 +110,8 @@ static void test_kill_at_every_step(void **state)
         "stop:recorded",           "stop:instance-deleted",
     };
     for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
-        caa_t c = {0};
+        static caa_t c; /* outlives a failed test, for the exit cleanup */
+        memset(&c, 0, sizeof(c));
         char fp[96];
         snprintf(fp, sizeof(fp), "PP_FAILPOINT=%s", points[i]);
         const char *extra[] = {fp, NULL};
@@ -186,7 +187,8 @@ static int read_agent_pid(const caa_t *c, const char *inst)
 static void test_kill_with_50_running(void **state)
 {
     (void)state;
-    caa_t c = {0};
+    static caa_t c; /* outlives a failed test, for the exit cleanup */
+    memset(&c, 0, sizeof(c));
     caa_start(&c, "fifty", NULL);
     many_caa = &c;
     pod_t *pods = calloc(RUNNING, sizeof(*pods));
@@ -262,7 +264,8 @@ static void test_kill_with_50_running(void **state)
 static void test_orphan_deleted(void **state)
 {
     (void)state;
-    caa_t c = {0};
+    static caa_t c; /* outlives a failed test, for the exit cleanup */
+    memset(&c, 0, sizeof(c));
     caa_start(&c, "orphan", NULL);
     char id[65], sock[256];
     make_id(id, "orphan");
