@@ -47,6 +47,7 @@ struct caa_sandbox_s {
     char machine_type[128];
     char image[256];
     unsigned vcpus, memory_mib, gpus;
+    char initdata_digest[129]; /* hex, or empty */
     char *user_data; /* #cloud-config, NUL-terminated */
     size_t user_data_len;
     pp_instance_t instance;

@@ -7,6 +7,7 @@
 
 #include "caa.h"
 #include "userdata/cloudconfig.h"
+#include "userdata/initdata.h"
 #include "util/buf.h"
 
 static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *err)
@@ -25,6 +26,45 @@ static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *
     return 0;
 }
 
+/* The pod's initdata: the annotation (raw TOML), else the INITDATA setting
+ * (gzip+base64). It is checked here, so a bad one fails CreateVM, and goes
+ * to the VM gzip+base64 in `out` (empty when there is none). */
+static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, pp_buf_t *out,
+                    pp_error_t *err)
+{
+    pp_buf_t toml;
+    pp_buf_init(&toml, 0);
+    const char *what = "annotation `io.katacontainers.config.hypervisor.cc_init_data`";
+    int r = 0;
+    if (annotation != NULL && annotation[0] != '\0') {
+        r = pp_buf_append(&toml, annotation, strlen(annotation));
+    } else if (d->cfg.initdata[0] != '\0') {
+        what = "setting `INITDATA`";
+        r = pp_initdata_decode(d->cfg.initdata, strlen(d->cfg.initdata), 0, &toml, err);
+        if (r < 0) {
+            pp_buf_free(&toml);
+            return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
+                                       "%s is not gzip+base64 initdata: %s", what, err->message);
+        }
+    }
+    if (r < 0 || toml.len == 0) {
+        pp_buf_free(&toml);
+        return r;
+    }
+    pp_initdata_t id;
+    r = pp_initdata_parse(toml.data, toml.len, &id, err);
+    if (r < 0) {
+        pp_buf_free(&toml);
+        return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL, "%s: %s", what,
+                                   err->message);
+    }
+    snprintf(sb->initdata_digest, sizeof(sb->initdata_digest), "%s", id.digest_hex);
+    pp_initdata_free(&id);
+    r = pp_initdata_encode(toml.data, toml.len, out, err);
+    pp_buf_free(&toml);
+    return r;
+}
+
 int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_toml,
                        pp_error_t *err)
 {
@@ -34,7 +74,19 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
         return r;
     pp_userdata_file_t files[2] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
     size_t n = 1;
-    (void)initdata_toml; /* initdata provisioning arrives with its own module */
+    pp_buf_t init;
+    pp_buf_init(&init, 0);
+    r = initdata(d, sb, initdata_toml, &init, err);
+    if (r < 0) {
+        free(apf);
+        return r;
+    }
+    if (init.len > 0) {
+        files[n].path = "/run/peerpod/initdata";
+        files[n].content = (const char *)init.data;
+        files[n].len = init.len;
+        n++;
+    }
     pp_buf_t b;
     size_t max = d->provider->ops->user_data_max;
     pp_buf_init(&b, max);
@@ -42,6 +94,7 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
     if (r == 0)
         r = pp_buf_append_byte(&b, 0);
     free(apf);
+    pp_buf_free(&init);
     if (r == -EMSGSIZE)
         r = pp_error_set(err, -EINVAL,
                          "user data for `%s` is over the `%s` provider's limit of %zu bytes",

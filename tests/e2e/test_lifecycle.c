@@ -359,6 +359,79 @@ static void test_malformed_createvm(void **state)
     test_version(state);
 }
 
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char *buf = calloc(1, 65536);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Initdata from the annotation reaches the pod VM: the guest components'
+ * files and the digest, which equals `openssl dgst` of the TOML. */
+static void test_initdata(void **state)
+{
+    (void)state;
+    const char *toml =
+        "algorithm = \"sha384\"\nversion = \"0.1.0\"\n\n[data]\n"
+        "\"aa.toml\" = '''\n[token_configs]\n[token_configs.kbs]\n"
+        "url = \"http://kbs.example:8080\"\n'''\n"
+        "\"policy.rego\" = \"package agent_policy\\ndefault AllowRequestsFailingPolicy "
+        ":= true\\n\"\n";
+    const char *ann[] = {"io.katacontainers.config.hypervisor.cc_init_data", toml, NULL};
+    char id[65], sock[256], msg[512];
+    make_id(id, "init");
+    assert_int_equal(
+        create_vm(&main_caa, id, "initpod", "ns", ann, sock, sizeof(sock), msg, sizeof(msg)), 0);
+    assert_int_equal(id_call(&main_caa, "StartVM", id, 60000, msg, sizeof(msg)), 0);
+    char root[400], path[600];
+    snprintf(root, sizeof(root), "%s/podvm-initpod-%.8s/root/run/peerpod", main_caa.vms, id);
+    snprintf(path, sizeof(path), "%s/aa.toml", root);
+    char *aa = slurp(path);
+    assert_non_null(aa);
+    assert_string_equal(
+        aa, "[token_configs]\n[token_configs.kbs]\nurl = \"http://kbs.example:8080\"\n");
+    free(aa);
+    snprintf(path, sizeof(path), "%s/policy.rego", root);
+    char *rego = slurp(path);
+    assert_non_null(rego);
+    assert_string_equal(rego, "package agent_policy\ndefault AllowRequestsFailingPolicy := true\n");
+    free(rego);
+    /* The digest, against the openssl command line on the same bytes. */
+    char tomlfile[300], cmd[800];
+    snprintf(tomlfile, sizeof(tomlfile), "%s/initdata.toml", main_caa.dir);
+    write_file(tomlfile, toml, 0644);
+    snprintf(cmd, sizeof(cmd), "openssl dgst -sha384 -r %s | cut -d' ' -f1 > %s.sum", tomlfile,
+             tomlfile);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof(path), "%s.sum", tomlfile);
+    char *want = slurp(path);
+    snprintf(path, sizeof(path), "%s/initdata.digest", root);
+    char *got = slurp(path);
+    assert_non_null(want);
+    assert_non_null(got);
+    want[strcspn(want, "\n")] = 0;
+    got[strcspn(got, "\n")] = 0;
+    assert_int_equal(strlen(want), 96);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
+
+    /* Bad initdata fails CreateVM, naming what is wrong. */
+    const char *bad[] = {"io.katacontainers.config.hypervisor.cc_init_data",
+                         "algorithm = \"md5\"\nversion = \"0.1.0\"\n[data]\n", NULL};
+    make_id(id, "badinit");
+    int code = create_vm(&main_caa, id, "p", "ns", bad, NULL, 0, msg, sizeof(msg));
+    if (code != 3 || strstr(msg, "cc_init_data") == NULL)
+        fail_msg("bad initdata: %d `%s`", code, msg);
+    assert_nothing_left(&main_caa);
+}
+
 #define MANY 32
 
 typedef struct many_s {
@@ -582,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_full_lifecycle),
         cmocka_unit_test(test_stop_twice_and_unknown),
         cmocka_unit_test(test_malformed_createvm),
+        cmocka_unit_test(test_initdata),
         cmocka_unit_test(test_many_at_once),
         cmocka_unit_test(test_forwarder_killed_mid_call),
         cmocka_unit_test(test_forwarder_never_up),
