@@ -63,6 +63,8 @@ struct pp_provider_ops {
                            pp_provider_create_cb cb, void *data);
     int (*delete_instance)(pp_provider_t *p, const char *instance_id, pp_provider_delete_cb cb,
                            void *data);
+    /* The instances tagged with this node (pp_provider_t.node_name), for
+     * reconcile; the array lives until the callback returns. */
     int (*list_instances)(pp_provider_t *p, pp_provider_list_cb cb, void *data);
     /* Releases the state; no op is in flight. */
     void (*fini)(pp_provider_t *p);

@@ -36,7 +36,6 @@ int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const ch
         goto nomem;
     int rc = ops->init != NULL ? ops->init(p, err) : 0;
     if (rc < 0) {
-        pp_error_wrap(err, "provider `%s`", ops->name);
         free(p->state);
         free((char *)p->node_name);
         free(p);

@@ -8,6 +8,7 @@ pkgs=(
     libuv1-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler
     libnl-3-dev libnl-route-3-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
     golang-go golang-github-containerd-ttrpc-dev
+    zlib1g-dev openssl python3-yaml golang-gopkg-yaml.v2-dev
     iproute2 procps valgrind
 )
 

@@ -1,5 +1,6 @@
 /* Links, addresses, routes and neighbours through libnl, one request each,
  * acknowledged, with the kernel's errno. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
 #include <string.h>

@@ -18,7 +18,9 @@
  * namespace runs its work there and joins before returning, so any thread
  * may call it and the caller's namespace never changes. They block for a few
  * kernel round trips (tests/bench/net measures them); no function forks or
- * executes a program. Functions on distinct pods may run concurrently.
+ * executes a program. Functions on distinct pods may run concurrently. The
+ * one exception to "done when it returns": node teardown leaves deleting
+ * the vxlan device to a thread of its own (see pp_node_tunnel_teardown).
  *
  * Errors: 0 or -errno, with `err` (may be NULL) filled with a message that
  * names the namespace and device. Kernel errors keep the kernel's errno and
@@ -28,6 +30,7 @@
 #define PP_NET_NET_H
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -229,7 +232,9 @@ typedef enum pp_tc_classifier_e {
     PP_TC_U32,
 } pp_tc_classifier_t;
 
-/* Node settings, set once at start-up (pp_node_net_init for defaults). */
+/* The node side's context, one per daemon: settings (set after
+ * pp_node_net_init, before the first call, then only read) and the
+ * deletions of tunnel devices still running in the background. */
 typedef struct pp_node_net_s {
     const char *host_netns;  /* NULL: the caller's namespace */
     const char *host_ifname; /* NULL: the default route's interface */
@@ -239,9 +244,19 @@ typedef struct pp_node_net_s {
     /* PP_TC_AUTO is resolved by the first setup and the result stored here
      * (atomically), so later setups skip the probe. */
     int classifier;
+    /* Background deletions (private). */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pp__reap_s *reaping;
 } pp_node_net_t;
 
+/* Defaults: port 4789, min id 555000, PP_TC_AUTO, the caller's namespace. */
 void pp_node_net_init(pp_node_net_t *n);
+/* Waits for the background deletions to finish: at most timeout_ms (0: no
+ * limit). 0 or -ETIMEDOUT. */
+int pp_node_net_drain(pp_node_net_t *n, unsigned timeout_ms);
+/* Drains without limit and frees what init made; `n` may then go. */
+void pp_node_net_fini(pp_node_net_t *n);
 
 /* Inspection -> configuration: pp_podns_inspect() of `pod_netns`, plus
  * worker-node-ip and dedicated from pp_node_primary(), tunnel settings from
@@ -250,22 +265,28 @@ int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t inde
                     pp_podnet_t *out, pp_error_t *err);
 
 /* Builds the node end for `cfg` (interface, vxlan-id, vxlan-port) toward
- * `pod_vm_ip`: NOTRACK rules in the host namespace; `vxlan1` (learning off,
- * up) created with its UDP socket in the host namespace and placed in the
- * pod namespace in the same request (IFLA_NET_NS_FD); an ingress qdisc on
- * the pod interface and on `vxlan1`, each with a filter (PP_TC_PRIO,
- * protocol all) redirecting to the egress of the other. Idempotent: an
- * existing `vxlan1` with other VNI, port or remote is deleted and made again;
- * one that matches is kept. On failure, what was made is removed. */
+ * `pod_vm_ip`: `vxlan1` (learning off, up) created with its UDP socket in
+ * the host namespace and placed in the pod namespace in the same request
+ * (IFLA_NET_NS_FD); NOTRACK rules in the host namespace; an ingress qdisc
+ * on the pod interface and on `vxlan1`, each with a filter (PP_TC_PRIO,
+ * protocol all) redirecting to the egress of the other. First waits for a
+ * background deletion of the same VNI or in the same pod namespace.
+ * Idempotent: an existing `vxlan1` with other VNI, port or remote is deleted
+ * (with the rules of its VNI) and made again; one that matches is kept. On
+ * failure, what was made is removed. */
 int pp_node_tunnel_setup(pp_node_net_t *n, const char *pod_netns, const pp_podnet_t *cfg,
                          struct in_addr pod_vm_ip, pp_error_t *err);
 
 /* Removes exactly what setup added: our NOTRACK rules for cfg->vxlan_id
  * (and the table when no rule is left), our filter on the pod interface and
- * the ingress qdisc there if no filter is left on it, `vxlan1` if its VNI
- * is cfg->vxlan_id. A missing pod namespace is not an error (the rules are
- * still removed). Idempotent. */
-int pp_node_tunnel_teardown(const pp_node_net_t *n, const char *pod_netns, const pp_podnet_t *cfg,
+ * the ingress qdisc there if no filter is left on it, and `vxlan1` if its
+ * VNI is cfg->vxlan_id. The kernel takes tens of milliseconds to delete a
+ * running vxlan device (RCU grace periods), so that deletion is started on
+ * a thread of its own and finishes in the background: it is registered in
+ * `n` before this returns, a later setup of the same VNI or pod namespace
+ * waits for it, and pp_node_net_drain() waits for all. A missing pod
+ * namespace is not an error (the rules are still removed). Idempotent. */
+int pp_node_tunnel_teardown(pp_node_net_t *n, const char *pod_netns, const pp_podnet_t *cfg,
                             pp_error_t *err);
 
 /* ---- VM-side tunnel ------------------------------------------------------ */

@@ -95,11 +95,16 @@ int pp__tc_redirect_del(pp__nl_t *nl, int ifindex, const char *name, const char 
 
 /* ---- nftables (nft.c) ---- */
 
+/* A NETLINK_NETFILTER socket, bound to the namespace it was opened in. */
+typedef struct pp__nft_s pp__nft_t;
+int pp__nft_open(pp__nft_t **out, pp_error_t *err);
+void pp__nft_close(pp__nft_t *n);
 /* Makes the two NOTRACK rules for `vni` (UDP to `peer`:port, and from
  * `peer` to port), replacing any rules of that VNI, in one transaction. */
-int pp__nft_notrack_add(struct in_addr peer, uint16_t port, uint32_t vni, pp_error_t *err);
+int pp__nft_notrack_add(pp__nft_t *n, struct in_addr peer, uint16_t port, uint32_t vni,
+                        pp_error_t *err);
 /* Deletes the rules of `vni`, and the table if nothing else is left in it. */
-int pp__nft_notrack_del(uint32_t vni, pp_error_t *err);
+int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, pp_error_t *err);
 
 /* ---- inspection (inspect.c) ---- */
 

@@ -45,11 +45,12 @@
 #define BATCH_SIZE   (16 * 1024)
 #define COMMENT_FMT  "peerpod vni:%u"
 
-typedef struct nft_s {
+typedef struct pp__nft_s {
     struct mnl_socket *nl;
     uint32_t portid;
     uint32_t seq;
-    char buf[MNL_SOCKET_BUFFER_SIZE];
+    char buf[32 * 1024]; /* the most a netlink dump sends at once */
+    char batch[BATCH_SIZE];
 } nft_t;
 
 typedef struct rule_s {
@@ -66,8 +67,12 @@ typedef struct listing_s {
     uint32_t genid;
 } listing_t;
 
-static int nft_open(nft_t *n, pp_error_t *err)
+int pp__nft_open(pp__nft_t **out, pp_error_t *err)
 {
+    *out = NULL;
+    cleanup_free nft_t *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
     n->nl = mnl_socket_open(NETLINK_NETFILTER);
     if (n->nl == NULL)
         return pp_error_set(err, -errno, "nftables: open netlink socket: %s", strerror(errno));
@@ -82,14 +87,17 @@ static int nft_open(nft_t *n, pp_error_t *err)
     setsockopt(mnl_socket_get_fd(n->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     n->portid = mnl_socket_get_portid(n->nl);
     n->seq = (uint32_t)time(NULL);
+    *out = PP_STEAL(n);
     return 0;
 }
 
-static void nft_close(nft_t *n)
+void pp__nft_close(pp__nft_t *n)
 {
+    if (n == NULL)
+        return;
     if (n->nl != NULL)
         mnl_socket_close(n->nl);
-    n->nl = NULL;
+    free(n);
 }
 
 /* Sends one request and feeds the answers to cb until the end (ack or
@@ -395,14 +403,14 @@ static const char *msg_name(uint16_t type)
 
 /* One attempt: list, then the transaction. ERESTART means try again. */
 static int notrack_once(nft_t *n, bool add, struct in_addr peer, uint16_t port, listing_t *l,
-                        char *batchbuf, uint16_t *failed_type)
+                        uint16_t *failed_type)
 {
     int rc = nft_list(n, l);
     if (rc < 0)
         return rc;
     batch_t bt;
     uint16_t types[16];
-    batch_begin(n, &bt, batchbuf, l->genid);
+    batch_begin(n, &bt, n->batch, l->genid);
     if (add) {
         put_table(n, &bt, NFT_MSG_NEWTABLE, NLM_F_CREATE);
         types[bt.n - 1] = NFT_MSG_NEWTABLE;
@@ -440,28 +448,22 @@ static int notrack_once(nft_t *n, bool add, struct in_addr peer, uint16_t port, 
     return rc;
 }
 
-static int notrack(bool add, struct in_addr peer, uint16_t port, uint32_t vni, pp_error_t *err)
+static int notrack(nft_t *n, bool add, struct in_addr peer, uint16_t port, uint32_t vni,
+                   pp_error_t *err)
 {
     char comment[32];
     snprintf(comment, sizeof(comment), COMMENT_FMT, vni);
-    cleanup_free nft_t *n = calloc(1, sizeof(*n));
-    cleanup_free char *batchbuf = malloc(BATCH_SIZE);
-    if (n == NULL || batchbuf == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    int rc = nft_open(n, err);
-    if (rc < 0)
-        return rc;
     listing_t l = {.comment = comment};
     uint16_t failed = 0;
+    int rc = 0;
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         failed = 0;
-        rc = notrack_once(n, add, peer, port, &l, batchbuf, &failed);
+        rc = notrack_once(n, add, peer, port, &l, &failed);
         /* ERESTART: the ruleset changed since we listed it; EINTR: the
          * listing was interrupted by a change. */
         if (rc != -ERESTART && rc != -EINTR)
             break;
     }
-    nft_close(n);
     if (rc == 0)
         return 0;
     char ip[INET_ADDRSTRLEN];
@@ -474,13 +476,14 @@ static int notrack(bool add, struct in_addr peer, uint16_t port, uint32_t vni, p
                         PP_NFT_TABLE, vni, strerror(-rc));
 }
 
-int pp__nft_notrack_add(struct in_addr peer, uint16_t port, uint32_t vni, pp_error_t *err)
+int pp__nft_notrack_add(pp__nft_t *n, struct in_addr peer, uint16_t port, uint32_t vni,
+                        pp_error_t *err)
 {
-    return notrack(true, peer, port, vni, err);
+    return notrack(n, true, peer, port, vni, err);
 }
 
-int pp__nft_notrack_del(uint32_t vni, pp_error_t *err)
+int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, pp_error_t *err)
 {
     struct in_addr none = {0};
-    return notrack(false, none, 0, vni, err);
+    return notrack(n, false, none, 0, vni, err);
 }

@@ -21,7 +21,7 @@
 #include "util/cleanup.h"
 #include "util/log.h"
 
-#define PEM_MAX (1u << 20)
+#define PEM_MAX         (1u << 20)
 #define DEFAULT_CA_NAME "peerpod-ca"
 /* Issued certificates start a little in the past, for clocks that lag. */
 #define SKEW_S (5 * 60)
@@ -598,7 +598,8 @@ int pp_ca_load_or_create(const pp_ca_opts_t *o, pp_ca_t **out, pp_error_t *err)
             (size_t)snprintf(key_path, sizeof(key_path), "%s/%s", o->dir, PP_CA_KEY_FILE) >=
                 sizeof(key_path))
             r = pp_error_set(err, -ENAMETOOLONG, "CA directory `%s`: path too long", o->dir);
-        else if ((r = mkdir_p(o->dir, err)) < 0 || (r = file_exists(cert_path, &have_cert, err)) < 0 ||
+        else if ((r = mkdir_p(o->dir, err)) < 0 ||
+                 (r = file_exists(cert_path, &have_cert, err)) < 0 ||
                  (r = file_exists(key_path, &have_key, err)) < 0)
             ;
         else if (have_cert && have_key)

@@ -4,7 +4,12 @@
  * the caller gets a pp_stream_filter_t and hands the stream and the filter to
  * ttrpc (pp_ttrpc_server_serve_filtered(), pp_ttrpc_client_open_filtered()).
  * The filter encrypts what ttrpc writes and decrypts what it reads, and
- * answers post-handshake messages (TLS 1.3 KeyUpdate) by itself.
+ * answers post-handshake messages (TLS 1.3 KeyUpdate) by itself. Small
+ * writes made while it delivers a read (answers to the requests just read)
+ * are sealed together and sent in one write when the read is done; other
+ * writes go out at once. Errors on an established connection are logged
+ * here (ttrpc only sees an errno: -EACCES for a refused certificate,
+ * -EPROTO for other TLS failures, UV_EOF for close_notify).
  *
  * During the handshake the stream is read one TLS record at a time, so not a
  * byte past the handshake is taken from the socket: whatever the peer sends
@@ -62,7 +67,8 @@ typedef struct pp_tls_config_s {
 typedef struct pp_tls_ctx_s pp_tls_ctx_t;
 
 /* Builds a context from `cfg` (copied: the strings may go away afterwards).
- * Errors name the setting at fault, e.g. "unknown cipher suite `X`". */
+ * Errors name the setting at fault, e.g. "unknown cipher suite `X`". A
+ * context may be shared by loops on different threads. */
 int pp_tls_ctx_new(pp_tls_role_t role, const pp_tls_config_t *cfg, pp_tls_ctx_t **out,
                    pp_error_t *err);
 /* Drops the caller's reference; handshakes, filters and acceptors keep the
@@ -93,15 +99,21 @@ typedef void (*pp_tls_handshake_cb)(pp_tls_handshake_t *hs, int status, pp_strea
                                     const char *err_msg, void *data);
 
 /* Starts the handshake on a connected `stream`. Until the callback the
- * handshake reads and writes the stream and uses stream->data. A client
- * checks the server's certificate against `server_name` (a DNS name, matched
- * against the SAN or, without one, the CN; or an IP address, matched
- * against IP SANs) and sends it as SNI when it is a DNS name; servers pass
- * NULL. `out` (optional) receives a handle for pp_tls_handshake_cancel(). */
+ * handshake reads and writes the stream and uses stream->data (restored
+ * before the callback). A client checks the server's certificate against
+ * `server_name` (a DNS name, matched against the SAN or, without one, the
+ * CN; or an IP address, matched against IP SANs) and sends it as SNI when
+ * it is a DNS name; with NULL only the chain is checked. Servers pass NULL.
+ * `out` (optional) receives a handle for pp_tls_handshake_cancel().
+ *
+ * The filter handed out keeps the context alive; once it has written
+ * messages of 1 MiB or more it keeps up to two write buffers of at most
+ * 2 MiB each for reuse, freed with the filter. */
 int pp_tls_handshake(pp_tls_ctx_t *ctx, uv_stream_t *stream, const char *server_name,
                      pp_tls_handshake_cb cb, void *data, pp_tls_handshake_t **out);
 /* Ends a handshake in progress: the callback fires from inside this call
- * with UV_ECANCELED. Does nothing after the callback has fired. */
+ * with UV_ECANCELED. Only valid before the callback has fired (the handle
+ * is gone afterwards). */
 void pp_tls_handshake_cancel(pp_tls_handshake_t *hs);
 
 /* During a successful handshake's callback: the protocol ("TLSv1.3"), the
@@ -152,8 +164,8 @@ typedef void (*pp_tls_dial_cb)(pp_tls_dial_t *d, int status, uv_stream_t *stream
  * attempt and the handshake each get the context's handshake timeout. */
 int pp_tls_dial(uv_loop_t *loop, pp_tls_ctx_t *ctx, const struct sockaddr *addr,
                 const char *server_name, pp_tls_dial_cb cb, void *data, pp_tls_dial_t **out);
-/* The callback fires from inside this call with UV_ECANCELED, unless it has
- * fired already. */
+/* Ends a dial in progress: the callback fires from inside this call with
+ * UV_ECANCELED. Only valid before the callback has fired. */
 void pp_tls_dial_cancel(pp_tls_dial_t *d);
 
 #endif

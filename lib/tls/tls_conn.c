@@ -23,8 +23,13 @@
 #define REC_HDR 5
 /* The largest TLS 1.2 ciphertext record (RFC 5246 6.2.3); TLS 1.3 ones
  * are smaller. */
-#define REC_MAX (16384 + 2048)
+#define REC_MAX     (16384 + 2048)
 #define PLAIN_CHUNK 16384
+/* The largest write buffer kept for reuse (what a 1 MiB write grows to):
+ * a connection holds at most this much while idle. */
+#define SPARE_MAX ((size_t)2 << 20)
+/* Writes below this size made during a read are gathered into one. */
+#define COALESCE_MAX 16384
 /* After a failed handshake, how long to wait for the peer to read our
  * alert and close, so that closing does not reset the connection under
  * the alert. */
@@ -44,6 +49,12 @@ struct pp_tls_handshake_s {
     const uint8_t *in;
     size_t in_len;
     pp_buf_t out; /* ciphertext produced, not yet handed to uv_write */
+    /* A buffer back from uv_write, kept for the next one: large buffers
+     * that are freed and allocated again cost a page fault per page. */
+    uint8_t *spare;
+    size_t spare_cap;
+    pp_buf_t pend; /* small plaintext written during a read, sealed at its end */
+    int in_read;
     int write_error;
     int broken; /* a fatal TLS error ended the connection */
 
@@ -60,6 +71,7 @@ struct pp_tls_handshake_s {
     char err[384];
     char verify_subject[160]; /* the certificate that failed verification */
     int alert;                /* last alert received, or -1 */
+    int cert_requested;       /* client: the server asked for our certificate */
     char peer_cn[128];
 
     uint8_t *plain; /* decryption scratch, PLAIN_CHUNK bytes */
@@ -69,6 +81,7 @@ typedef struct wreq_s {
     uv_write_t req;
     pp_tls_handshake_t *hs;
     uint8_t *buf;
+    size_t cap;
 } wreq_t;
 
 static void hs_unref(pp_tls_handshake_t *hs)
@@ -77,6 +90,8 @@ static void hs_unref(pp_tls_handshake_t *hs)
         return;
     SSL_free(hs->ssl); /* frees the BIO too */
     pp_buf_free(&hs->out);
+    pp_buf_free(&hs->pend);
+    free(hs->spare);
     free(hs->rec);
     free(hs->plain);
     free(hs->server_name);
@@ -166,7 +181,12 @@ static void write_cb(uv_write_t *req, int status)
 {
     wreq_t *w = container_of(req, wreq_t, req);
     pp_tls_handshake_t *hs = w->hs;
-    free(w->buf);
+    if (hs->spare == NULL && hs->stream != NULL && w->cap <= SPARE_MAX) {
+        hs->spare = w->buf;
+        hs->spare_cap = w->cap;
+    } else {
+        free(w->buf);
+    }
     free(w);
     if (status < 0 && status != UV_ECANCELED && hs->write_error == 0) {
         hs->write_error = status;
@@ -191,8 +211,14 @@ static int flush_out(pp_tls_handshake_t *hs)
         return -ENOMEM;
     }
     size_t len;
+    w->cap = hs->out.cap;
     w->buf = pp_buf_steal(&hs->out, &len);
     w->hs = hs;
+    if (hs->spare != NULL) {
+        hs->out.data = hs->spare;
+        hs->out.cap = hs->spare_cap;
+        hs->spare = NULL;
+    }
     uv_buf_t b = uv_buf_init((char *)w->buf, (unsigned)len);
     int r = uv_write(&w->req, hs->stream, &b, 1, write_cb);
     if (r < 0) {
@@ -212,24 +238,27 @@ static const char *peer_role(const pp_tls_handshake_t *hs)
     return hs->ctx->role == PP_TLS_SERVER ? "client" : "server";
 }
 
-/* What a received alert means for us, by its description code. */
+/* What a received alert means for us, by its description code, and
+ * whether it is about a certificate (reported as -EACCES). */
 static const struct {
     int desc;
+    int certificate;
     const char *meaning;
 } alert_meanings[] = {
-    {SSL_AD_UNKNOWN_CA, "it does not trust the CA that issued our certificate"},
-    {SSL_AD_BAD_CERTIFICATE, "it refused our certificate"},
-    {SSL_AD_CERTIFICATE_EXPIRED, "our certificate has expired or is not yet valid"},
-    {SSL_AD_CERTIFICATE_REVOKED, "our certificate is revoked"},
-    {SSL_AD_UNSUPPORTED_CERTIFICATE, "it cannot use our certificate"},
-    {SSL_AD_CERTIFICATE_UNKNOWN, "it refused our certificate"},
-    {SSL_AD_CERTIFICATE_REQUIRED, "it requires a client certificate and we sent none"},
-    {SSL_AD_PROTOCOL_VERSION, "we have no TLS version in common"},
-    {SSL_AD_HANDSHAKE_FAILURE, "we have no cipher suite or parameters in common"},
-    {SSL_AD_INSUFFICIENT_SECURITY, "our settings are weaker than it requires"},
-    {SSL_AD_DECRYPT_ERROR, "a signature or key check failed"},
-    {SSL_AD_ACCESS_DENIED, "access denied"},
-    {SSL_AD_UNRECOGNIZED_NAME, "it does not know the server name we asked for"},
+    {SSL_AD_UNKNOWN_CA, 1, "it does not trust the CA that issued our certificate"},
+    {SSL_AD_BAD_CERTIFICATE, 1, "it refused our certificate"},
+    {SSL_AD_CERTIFICATE_EXPIRED, 1, "our certificate has expired or is not yet valid"},
+    {SSL_AD_CERTIFICATE_REVOKED, 1, "our certificate is revoked"},
+    {SSL_AD_UNSUPPORTED_CERTIFICATE, 1, "it cannot use our certificate"},
+    {SSL_AD_CERTIFICATE_UNKNOWN, 1, "it refused our certificate"},
+    {SSL_AD_CERTIFICATE_REQUIRED, 1, "it requires a client certificate and we sent none"},
+    {SSL_AD_ACCESS_DENIED, 1, "access denied"},
+    {SSL_AD_PROTOCOL_VERSION, 0, "we have no TLS version in common"},
+    {SSL_AD_HANDSHAKE_FAILURE, 0,
+     "it found no cipher suite or parameters in common, or lacked a certificate it requires"},
+    {SSL_AD_INSUFFICIENT_SECURITY, 0, "our settings are weaker than it requires"},
+    {SSL_AD_DECRYPT_ERROR, 0, "a signature or key check failed"},
+    {SSL_AD_UNRECOGNIZED_NAME, 0, "it does not know the server name we asked for"},
 };
 
 /* Local failures OpenSSL reports, said plainly. */
@@ -251,14 +280,6 @@ static const struct {
     {SSL_R_UNEXPECTED_EOF_WHILE_READING, UV_EOF, "the peer closed the connection"},
 };
 
-static int alert_is_certificate(int desc)
-{
-    return desc == SSL_AD_UNKNOWN_CA || desc == SSL_AD_BAD_CERTIFICATE ||
-           desc == SSL_AD_CERTIFICATE_EXPIRED || desc == SSL_AD_CERTIFICATE_REVOKED ||
-           desc == SSL_AD_UNSUPPORTED_CERTIFICATE || desc == SSL_AD_CERTIFICATE_UNKNOWN ||
-           desc == SSL_AD_CERTIFICATE_REQUIRED || desc == SSL_AD_ACCESS_DENIED;
-}
-
 /* Explains a fatal TLS error in hs->err and returns the status for it:
  * our verification of the peer, else an alert from the peer, else what
  * OpenSSL says. Clears OpenSSL's error queue. */
@@ -279,14 +300,21 @@ static int explain(pp_tls_handshake_t *hs, int ssl_error)
         status = -EACCES;
     } else if (hs->alert >= 0) {
         const char *meaning = NULL;
-        for (size_t i = 0; i < PP_ARRAY_SIZE(alert_meanings); i++)
-            if (alert_meanings[i].desc == hs->alert)
+        for (size_t i = 0; i < PP_ARRAY_SIZE(alert_meanings); i++) {
+            if (alert_meanings[i].desc == hs->alert) {
                 meaning = alert_meanings[i].meaning;
+                if (alert_meanings[i].certificate)
+                    status = -EACCES;
+            }
+        }
+        /* TLS 1.2 servers say handshake_failure for a missing client
+         * certificate. */
+        if (hs->cert_requested && SSL_get_certificate(hs->ssl) == NULL &&
+            (hs->alert == SSL_AD_HANDSHAKE_FAILURE || hs->alert == SSL_AD_CERTIFICATE_REQUIRED))
+            meaning = "it requires a client certificate and we have none";
         snprintf(hs->err, sizeof(hs->err), "the %s refused the connection with TLS alert `%s`%s%s",
                  peer_role(hs), SSL_alert_desc_string_long(hs->alert), meaning ? ": " : "",
                  meaning ? meaning : "");
-        if (alert_is_certificate(hs->alert))
-            status = -EACCES;
     } else if (e != 0) {
         int reason = ERR_GET_REASON(e);
         const char *text = NULL;
@@ -315,8 +343,16 @@ static int explain(pp_tls_handshake_t *hs, int ssl_error)
 static void info_cb(const SSL *ssl, int where, int ret)
 {
     pp_tls_handshake_t *hs = SSL_get_app_data(ssl);
-    if ((where & SSL_CB_READ_ALERT) && (ret >> 8) == SSL3_AL_FATAL)
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ) && (ret >> 8) == SSL3_AL_FATAL)
         hs->alert = ret & 0xff;
+}
+
+static int cert_cb(SSL *ssl, void *arg)
+{
+    pp_tls_handshake_t *hs = arg;
+    (void)ssl;
+    hs->cert_requested = 1;
+    return 1;
 }
 
 /* Remembers which certificate failed verification, for the message. */
@@ -483,8 +519,8 @@ static void hs_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         if (nread == UV_EOF)
-            fail_now(hs, UV_EOF, "the %s closed the connection during the handshake%s", peer_role(hs),
-                     hs->bytes_read == 0 ? " without sending anything" : "");
+            fail_now(hs, UV_EOF, "the %s closed the connection during the handshake%s",
+                     peer_role(hs), hs->bytes_read == 0 ? " without sending anything" : "");
         else
             fail_now(hs, (int)nread, "read: %s", uv_strerror((int)nread));
         return;
@@ -536,6 +572,28 @@ static int conn_error(pp_tls_handshake_t *hs, int ssl_error)
     return status == UV_EOF ? UV_EOF : status;
 }
 
+/* Encrypts into hs->out; the caller flushes. */
+static int seal(pp_tls_handshake_t *hs, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    /* Room for the records' headers, tags and padding, so that a large
+     * write grows the buffer once. */
+    pp_buf_reserve(&hs->out, len + (len / 16384 + 1) * 64);
+    ERR_clear_error();
+    size_t done = 0;
+    if (!SSL_write_ex(hs->ssl, data, len, &done))
+        return conn_error(hs, SSL_get_error(hs->ssl, 0));
+    return 0;
+}
+
+static int seal_pending(pp_tls_handshake_t *hs)
+{
+    int r = seal(hs, hs->pend.data, hs->pend.len);
+    hs->pend.len = 0;
+    return r;
+}
+
 static int f_write(pp_stream_filter_t *f, uint8_t *data, size_t len)
 {
     pp_tls_handshake_t *hs = container_of(f, pp_tls_handshake_t, filter);
@@ -543,20 +601,22 @@ static int f_write(pp_stream_filter_t *f, uint8_t *data, size_t len)
         free(data);
         return hs->write_error ? hs->write_error : -EPROTO;
     }
-    if (len == 0) {
+    int r;
+    if (hs->in_read && len < COALESCE_MAX) {
+        /* Answers made while a read is handled: gathered, and sealed and
+         * sent together when the read is done, in as few records and one
+         * write. */
+        r = pp_buf_append(&hs->pend, data, len);
         free(data);
-        return 0;
+        return r;
     }
-    /* Room for the records' headers, tags and padding, so that a large
-     * write grows the buffer once. */
-    pp_buf_reserve(&hs->out, len + (len / 16384 + 1) * 64);
-    ERR_clear_error();
-    size_t done = 0;
-    int ok = SSL_write_ex(hs->ssl, data, len, &done);
+    r = seal_pending(hs);
+    if (r == 0)
+        r = seal(hs, data, len);
     free(data);
-    if (!ok)
-        return conn_error(hs, SSL_get_error(hs->ssl, 0));
-    return flush_out(hs);
+    if (r < 0)
+        return r;
+    return hs->in_read ? 0 : flush_out(hs);
 }
 
 static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_deliver_cb deliver,
@@ -571,6 +631,7 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
         return -ENOMEM;
     hs->in = in;
     hs->in_len = n;
+    hs->in_read = 1;
     int rv = 0;
     for (;;) {
         size_t got = 0;
@@ -593,11 +654,20 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
     }
     hs->in = NULL;
     hs->in_len = 0;
+    hs->in_read = 0;
+    if (hs->pend.len > 0 && !hs->broken) {
+        int r = seal_pending(hs);
+        if (rv == 0)
+            rv = r;
+    }
     /* A KeyUpdate that asked for ours is answered now, not at our next
-     * write, which may be far off. */
+     * write, which may be far off: OpenSSL only notes it as pending, and
+     * scheduling the same update ourselves is what lets SSL_do_handshake()
+     * send it. */
     if (rv == 0 && SSL_get_key_update_type(hs->ssl) != SSL_KEY_UPDATE_NONE) {
         ERR_clear_error();
-        if (SSL_do_handshake(hs->ssl) != 1)
+        if (!SSL_key_update(hs->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) ||
+            SSL_do_handshake(hs->ssl) != 1)
             rv = conn_error(hs, SSL_get_error(hs->ssl, 0));
     }
     int w = flush_out(hs);
@@ -621,8 +691,8 @@ int pp_tls_filter_key_update(pp_stream_filter_t *f, int request_peer)
     if (hs->broken || hs->write_error)
         return -ENOTCONN;
     ERR_clear_error();
-    if (!SSL_key_update(hs->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
-                                              : SSL_KEY_UPDATE_NOT_REQUESTED) ||
+    if (!SSL_key_update(hs->ssl,
+                        request_peer ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED) ||
         SSL_do_handshake(hs->ssl) != 1) {
         ERR_clear_error();
         return -EPROTO;
@@ -658,6 +728,7 @@ static int setup_ssl(pp_tls_handshake_t *hs, const char *server_name)
         return 0;
     }
     SSL_set_connect_state(hs->ssl);
+    SSL_set_cert_cb(hs->ssl, cert_cb, hs);
     if (server_name == NULL || *server_name == '\0')
         return 0;
     hs->server_name = strdup(server_name);
@@ -694,6 +765,7 @@ int pp_tls_handshake(pp_tls_ctx_t *ctx, uv_stream_t *stream, const char *server_
     /* No maximum: a write is at most one ttrpc frame, and the connection
      * bounds what is queued. */
     pp_buf_init(&hs->out, 0);
+    pp_buf_init(&hs->pend, 0);
     hs->rec = malloc(REC_HDR + REC_MAX);
     int r = hs->rec == NULL ? -ENOMEM : setup_ssl(hs, server_name);
     if (r < 0) {

@@ -23,16 +23,33 @@ static const struct {
     const char *name;
     int version;
 } versions[] = {
-    {"1.2", TLS1_2_VERSION},          {"tls1.2", TLS1_2_VERSION},   {"tls 1.2", TLS1_2_VERSION},
-    {"tlsv1.2", TLS1_2_VERSION},      {"tls12", TLS1_2_VERSION},    {"tls_1.2", TLS1_2_VERSION},
-    {"versiontls12", TLS1_2_VERSION}, {"1.3", TLS1_3_VERSION},      {"tls1.3", TLS1_3_VERSION},
-    {"tls 1.3", TLS1_3_VERSION},      {"tlsv1.3", TLS1_3_VERSION},  {"tls13", TLS1_3_VERSION},
-    {"tls_1.3", TLS1_3_VERSION},      {"versiontls13", TLS1_3_VERSION},
+    {"1.2", TLS1_2_VERSION},
+    {"tls1.2", TLS1_2_VERSION},
+    {"tls 1.2", TLS1_2_VERSION},
+    {"tlsv1.2", TLS1_2_VERSION},
+    {"tls12", TLS1_2_VERSION},
+    {"tls_1.2", TLS1_2_VERSION},
+    {"versiontls12", TLS1_2_VERSION},
+    {"1.3", TLS1_3_VERSION},
+    {"tls1.3", TLS1_3_VERSION},
+    {"tls 1.3", TLS1_3_VERSION},
+    {"tlsv1.3", TLS1_3_VERSION},
+    {"tls13", TLS1_3_VERSION},
+    {"tls_1.3", TLS1_3_VERSION},
+    {"versiontls13", TLS1_3_VERSION},
     /* Known, and refused with a reason below. */
-    {"1.0", TLS1_VERSION},            {"tls1.0", TLS1_VERSION},     {"tls 1.0", TLS1_VERSION},
-    {"tlsv1.0", TLS1_VERSION},        {"tls10", TLS1_VERSION},      {"versiontls10", TLS1_VERSION},
-    {"1.1", TLS1_1_VERSION},          {"tls1.1", TLS1_1_VERSION},   {"tls 1.1", TLS1_1_VERSION},
-    {"tlsv1.1", TLS1_1_VERSION},      {"tls11", TLS1_1_VERSION},    {"versiontls11", TLS1_1_VERSION},
+    {"1.0", TLS1_VERSION},
+    {"tls1.0", TLS1_VERSION},
+    {"tls 1.0", TLS1_VERSION},
+    {"tlsv1.0", TLS1_VERSION},
+    {"tls10", TLS1_VERSION},
+    {"versiontls10", TLS1_VERSION},
+    {"1.1", TLS1_1_VERSION},
+    {"tls1.1", TLS1_1_VERSION},
+    {"tls 1.1", TLS1_1_VERSION},
+    {"tlsv1.1", TLS1_1_VERSION},
+    {"tls11", TLS1_1_VERSION},
+    {"versiontls11", TLS1_1_VERSION},
 };
 
 int pp_tls_parse_version(const char *s, int *out, pp_error_t *err)
@@ -45,8 +62,8 @@ int pp_tls_parse_version(const char *s, int *out, pp_error_t *err)
         if (strcasecmp(s, versions[i].name) != 0)
             continue;
         if (versions[i].version < TLS1_2_VERSION)
-            return pp_error_set(err, -EINVAL,
-                                "TLS version `%s` is not supported: use 1.2 or 1.3", s);
+            return pp_error_set(err, -EINVAL, "TLS version `%s` is not supported: use 1.2 or 1.3",
+                                s);
         *out = versions[i].version;
         return 0;
     }
@@ -226,6 +243,11 @@ static int load_identity(SSL_CTX *sc, const char *cert_pem, const char *key_pem,
     if (key == NULL)
         return pp_error_set(err, -EINVAL, "key: not a PEM private key (%s)",
                             pp__tls_ssl_reason(reason, sizeof(reason)));
+    if (!X509_check_private_key(SSL_CTX_get0_certificate(sc), key)) {
+        EVP_PKEY_free(key);
+        ERR_clear_error();
+        return pp_error_set(err, -EINVAL, "certificate and key do not match");
+    }
     ok = SSL_CTX_use_PrivateKey(sc, key);
     EVP_PKEY_free(key);
     if (!ok)
@@ -284,13 +306,13 @@ static int load_trust(SSL_CTX *sc, const char *ca_pem, int server, pp_error_t *e
 
 pp_tls_ctx_t *pp__tls_ctx_ref(pp_tls_ctx_t *ctx)
 {
-    ctx->refs++;
+    __atomic_fetch_add(&ctx->refs, 1, __ATOMIC_RELAXED);
     return ctx;
 }
 
 void pp_tls_ctx_free(pp_tls_ctx_t *ctx)
 {
-    if (ctx == NULL || --ctx->refs > 0)
+    if (ctx == NULL || __atomic_sub_fetch(&ctx->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     SSL_CTX_free(ctx->ssl_ctx);
     BIO_meth_free(ctx->bio_method);
@@ -340,6 +362,9 @@ static int ctx_setup(pp_tls_ctx_t *ctx, const pp_tls_config_t *cfg, pp_error_t *
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
                                 (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
+    /* Send the chain as configured; the CAs trusted for verifying peers
+     * are no part of it. */
+    SSL_CTX_set_mode(sc, SSL_MODE_NO_AUTO_CHAIN);
     if (server)
         SSL_CTX_set_num_tickets(sc, 0);
     if (cfg->cipher_suites != NULL && *cfg->cipher_suites != '\0') {
@@ -368,8 +393,8 @@ static int ctx_setup(pp_tls_ctx_t *ctx, const pp_tls_config_t *cfg, pp_error_t *
                        "the path can impersonate the server. Never use this in production");
     if (server && cfg->no_client_auth)
         PP_WARN("tls", "client certificates are not required: any client can connect");
-    ctx->timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
-                                                : PP_TLS_HANDSHAKE_TIMEOUT_MS;
+    ctx->timeout_ms =
+        cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : PP_TLS_HANDSHAKE_TIMEOUT_MS;
     return 0;
 }
 

@@ -8,7 +8,7 @@
 #include "tls.h"
 
 struct pp_tls_ctx_s {
-    int refs; /* loop thread only */
+    int refs; /* atomic: loops on several threads may share a context */
     pp_tls_role_t role;
     SSL_CTX *ssl_ctx;
     /* The in-memory BIO connections are made with; it must outlive them,

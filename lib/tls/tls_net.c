@@ -224,8 +224,9 @@ static void dial_hs_cb(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *f
     pp_tls_dial_t *d = data;
     d->hs = NULL;
     if (status == 0) {
-        PP_DEBUG("tls", "connected to %s: %s %s, server `%s`", d->addr, pp_tls_handshake_version(hs),
-                 pp_tls_handshake_cipher(hs), pp_tls_handshake_peer_cn(hs));
+        PP_DEBUG("tls", "connected to %s: %s %s, server `%s`", d->addr,
+                 pp_tls_handshake_version(hs), pp_tls_handshake_cipher(hs),
+                 pp_tls_handshake_peer_cn(hs));
     } else {
         snprintf(d->err, sizeof(d->err), "TLS handshake with %s: %s", d->addr, err_msg);
     }

@@ -423,6 +423,15 @@ static const char *const non_string_words[] = {
     ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF", ".nan",  ".NaN",  ".NAN",
 };
 
+/* strspn() within `n` bytes: scalars being built are not NUL-terminated. */
+static size_t span(const char *s, size_t n, const char *set)
+{
+    size_t i = 0;
+    while (i < n && s[i] != '\0' && strchr(set, s[i]) != NULL)
+        i++;
+    return i;
+}
+
 /* Whether a YAML 1.1 or 1.2 reader could resolve this plain scalar to
  * something other than a string: null, a boolean, a number or a timestamp.
  * Errs on the side of refusing; writers quote such strings. */
@@ -448,8 +457,8 @@ static int plain_is_non_string(const char *s, size_t n)
     if (!spaced)
         return digits;
     /* With white space only a timestamp, "2001-12-14 21:59:43.10 -5". */
-    return n > 10 && s[4] == '-' && strspn(s, "0123456789") == 4 &&
-           strspn(s + 5, "0123456789-") >= 3;
+    return n > 10 && s[4] == '-' && span(s, 10, "0123456789") == 4 &&
+           span(s + 5, 5, "0123456789-") >= 3;
 }
 
 /* Appends the text of one line of a plain scalar, from column c, up to a
@@ -674,17 +683,23 @@ static int parse_block(parser_t *p, size_t *pi, size_t col, size_t k, pp_buf_t *
         size_t max_empty = 0, line = j;
         for (; line < p->nlines; line++) {
             size_t sp = count_spaces(p, line);
+            if (sp < llen(p, line) && lptr(p, line)[sp] == '\t')
+                return fail(p, line, "tab character in block scalar indentation");
             if (sp < llen(p, line))
                 break;
             if (sp > max_empty)
                 max_empty = sp;
         }
         indent = line < p->nlines ? count_spaces(p, line) : 0;
-        if (indent <= k)
-            indent = k + 1;
-        if (max_empty > indent)
-            return fail(p, i + 1,
-                        "empty line in a block scalar is indented more than its first line");
+        if (indent > k) {
+            if (max_empty > indent)
+                return fail(p, i + 1,
+                            "empty line in a block scalar is indented more than its first line");
+        } else {
+            /* No content: as in libyaml, the empty lines set the indentation,
+             * so they all stay empty. */
+            indent = max_empty > k + 1 ? max_empty : k + 1;
+        }
     }
 
     size_t pending = 0; /* empty lines since the last content line */
@@ -701,6 +716,8 @@ static int parse_block(parser_t *p, size_t *pi, size_t col, size_t k, pp_buf_t *
                 trail_breaks++;
             continue;
         }
+        if (sp < indent && sp < len && t[sp] == '\t')
+            return fail(p, j, "tab character in block scalar indentation");
         if (sp < indent)
             break; /* less indented: the block ended */
         const char *text = t + indent;

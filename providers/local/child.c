@@ -198,9 +198,15 @@ static __attribute__((noreturn)) void child_exec(int sock, const pp__local_exec_
 
 /* --- in the parent ---------------------------------------------------------- */
 
+/* The socket is closed only here: closing a poll handle removes its fd
+ * number from epoll, so while the handle exists the number must not be
+ * reused by another child's socket. */
 static void child_closed(uv_handle_t *h)
 {
-    free(container_of((uv_poll_t *)h, pp__local_child_t, poll));
+    pp__local_child_t *c = container_of((uv_poll_t *)h, pp__local_child_t, poll);
+    if (c->sock >= 0)
+        close(c->sock);
+    free(c);
 }
 
 static void unlink_child(pp__local_child_t *c)
@@ -235,9 +241,13 @@ static void try_reap(pp__local_child_t *c)
     do
         r = waitpid(c->pid_direct, &st, WNOHANG);
     while (r < 0 && errno == EINTR);
-    if (r == c->pid_direct || (r < 0 && errno == ECHILD)) {
+    if (r == c->pid_direct) {
         c->reaped = 1;
-        c->res.wstatus = r > 0 ? st : 0;
+        c->res.wstatus = st;
+    } else if (r < 0 && errno == ECHILD) {
+        /* Someone else reaped it (a waitpid(-1) elsewhere): its status is lost. */
+        c->reaped = 1;
+        c->res.wstatus = -1;
     }
 }
 
@@ -252,7 +262,9 @@ static void on_report(uv_poll_t *h, int status, int events)
             char buf[CMSG_SPACE(sizeof(int))];
             struct cmsghdr align;
         } u;
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = u.buf,
                             .msg_controllen = sizeof(u.buf)};
         ssize_t n = status < 0 ? 0 : recvmsg(c->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
@@ -263,8 +275,6 @@ static void on_report(uv_poll_t *h, int status, int events)
             /* Every copy of the child's end is closed: the child and any
              * grandchild have exited or exec'd. */
             uv_poll_stop(&c->poll);
-            close(c->sock);
-            c->sock = -1;
             c->eof = 1;
             try_reap(c);
             maybe_finish(c);
@@ -442,12 +452,12 @@ static int start(pp__local_reaper_t *r, int mode, const char *vm_path, const cha
     }
     if (pid < 0) {
         rc = -errno;
-        close(sv[0]);
         close(sv[1]);
         if (in_fd >= 0)
             close(in_fd);
         if (out_owned >= 0)
             close(out_owned);
+        c->sock = sv[0];
         uv_close((uv_handle_t *)&c->poll, child_closed);
         return rc;
     }
@@ -464,8 +474,6 @@ static int start(pp__local_reaper_t *r, int mode, const char *vm_path, const cha
     rc = uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_report);
     if (rc < 0) {
         /* The child runs anyway: it is still reaped, and reports this. */
-        close(c->sock);
-        c->sock = -1;
         c->eof = 1;
         c->res.status = rc;
         c->res.step = PP_LOCAL_STEP_PROTOCOL;

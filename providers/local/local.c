@@ -1,5 +1,5 @@
-/* The local provider: a pod VM is a network namespace on this machine (see
- * local.h for the layout).
+/* The local provider's create and delete: a pod VM is a network namespace
+ * on this machine (local.h has the layout, setup.c the settings).
  *
  * Every request for an instance is an operation queued on that instance's
  * entry; one runs at a time, so a delete arriving during a create waits for
@@ -35,7 +35,7 @@
 #include "util/cleanup.h"
 #include "util/log.h"
 
-#define COMP "local"
+#define COMP PP_LOCAL_LOG
 
 #define STOP_TIMEOUT_MS 5000   /* SIGTERM, then SIGKILL */
 #define KILL_WAIT_MS    2000   /* after SIGKILL, before giving up waiting */
@@ -45,30 +45,14 @@
 #define TAG_MAX         16384
 #define USER_DATA_MAX   (1024 * 1024)
 
-#define DEFAULT_SUBNET    "198.18.0.0/16"
-#define DEFAULT_STATE_DIR "/run/peerpod/local"
-#define DEFAULT_NETNS_DIR "/run/netns"
-
 extern char **environ;
 
-typedef struct lp_state_s lp_state_t;
-typedef struct lp_entry_s lp_entry_t;
+typedef pp__local_state_t lp_state_t;
+typedef pp__local_entry_t lp_entry_t;
 typedef struct lp_op_s lp_op_t;
 
-struct lp_state_s {
-    pp_provider_t *p;
-    char state_dir[PATH_MAX];
-    char netns_dir[PATH_MAX];
-    pp__local_pool_t pool;
-    pp__local_cmd_t agent, forwarder, pud;
-    struct nl_sock *nl; /* in the node's namespace; loop thread only */
-    pp__local_reaper_t *reaper;
-    int netns_dir_ready;
-    lp_entry_t *entries;
-};
-
 /* The operations on one instance, by name. */
-struct lp_entry_s {
+struct pp__local_entry_s {
     lp_entry_t *next;
     char name[PP_LOCAL_NAME_MAX + 1];
     lp_op_t *head, *tail; /* head runs; the rest wait their turn */
@@ -194,7 +178,7 @@ static lp_op_t *op_new(lp_state_t *st, lp_entry_t *e, enum op_kind kind)
     pp__local_fmt(op->dir, sizeof(op->dir), "%s/%s", st->state_dir, e->name);
     pp__local_fmt(op->vm_ns, sizeof(op->vm_ns), "%s/%s", st->netns_dir, e->name);
     pp__local_fmt(op->pod_ns, sizeof(op->pod_ns), "%s/%s" PP_LOCAL_PODNS_SUFFIX, st->netns_dir,
-             e->name);
+                  e->name);
     uv_timer_init(st->p->loop, &op->timer);
     return op;
 }
@@ -296,7 +280,7 @@ static const char *ntoa(uint32_t host_order, char *buf)
     return inet_ntop(AF_INET, &a, buf, INET_ADDRSTRLEN);
 }
 
-static int read_tag(const char *dir, pp__local_tag_t *tag)
+int pp__local_read_tag(const char *dir, pp__local_tag_t *tag)
 {
     char path[PATH_MAX];
     pp__local_fmt(path, sizeof(path), "%s/tag.json", dir);
@@ -319,7 +303,7 @@ static int write_tag(const char *dir, const pp__local_tag_t *tag)
     return pp__local_write_file(path, json, strlen(json), 0600);
 }
 
-static void fill_instance(pp_instance_t *inst, const pp__local_tag_t *tag)
+void pp__local_fill_instance(pp_instance_t *inst, const pp__local_tag_t *tag)
 {
     memset(inst, 0, sizeof(*inst));
     pp__local_fmt(inst->id, sizeof(inst->id), PP_LOCAL_ID_PREFIX "%s", tag->name);
@@ -381,8 +365,7 @@ static int spawn(lp_op_t *op, const pp__local_cmd_t *cmd, const char *const *ext
 
     char path[PATH_MAX];
     pp__local_fmt(path, sizeof(path), "%s/%s", op->dir, log);
-    cleanup_close int fd =
-        open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return -errno;
     pp__local_exec_t x = {
@@ -438,7 +421,7 @@ static void create_done(lp_op_t *op)
         create_abort(op);
         return;
     }
-    fill_instance(&op->inst, &op->tag);
+    pp__local_fill_instance(&op->inst, &op->tag);
     PP_INFO(COMP, "instance `%s` for sandbox `%s` is up at %s", op->tag.name, op->tag.sandbox_id,
             op->tag.ip);
     op->status = 0;
@@ -451,8 +434,8 @@ static int record_process(lp_op_t *op, pid_t pid, const char *role, pp__local_pr
 {
     unsigned long long start;
     if (pp__local_proc_start(pid, &start) < 0 || pp__local_proc_open(pid, start, proc) < 0)
-        return pp_error_set(&op->err, -ECHILD, "%s exited at once; see `%s/%s.log`", role,
-                            op->dir, role);
+        return pp_error_set(&op->err, -ECHILD, "%s exited at once; see `%s/%s.log`", role, op->dir,
+                            role);
     char path[PATH_MAX];
     pp__local_fmt(path, sizeof(path), "%s/%s.pid", op->dir, role);
     int rc = pp__local_pidfile_write(path, pid, start);
@@ -490,8 +473,8 @@ static void start_forwarder(lp_op_t *op)
     pp__local_fmt(listen, sizeof(listen), "%s:%d", op->tag.ip, PP_LOCAL_FORWARDER_PORT);
     pp__local_fmt(sock, sizeof(sock), "%s/agent.sock", op->dir);
     pp__local_fmt(config, sizeof(config), "%s/root/run/peerpod/apf.json", op->dir);
-    const char *extra[] = {"-listen", listen,          "-kata-agent-socket", sock,
-                           "-config", config,          "-pod-namespace",     op->pod_ns,
+    const char *extra[] = {"-listen",     listen, "-kata-agent-socket", sock,
+                           "-config",     config, "-pod-namespace",     op->pod_ns,
                            "-disable-tls"};
     int rc = spawn(op, &op->st->forwarder, extra, PP_ARRAY_SIZE(extra), NULL, "forwarder.log", 1,
                    on_forwarder);
@@ -514,10 +497,16 @@ static void on_pud(pp__local_child_result_t *res, void *data)
     uv_timer_stop(&op->timer);
     const pp__local_cmd_t *cmd = &op->st->pud;
     if (op->timed_out) {
-        pp_error_set(&op->err, -ETIMEDOUT, "process-user-data did not finish in %d s; see "
-                     "`%s/process-user-data.log`", PUD_TIMEOUT_MS / 1000, op->dir);
+        pp_error_set(&op->err, -ETIMEDOUT,
+                     "process-user-data did not finish in %d s; see "
+                     "`%s/process-user-data.log`",
+                     PUD_TIMEOUT_MS / 1000, op->dir);
     } else if (res->status < 0) {
         child_failed(op, res, "process-user-data", cmd);
+    } else if (res->wstatus == -1) {
+        pp_error_set(&op->err, -ECHILD,
+                     "process-user-data: its exit status was lost "
+                     "(something else reaped it)");
     } else if (!WIFEXITED(res->wstatus) || WEXITSTATUS(res->wstatus) != 0) {
         int sig = WIFSIGNALED(res->wstatus);
         pp_error_set(&op->err, -EIO, "process-user-data %s %d; see `%s/process-user-data.log`",
@@ -538,8 +527,8 @@ static void start_pud(lp_op_t *op)
     pp__local_fmt(from, sizeof(from), "%s/user-data", op->dir);
     pp__local_fmt(root, sizeof(root), "%s/root", op->dir);
     const char *extra[] = {"provision-files", "--from", from, "--root", root};
-    int rc = spawn(op, &op->st->pud, extra, PP_ARRAY_SIZE(extra), NULL, "process-user-data.log",
-                   0, on_pud);
+    int rc = spawn(op, &op->st->pud, extra, PP_ARRAY_SIZE(extra), NULL, "process-user-data.log", 0,
+                   on_pud);
     if (rc < 0) {
         pp_error_set(&op->err, rc, "start process-user-data: %s", strerror(-rc));
         create_abort(op);
@@ -661,8 +650,7 @@ static int take_slot(lp_op_t *op)
     } else {
         rc = pp__local_pool_take(&st->pool, slot_busy, &c, &op->slot);
         if (rc < 0)
-            pp_error_set(&op->err, rc, "no free /%d left in `LOCAL_SUBNET`",
-                         PP_LOCAL_SLOT_PREFIX);
+            pp_error_set(&op->err, rc, "no free /%d left in `LOCAL_SUBNET`", PP_LOCAL_SLOT_PREFIX);
         else
             op->have_slot = 1;
     }
@@ -731,8 +719,8 @@ static void create_alloc(lp_op_t *op)
         return;
     }
     pp__local_fmt(path, sizeof(path), "%s/user-data", op->dir);
-    rc = pp__local_write_file(path, op->user_data != NULL ? op->user_data : "",
-                              op->user_data_len, 0600);
+    rc = pp__local_write_file(path, op->user_data != NULL ? op->user_data : "", op->user_data_len,
+                              0600);
     if (rc < 0) {
         pp_error_set(&op->err, rc, "write `%s`: %s", path, strerror(-rc));
         create_abort(op);
@@ -771,25 +759,23 @@ static void create_after_stale(lp_op_t *op)
 static void create_begin(lp_op_t *op)
 {
     pp__local_tag_t tag;
-    int rc = read_tag(op->dir, &tag);
+    int rc = pp__local_read_tag(op->dir, &tag);
     if (rc == 0) {
         if (strcmp(tag.sandbox_id, op->sandbox_id) != 0) {
-            pp_error_set(&op->err, -EEXIST, "the instance exists for sandbox `%s`",
-                         tag.sandbox_id);
+            pp_error_set(&op->err, -EEXIST, "the instance exists for sandbox `%s`", tag.sandbox_id);
             op_fail_now(op);
             return;
         }
         if (tag.ready && pp__local_netns_mounted(op->vm_ns, NULL, NULL)) {
             op->tag = tag;
-            fill_instance(&op->inst, &tag);
+            pp__local_fill_instance(&op->inst, &tag);
             op->status = 0;
             op_finish(op);
             return;
         }
         /* An earlier create did not finish (the daemon stopped during it):
          * remove what it left and start afresh. */
-        PP_INFO(COMP, "instance `%s`: removing what an unfinished create left",
-                op->entry->name);
+        PP_INFO(COMP, "instance `%s`: removing what an unfinished create left", op->entry->name);
         adopt_tag(op, &tag);
         teardown(op, create_after_stale);
         return;
@@ -812,23 +798,36 @@ static int target_known(const lp_op_t *op, pid_t pid)
     return 0;
 }
 
-static void target_add(lp_op_t *op, pid_t pid, unsigned long long start)
+/* Takes an opened process as a target, and signals it. */
+static void target_take(lp_op_t *op, pp__local_proc_t *p)
 {
-    if (target_known(op, pid))
+    if (target_known(op, p->pid)) {
+        pp__local_proc_close(p);
         return;
+    }
     if (op->ntargets == op->cap) {
         size_t cap = op->cap ? op->cap * 2 : 8;
         pp__local_proc_t *t = realloc(op->targets, cap * sizeof(*t));
-        if (t == NULL)
-            return; /* found again on the next look */
+        if (t == NULL) {
+            pp__local_proc_close(p); /* found again on the next look */
+            return;
+        }
         op->targets = t;
         op->cap = cap;
     }
-    pp__local_proc_t p;
-    if (pp__local_proc_open(pid, start, &p) < 0)
-        return;
-    pp__local_proc_signal(&p, op->killed ? SIGKILL : SIGTERM);
-    op->targets[op->ntargets++] = p;
+    pp__local_proc_signal(p, op->killed ? SIGKILL : SIGTERM);
+    op->targets[op->ntargets++] = *p;
+}
+
+static int in_namespaces(const lp_op_t *op, pid_t pid)
+{
+    char path[64];
+    struct stat st;
+    pp__local_fmt(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+    if (stat(path, &st) < 0)
+        return 0;
+    return (op->have_vm_id && st.st_dev == op->vm_dev && st.st_ino == op->vm_ino) ||
+           (op->have_pod_id && st.st_dev == op->pod_dev && st.st_ino == op->pod_ino);
 }
 
 /* Finds the instance's processes: those in its pidfiles, and anything at all
@@ -836,14 +835,16 @@ static void target_add(lp_op_t *op, pid_t pid, unsigned long long start)
 static void collect(lp_op_t *op)
 {
     static const char *const roles[] = {"agent", "forwarder"};
+    pp__local_proc_t p;
     if (op->own_dir) {
         for (size_t i = 0; i < PP_ARRAY_SIZE(roles); i++) {
             char path[PATH_MAX];
             pid_t pid;
             unsigned long long start;
             pp__local_fmt(path, sizeof(path), "%s/%s.pid", op->dir, roles[i]);
-            if (pp__local_pidfile_read(path, &pid, &start) == 0)
-                target_add(op, pid, start);
+            if (pp__local_pidfile_read(path, &pid, &start) == 0 &&
+                pp__local_proc_open(pid, start, &p) == 0)
+                target_take(op, &p);
         }
     }
     if (!op->have_vm_id && !op->have_pod_id)
@@ -858,16 +859,18 @@ static void collect(lp_op_t *op)
         long v = strtol(de->d_name, &end, 10);
         if (*end != '\0' || v <= 1 || v > INT32_MAX || (pid_t)v == self)
             continue;
-        char path[64];
-        struct stat st;
-        pp__local_fmt(path, sizeof(path), "/proc/%ld/ns/net", v);
-        if (stat(path, &st) < 0)
-            continue;
-        int in_vm = op->have_vm_id && st.st_dev == op->vm_dev && st.st_ino == op->vm_ino;
-        int in_pod = op->have_pod_id && st.st_dev == op->pod_dev && st.st_ino == op->pod_ino;
+        pid_t pid = (pid_t)v;
         unsigned long long start;
-        if ((in_vm || in_pod) && pp__local_proc_start((pid_t)v, &start) == 0)
-            target_add(op, (pid_t)v, start);
+        if (target_known(op, pid) || !in_namespaces(op, pid) ||
+            pp__local_proc_start(pid, &start) < 0 || pp__local_proc_open(pid, start, &p) < 0)
+            continue;
+        /* The pid may have changed hands between the look and the open: the
+         * process is ours only if it is still in there, and still alive
+         * after that second look. */
+        if (in_namespaces(op, pid) && pp__local_proc_alive(&p))
+            target_take(op, &p);
+        else
+            pp__local_proc_close(&p);
     }
     closedir(d);
 }
@@ -979,10 +982,9 @@ static void teardown(lp_op_t *op, void (*then)(lp_op_t *op))
     op->vm_fd = -1;
     pp__local_proc_close(&op->agent);
     pp__local_proc_close(&op->fwd);
-    op->have_vm_id = op->own_vm_ns && pp__local_netns_mounted(op->vm_ns, &op->vm_dev,
-                                                              &op->vm_ino);
-    op->have_pod_id = op->own_pod_ns && pp__local_netns_mounted(op->pod_ns, &op->pod_dev,
-                                                                &op->pod_ino);
+    op->have_vm_id = op->own_vm_ns && pp__local_netns_mounted(op->vm_ns, &op->vm_dev, &op->vm_ino);
+    op->have_pod_id =
+        op->own_pod_ns && pp__local_netns_mounted(op->pod_ns, &op->pod_dev, &op->pod_ino);
     op->deadline = uv_now(op->st->p->loop) + STOP_TIMEOUT_MS;
     collect(op);
     if (op->ntargets == 0)
@@ -1008,7 +1010,7 @@ static void delete_done(lp_op_t *op)
 static void delete_begin(lp_op_t *op)
 {
     pp__local_tag_t tag;
-    int rc = read_tag(op->dir, &tag);
+    int rc = pp__local_read_tag(op->dir, &tag);
     if (rc == 0) {
         adopt_tag(op, &tag);
     } else {
@@ -1028,8 +1030,8 @@ static void delete_begin(lp_op_t *op)
 
 /* --- ops ------------------------------------------------------------------------ */
 
-static int local_create(pp_provider_t *p, const pp_instance_spec_t *spec,
-                        pp_provider_create_cb cb, void *data)
+static int local_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provider_create_cb cb,
+                        void *data)
 {
     lp_state_t *st = p->state;
     if (spec == NULL || cb == NULL || !pp__local_name_valid(spec->instance_name) ||
@@ -1064,8 +1066,7 @@ static int local_create(pp_provider_t *p, const pp_instance_spec_t *spec,
         op->user_data_len = spec->user_data_len;
     }
     if (op->sandbox_id == NULL || op->node == NULL ||
-        (op->user_data_len > 0 && op->user_data == NULL) ||
-        op_add_waiter(op, cb, NULL, data) < 0) {
+        (op->user_data_len > 0 && op->user_data == NULL) || op_add_waiter(op, cb, NULL, data) < 0) {
         op_discard(op);
         if (e->head == NULL)
             entry_drop(st, e);
@@ -1128,306 +1129,14 @@ static int local_delete(pp_provider_t *p, const char *id, pp_provider_delete_cb 
     return 0;
 }
 
-typedef struct lp_list_s {
-    uv_work_t work;
-    lp_state_t *st;
-    pp_provider_list_cb cb;
-    void *data;
-    pp_instance_t *insts;
-    size_t n, cap;
-    int status;
-    pp_error_t err;
-} lp_list_t;
-
-static void list_work(uv_work_t *w)
-{
-    lp_list_t *l = container_of(w, lp_list_t, work);
-    lp_state_t *st = l->st;
-    const char *node = st->p->node_name;
-    DIR *d = opendir(st->state_dir);
-    if (d == NULL) {
-        if (errno != ENOENT)
-            l->status = pp_error_set(&l->err, -errno, "list `%s`: %s", st->state_dir,
-                                     strerror(errno));
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!pp__local_name_valid(de->d_name))
-            continue;
-        char dir[PATH_MAX], ns[PATH_MAX];
-        pp__local_fmt(dir, sizeof(dir), "%s/%s", st->state_dir, de->d_name);
-        pp__local_fmt(ns, sizeof(ns), "%s/%s", st->netns_dir, de->d_name);
-        pp__local_tag_t tag;
-        if (read_tag(dir, &tag) < 0 || strcmp(tag.name, de->d_name) != 0)
-            continue;
-        /* Instances of another node (a shared state dir) are not ours to list. */
-        if (node != NULL && node[0] != '\0' && strcmp(tag.node, node) != 0)
-            continue;
-        if (!pp__local_netns_mounted(ns, NULL, NULL))
-            continue;
-        if (l->n == l->cap) {
-            size_t cap = l->cap ? l->cap * 2 : 16;
-            pp_instance_t *v = realloc(l->insts, cap * sizeof(*v));
-            if (v == NULL) {
-                l->status = pp_error_set(&l->err, -ENOMEM, "list instances: out of memory");
-                break;
-            }
-            l->insts = v;
-            l->cap = cap;
-        }
-        fill_instance(&l->insts[l->n++], &tag);
-    }
-    closedir(d);
-}
-
-static void list_after(uv_work_t *w, int status)
-{
-    lp_list_t *l = container_of(w, lp_list_t, work);
-    (void)status;
-    if (l->status < 0)
-        l->cb(l->status, NULL, 0, &l->err, l->data);
-    else
-        l->cb(0, l->insts, l->n, NULL, l->data);
-    free(l->insts);
-    free(l);
-}
-
-static int local_list(pp_provider_t *p, pp_provider_list_cb cb, void *data)
-{
-    if (cb == NULL)
-        return -EINVAL;
-    lp_list_t *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return -ENOMEM;
-    l->st = p->state;
-    l->cb = cb;
-    l->data = data;
-    int rc = uv_queue_work(p->loop, &l->work, list_work, list_after);
-    if (rc < 0)
-        free(l);
-    return rc;
-}
-
-/* --- settings, start-up ----------------------------------------------------------- */
-
-static const char *env_or(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : def;
-}
-
-static int setting_dir(const char *name, const char *def, char *out, size_t cap, size_t room,
-                       pp_error_t *err)
-{
-    const char *v = env_or(name, def);
-    size_t n = strlen(v);
-    if (v[0] != '/')
-        return pp_error_set(err, -EINVAL, "`%s`: expected an absolute path, got `%s`", name, v);
-    if (n + room >= cap)
-        return pp_error_set(err, -ENAMETOOLONG,
-                            "`%s`: `%s` is too long: paths under it must stay below %zu bytes",
-                            name, v, cap);
-    memcpy(out, v, n + 1);
-    while (n > 1 && out[n - 1] == '/')
-        out[--n] = '\0';
-    return 0;
-}
-
-static int setting_cmd(const char *name, const char *exe_dir, const char *def,
-                       pp__local_cmd_t *cmd, pp_error_t *err)
-{
-    cleanup_free char *fallback = NULL;
-    const char *line = getenv(name);
-    if (line == NULL || line[0] == '\0') {
-        if (asprintf(&fallback, "%s/%s", exe_dir, def) < 0)
-            return pp_error_set(err, -ENOMEM, "out of memory");
-        line = fallback;
-    }
-    int rc = pp__local_split(line, &cmd->argv, &cmd->argc);
-    if (rc == -EINVAL)
-        return pp_error_set(err, rc, "`%s`: expected a command line, got `%s`", name, line);
-    if (rc < 0)
-        return pp_error_set(err, rc, "out of memory");
-    rc = pp__local_resolve(cmd->argv[0], getenv("PATH"), &cmd->path);
-    if (rc < 0)
-        return pp_error_set(err, rc,
-                            "`%s`: `%s` is not an executable file (%s); without `%s` it is `%s` "
-                            "next to this program",
-                            name, cmd->argv[0], strerror(-rc), name, def);
-    return 0;
-}
-
-static int settings(lp_state_t *st, pp_error_t *err)
-{
-    const char *subnet = env_or("LOCAL_SUBNET", DEFAULT_SUBNET);
-    if (pp__local_pool_init(&st->pool, subnet) < 0)
-        return pp_error_set(err, -EINVAL,
-                            "`LOCAL_SUBNET`: expected an IPv4 network from /8 to /%d with no "
-                            "host bits set, like %s, got `%s`",
-                            PP_LOCAL_SLOT_PREFIX, DEFAULT_SUBNET, subnet);
-    /* Room for "/<name>/agent.sock", which must fit a unix socket address. */
-    struct sockaddr_un sun;
-    size_t room = 1 + PP_LOCAL_NAME_MAX + strlen("/agent.sock");
-    int rc = setting_dir("LOCAL_STATE_DIR", DEFAULT_STATE_DIR, st->state_dir,
-                         sizeof(sun.sun_path), room, err);
-    if (rc == 0)
-        rc = setting_dir("LOCAL_NETNS_DIR", DEFAULT_NETNS_DIR, st->netns_dir,
-                         sizeof(st->netns_dir), 1 + PP_LOCAL_NAME_MAX + 16, err);
-    if (rc < 0)
-        return rc;
-
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return pp_error_set(err, -errno, "find this program's directory: %s", strerror(errno));
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash != NULL)
-        *slash = '\0';
-
-    rc = setting_cmd("LOCAL_AGENT_COMMAND", exe, "pp-test-agent", &st->agent, err);
-    if (rc == 0)
-        rc = setting_cmd("LOCAL_FORWARDER_COMMAND", exe, "agent-protocol-forwarder",
-                         &st->forwarder, err);
-    if (rc == 0)
-        rc = setting_cmd("LOCAL_PROCESS_USER_DATA_COMMAND", exe, "process-user-data", &st->pud,
-                         err);
-    return rc;
-}
-
-/* Removes, at start-up, an instance whose VM namespace is gone (a reboot, or
- * someone else's cleanup): nothing of it can work again. Everything here is
- * quick, so it is done in place; processes get SIGKILL without a wait. */
-static void remove_dead(lp_state_t *st, const pp__local_tag_t *tag, const char *dir,
-                        const char *pod_ns)
-{
-    static const char *const roles[] = {"agent", "forwarder"};
-    for (size_t i = 0; i < PP_ARRAY_SIZE(roles); i++) {
-        char path[PATH_MAX];
-        pid_t pid;
-        unsigned long long start;
-        pp__local_proc_t p;
-        pp__local_fmt(path, sizeof(path), "%s/%s.pid", dir, roles[i]);
-        if (pp__local_pidfile_read(path, &pid, &start) == 0 &&
-            pp__local_proc_open(pid, start, &p) == 0) {
-            pp__local_proc_signal(&p, SIGKILL);
-            pp__local_proc_close(&p);
-        }
-    }
-    pp_error_t e = {0};
-    char vm_ns[PATH_MAX];
-    pp__local_fmt(vm_ns, sizeof(vm_ns), "%s/%s", st->netns_dir, tag->name);
-    if (pp__local_net_remove(st->nl, tag->link, &e) < 0 ||
-        pp__local_netns_remove(vm_ns, &e) < 0 || pp__local_netns_remove(pod_ns, &e) < 0) {
-        PP_WARN(COMP, "instance `%s`: %s", tag->name, e.message);
-        return;
-    }
-    int rc = pp__local_rmtree(dir);
-    if (rc < 0)
-        PP_WARN(COMP, "instance `%s`: remove `%s`: %s", tag->name, dir, strerror(-rc));
-    else
-        PP_INFO(COMP, "instance `%s`: removed; its namespace was gone", tag->name);
-}
-
-/* Takes the addresses of the instances that exist, so none is handed out
- * twice across a restart. */
-static void scan(lp_state_t *st)
-{
-    DIR *d = opendir(st->state_dir);
-    if (d == NULL)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!pp__local_name_valid(de->d_name))
-            continue;
-        char dir[PATH_MAX], vm_ns[PATH_MAX], pod_ns[PATH_MAX];
-        pp__local_fmt(dir, sizeof(dir), "%s/%s", st->state_dir, de->d_name);
-        pp__local_fmt(vm_ns, sizeof(vm_ns), "%s/%s", st->netns_dir, de->d_name);
-        pp__local_fmt(pod_ns, sizeof(pod_ns), "%s/%s" PP_LOCAL_PODNS_SUFFIX, st->netns_dir,
-                 de->d_name);
-        pp__local_tag_t tag;
-        if (read_tag(dir, &tag) < 0 || strcmp(tag.name, de->d_name) != 0)
-            continue; /* create and delete deal with these */
-        if (!pp__local_netns_mounted(vm_ns, NULL, NULL)) {
-            remove_dead(st, &tag, dir, pod_ns);
-            continue;
-        }
-        struct in_addr a;
-        uint32_t slot;
-        if (inet_pton(AF_INET, tag.ip, &a) == 1 &&
-            pp__local_pool_slot_of(&st->pool, ntohl(a.s_addr), &slot) == 0 &&
-            pp__local_pool_mark(&st->pool, slot) < 0)
-            PP_WARN(COMP, "instance `%s`: address %s is used twice", tag.name, tag.ip);
-    }
-    closedir(d);
-}
-
-static void release(lp_state_t *st)
-{
-    if (st->nl != NULL)
-        nl_socket_free(st->nl);
-    st->nl = NULL;
-    pp__local_reaper_free(st->reaper);
-    st->reaper = NULL;
-    pp__local_cmd_free(&st->agent);
-    pp__local_cmd_free(&st->forwarder);
-    pp__local_cmd_free(&st->pud);
-    pp__local_pool_free(&st->pool);
-}
-
-static int local_init(pp_provider_t *p, pp_error_t *err)
-{
-    lp_state_t *st = p->state;
-    st->p = p;
-    int rc = settings(st, err);
-    if (rc < 0)
-        goto fail;
-    rc = pp__local_reaper_new(p->loop, &st->reaper);
-    if (rc < 0) {
-        pp_error_set(err, rc, "watch child processes: %s", uv_strerror(rc));
-        goto fail;
-    }
-    st->nl = nl_socket_alloc();
-    if (st->nl == NULL) {
-        rc = pp_error_set(err, -ENOMEM, "netlink socket: out of memory");
-        goto fail;
-    }
-    rc = nl_connect(st->nl, NETLINK_ROUTE);
-    if (rc < 0) {
-        rc = pp_error_set(err, pp__local_nl_errno(rc), "netlink: %s", nl_geterror(rc));
-        goto fail;
-    }
-    rc = pp__local_mkdir_p(st->state_dir, 0700);
-    if (rc < 0) {
-        pp_error_set(err, rc, "`LOCAL_STATE_DIR`: create `%s`: %s", st->state_dir,
-                     strerror(-rc));
-        goto fail;
-    }
-    scan(st);
-    return 0;
-
-fail:
-    release(st);
-    return rc;
-}
-
-static void local_fini(pp_provider_t *p)
-{
-    lp_state_t *st = p->state;
-    if (st->entries != NULL)
-        PP_ERR(COMP, "provider released with operations in flight");
-    release(st);
-}
-
 const struct pp_provider_ops pp_provider_local_ops = {
     .name = "local",
     .caps = PP_PROVIDER_CAP_USER_DATA,
     .state_size = sizeof(lp_state_t),
     .user_data_max = USER_DATA_MAX,
-    .init = local_init,
+    .init = pp__local_init,
     .create_instance = local_create,
     .delete_instance = local_delete,
-    .list_instances = local_list,
-    .fini = local_fini,
+    .list_instances = pp__local_list,
+    .fini = pp__local_fini,
 };

@@ -19,6 +19,7 @@
 #ifndef PP_PROVIDERS_LOCAL_LOCAL_H
 #define PP_PROVIDERS_LOCAL_LOCAL_H
 
+#include <limits.h>
 #include <netinet/in.h>
 #include <net/if.h>
 #include <stdint.h>
@@ -27,12 +28,12 @@
 
 #include "providers/provider.h"
 
-#define PP_LOCAL_SLOT_PREFIX  30
-#define PP_LOCAL_NAME_MAX     63
-#define PP_LOCAL_LINK_PREFIX  "pplv"
-#define PP_LOCAL_VM_IFNAME    "eth0"
-#define PP_LOCAL_PODNS_SUFFIX ".podns"
-#define PP_LOCAL_ID_PREFIX    "local-"
+#define PP_LOCAL_SLOT_PREFIX    30
+#define PP_LOCAL_NAME_MAX       63
+#define PP_LOCAL_LINK_PREFIX    "pplv"
+#define PP_LOCAL_VM_IFNAME      "eth0"
+#define PP_LOCAL_PODNS_SUFFIX   ".podns"
+#define PP_LOCAL_ID_PREFIX      "local-"
 #define PP_LOCAL_FORWARDER_PORT 15150
 
 /* --- address pool: one /30 per VM -------------------------------------- */
@@ -115,7 +116,7 @@ void pp__local_reaper_free(pp__local_reaper_t *r);
 typedef struct pp__local_child_result_s {
     int status;  /* 0, or the negative errno of the step that failed */
     int step;    /* PP_LOCAL_STEP_* that failed */
-    int wstatus; /* waitpid() status of the direct child */
+    int wstatus; /* waitpid() status of the direct child; -1 if lost */
     pid_t pid;   /* the detached grandchild, else the direct child */
     int fd;      /* a descriptor the child passed back (now the caller's), or -1 */
 } pp__local_child_result_t;
@@ -200,12 +201,12 @@ int pp__local_netns_mounted(const char *path, dev_t *dev, ino_t *ino);
 int pp__local_netns_remove(const char *path, pp_error_t *err);
 
 typedef struct pp__local_net_s {
-    const char *link; /* node end */
+    const char *link;            /* node end */
     uint32_t node_addr, vm_addr; /* host byte order */
     unsigned prefix;
-    int vm_ns_fd;  /* the VM namespace, for the peer */
-    int vm_nl_fd;  /* NETLINK_ROUTE socket inside the VM namespace; consumed */
-    int created;   /* out: the veth pair was made (and is ours to remove) */
+    int vm_ns_fd; /* the VM namespace, for the peer */
+    int vm_nl_fd; /* NETLINK_ROUTE socket inside the VM namespace; consumed */
+    int created;  /* out: the veth pair was made (and is ours to remove) */
 } pp__local_net_t;
 
 /* Creates the veth pair (peer born in the VM namespace as eth0), addresses
@@ -217,6 +218,35 @@ int pp__local_net_remove(struct nl_sock *node, const char *link, pp_error_t *err
 /* libnl error -> negative errno. */
 int pp__local_nl_errno(int nlerr);
 
+/* --- the provider -------------------------------------------------------- */
+
+#define PP_LOCAL_LOG "local"
+
+typedef struct pp__local_entry_s pp__local_entry_t; /* local.c: requests per instance */
+
+/* pp_provider_t.state. Settings are fixed after init; the rest is touched on
+ * the loop thread only. */
+typedef struct pp__local_state_s {
+    pp_provider_t *p;
+    char state_dir[PATH_MAX]; /* LOCAL_STATE_DIR */
+    char netns_dir[PATH_MAX]; /* LOCAL_NETNS_DIR */
+    pp__local_pool_t pool;    /* LOCAL_SUBNET */
+    pp__local_cmd_t agent, forwarder, pud;
+    struct nl_sock *nl; /* in the node's namespace */
+    pp__local_reaper_t *reaper;
+    int netns_dir_ready;
+    pp__local_entry_t *entries;
+} pp__local_state_t;
+
+/* setup.c: settings, start-up, list. */
+int pp__local_init(pp_provider_t *p, pp_error_t *err);
+void pp__local_fini(pp_provider_t *p);
+int pp__local_list(pp_provider_t *p, pp_provider_list_cb cb, void *data);
+
+/* local.c */
+int pp__local_read_tag(const char *dir, pp__local_tag_t *tag);
+void pp__local_fill_instance(pp_instance_t *inst, const pp__local_tag_t *tag);
+
 /* --- files ------------------------------------------------------------------- */
 
 /* Reads a whole small file (at most `max` bytes) into a NUL-terminated
@@ -225,7 +255,8 @@ int pp__local_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Writes through a temporary file and rename(), so readers see old or new. */
 int pp__local_write_file(const char *path, const void *data, size_t len, mode_t mode);
 /* snprintf() that says -ENAMETOOLONG instead of truncating. */
-int pp__local_fmt(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int pp__local_fmt(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Removes a tree without following symlinks or crossing mounts. */
 int pp__local_rmtree(const char *path);
 int pp__local_mkdir_p(const char *path, mode_t mode);

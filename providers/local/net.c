@@ -29,12 +29,15 @@ static const struct {
     int nle;
     int err;
 } nl_errors[] = {
-    {NLE_INTR, EINTR},         {NLE_BAD_SOCK, EBADF},       {NLE_AGAIN, EAGAIN},
-    {NLE_NOMEM, ENOMEM},       {NLE_EXIST, EEXIST},         {NLE_INVAL, EINVAL},
-    {NLE_RANGE, ERANGE},       {NLE_MSGSIZE, EMSGSIZE},     {NLE_OPNOTSUPP, EOPNOTSUPP},
-    {NLE_AF_NOSUPPORT, EAFNOSUPPORT}, {NLE_OBJ_NOTFOUND, ENOENT}, {NLE_NOADDR, EADDRNOTAVAIL},
-    {NLE_BUSY, EBUSY},         {NLE_NOACCESS, EACCES},      {NLE_PERM, EPERM},
-    {NLE_NODEV, ENODEV},       {NLE_MSG_TRUNC, EMSGSIZE},   {NLE_DUMP_INTR, EINTR},
+    {NLE_INTR, EINTR},           {NLE_BAD_SOCK, EBADF},
+    {NLE_AGAIN, EAGAIN},         {NLE_NOMEM, ENOMEM},
+    {NLE_EXIST, EEXIST},         {NLE_INVAL, EINVAL},
+    {NLE_RANGE, ERANGE},         {NLE_MSGSIZE, EMSGSIZE},
+    {NLE_OPNOTSUPP, EOPNOTSUPP}, {NLE_AF_NOSUPPORT, EAFNOSUPPORT},
+    {NLE_OBJ_NOTFOUND, ENOENT},  {NLE_NOADDR, EADDRNOTAVAIL},
+    {NLE_BUSY, EBUSY},           {NLE_NOACCESS, EACCES},
+    {NLE_PERM, EPERM},           {NLE_NODEV, ENODEV},
+    {NLE_MSG_TRUNC, EMSGSIZE},   {NLE_DUMP_INTR, EINTR},
 };
 
 int pp__local_nl_errno(int nlerr)
@@ -67,11 +70,9 @@ int pp__local_netns_dir_prepare(const char *dir, pp_error_t *err)
         if (mount("", dir, "none", MS_SHARED | MS_REC, NULL) == 0)
             return 0;
         if (errno != EINVAL || bound)
-            return pp_error_set(err, -errno, "make `%s` a shared mount: %s", dir,
-                                strerror(errno));
+            return pp_error_set(err, -errno, "make `%s` a shared mount: %s", dir, strerror(errno));
         if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0)
-            return pp_error_set(err, -errno, "bind-mount `%s` on itself: %s", dir,
-                                strerror(errno));
+            return pp_error_set(err, -errno, "bind-mount `%s` on itself: %s", dir, strerror(errno));
     }
 }
 

@@ -75,7 +75,7 @@ int pp__local_pool_mark(pp__local_pool_t *pool, uint32_t slot)
 void pp__local_pool_release(pp__local_pool_t *pool, uint32_t slot)
 {
     if (slot < pool->nslots)
-        pool->used[slot / 8] &= (uint8_t)~(1u << (slot % 8));
+        pool->used[slot / 8] &= (uint8_t) ~(1u << (slot % 8));
 }
 
 int pp__local_pool_take(pp__local_pool_t *pool, int (*busy)(uint32_t slot, void *arg), void *arg,

@@ -225,10 +225,10 @@ int pp__local_tag_decode(const char *json, size_t len, pp__local_tag_t *tag)
     /* Names from the file become paths and link names: hold them to the same
      * rules as the names we made. */
     struct in_addr a;
-    if (rc == 0 && (!pp__local_name_valid(tag->name) ||
-                    strncmp(tag->link, PP_LOCAL_LINK_PREFIX, strlen(PP_LOCAL_LINK_PREFIX)) != 0 ||
-                    inet_pton(AF_INET, tag->ip, &a) != 1 ||
-                    inet_pton(AF_INET, tag->node_ip, &a) != 1))
+    if (rc == 0 &&
+        (!pp__local_name_valid(tag->name) ||
+         strncmp(tag->link, PP_LOCAL_LINK_PREFIX, strlen(PP_LOCAL_LINK_PREFIX)) != 0 ||
+         inet_pton(AF_INET, tag->ip, &a) != 1 || inet_pton(AF_INET, tag->node_ip, &a) != 1))
         rc = -EBADMSG;
     if (rc < 0)
         memset(tag, 0, sizeof(*tag));

@@ -31,8 +31,12 @@ if(TARGET process-user-data AND TARGET pp_userdata)
     message(STATUS "userdata: Go or gopkg.in/yaml.v2 sources missing "
                    "(golang-gopkg-yaml.v2-dev); yaml.v2 interop not run")
   endif()
+  # Debian's interpreter, where python3-yaml installs, before any other.
+  find_program(PP_UD_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  find_program(PP_UD_PYTHON NAMES python3)
   add_test(NAME userdata_yaml_interop
-    COMMAND python3 ${CMAKE_CURRENT_LIST_DIR}/userdata/yaml_interop.py ${PP_UD_INTEROP_ARGS})
+    COMMAND ${PP_UD_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/userdata/yaml_interop.py
+            ${PP_UD_INTEROP_ARGS})
   set_tests_properties(userdata_pud userdata_yaml_interop PROPERTIES
     TIMEOUT 300 LABELS integration SKIP_RETURN_CODE 77)
 endif()

@@ -34,10 +34,20 @@ static void test_pool_parse(void **state)
     pp__local_pool_free(&pool);
 
     static const char *const bad[] = {
-        "",           "198.18.0.0",    "198.18.0.0/",    "198.18.0.1/16", /* host bits */
-        "198.18.0.0/31", "10.0.0.0/7", "198.18.0.0/ 16", "198.18.0.0/+16",
-        "198.18.0.0/016", "198.18.0/16", "fd00::/64",    "x/16",
-        "198.18.0.0/16x", "/16",
+        "",
+        "198.18.0.0",
+        "198.18.0.0/",
+        "198.18.0.1/16", /* host bits */
+        "198.18.0.0/31",
+        "10.0.0.0/7",
+        "198.18.0.0/ 16",
+        "198.18.0.0/+16",
+        "198.18.0.0/016",
+        "198.18.0/16",
+        "fd00::/64",
+        "x/16",
+        "198.18.0.0/16x",
+        "/16",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (pp__local_pool_init(&pool, bad[i]) != -EINVAL)
@@ -204,8 +214,9 @@ static void test_parse_stat(void **state)
     assert_int_equal(st, 'Z');
     assert_int_equal(start, 55);
 
-    static const char *const bad[] = {"", "1 (x", "1 (x) S 1 2 3", "1 (x) S 1 2 3 4 5 6 7 8 9 10 "
-                                                                   "11 12 13 14 15 16 17 18 x"};
+    static const char *const bad[] = {"", "1 (x", "1 (x) S 1 2 3",
+                                      "1 (x) S 1 2 3 4 5 6 7 8 9 10 "
+                                      "11 12 13 14 15 16 17 18 x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(pp__local_parse_stat(bad[i], strlen(bad[i]), &st, &start), -EINVAL);
 
@@ -336,12 +347,12 @@ static void test_nl_errno(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pool_parse),     cmocka_unit_test(test_pool_alloc),
+        cmocka_unit_test(test_pool_parse),      cmocka_unit_test(test_pool_alloc),
         cmocka_unit_test(test_pool_full_bytes), cmocka_unit_test(test_pool_addresses),
-        cmocka_unit_test(test_split),          cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_names),          cmocka_unit_test(test_parse_stat),
-        cmocka_unit_test(test_tag_roundtrip),  cmocka_unit_test(test_tag_rejects),
-        cmocka_unit_test(test_files),          cmocka_unit_test(test_nl_errno),
+        cmocka_unit_test(test_split),           cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_names),           cmocka_unit_test(test_parse_stat),
+        cmocka_unit_test(test_tag_roundtrip),   cmocka_unit_test(test_tag_rejects),
+        cmocka_unit_test(test_files),           cmocka_unit_test(test_nl_errno),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

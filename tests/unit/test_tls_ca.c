@@ -231,8 +231,7 @@ static void test_server_certificate(void **state)
     assert_int_equal(sk_GENERAL_NAME_num(gens), 2);
     GENERAL_NAME *g0 = sk_GENERAL_NAME_value(gens, 0), *g1 = sk_GENERAL_NAME_value(gens, 1);
     assert_int_equal(g0->type, GEN_DNS);
-    assert_string_equal((const char *)ASN1_STRING_get0_data(g0->d.dNSName),
-                        "podvm-nginx-0123abcd");
+    assert_string_equal((const char *)ASN1_STRING_get0_data(g0->d.dNSName), "podvm-nginx-0123abcd");
     assert_int_equal(g1->type, GEN_IPADD);
     assert_int_equal(ASN1_STRING_length(g1->d.iPAddress), 4);
     assert_memory_equal(ASN1_STRING_get0_data(g1->d.iPAddress), "\xc0\x00\x02\x07", 4);
@@ -353,9 +352,8 @@ static void test_bad_names(void **state)
     pp_ca_t *ca;
     pp_error_t err = {0};
     assert_int_equal(pp_ca_load_or_create(&o, &ca, &err), 0);
-    static const char *bad[] = {"",        "a,DNS:evil.example", "a b", "a..b", ".a",
-                                "a/b",     "x\n",                "*.example",
-                                "a\\x00b", "ümlaut"};
+    static const char *bad[] = {"",    "a,DNS:evil.example", "a b",     "a..b",  ".a", "a/b",
+                                "x\n", "*.example",          "a\\x00b", "ümlaut"};
     char *c = NULL, *k = NULL;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(pp_ca_issue_server(ca, bad[i], NULL, 0, &c, &k, &err), -EINVAL);
@@ -396,8 +394,7 @@ static void test_damaged_store(void **state)
     assert_int_equal(file_mode(fx->dir, PP_CA_KEY_FILE), 0600);
 
     /* A corrupt certificate is an error naming the file, not a new CA. */
-    write_file(cert, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
-               0644);
+    write_file(cert, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", 0644);
     assert_true(pp_ca_load_or_create(&o, &ca, &err) < 0);
     assert_non_null(strstr(err.message, cert));
     write_file(cert, saved, 0644);

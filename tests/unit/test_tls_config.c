@@ -74,9 +74,9 @@ static void test_versions(void **state)
         const char *s;
         int v;
     } ok[] = {
-        {NULL, TLS1_2_VERSION},      {"", TLS1_2_VERSION},         {"1.2", TLS1_2_VERSION},
-        {"TLS 1.2", TLS1_2_VERSION}, {"TLS12", TLS1_2_VERSION},    {"VersionTLS12", TLS1_2_VERSION},
-        {"tlsv1.2", TLS1_2_VERSION}, {"1.3", TLS1_3_VERSION},      {"TLS 1.3", TLS1_3_VERSION},
+        {NULL, TLS1_2_VERSION},      {"", TLS1_2_VERSION},        {"1.2", TLS1_2_VERSION},
+        {"TLS 1.2", TLS1_2_VERSION}, {"TLS12", TLS1_2_VERSION},   {"VersionTLS12", TLS1_2_VERSION},
+        {"tlsv1.2", TLS1_2_VERSION}, {"1.3", TLS1_3_VERSION},     {"TLS 1.3", TLS1_3_VERSION},
         {"TLS13", TLS1_3_VERSION},   {"TLSv1.3", TLS1_3_VERSION}, {"VersionTLS13", TLS1_3_VERSION},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -99,9 +99,8 @@ static void test_cipher_names(void **state)
 {
     (void)state;
     int t13 = -1;
-    assert_string_equal(
-        pp_tls_cipher_openssl_name("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", &t13),
-        "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_string_equal(pp_tls_cipher_openssl_name("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", &t13),
+                        "ECDHE-ECDSA-AES128-GCM-SHA256");
     assert_int_equal(t13, 0);
     assert_string_equal(pp_tls_cipher_openssl_name("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", &t13),
                         "ECDHE-RSA-CHACHA20-POLY1305");

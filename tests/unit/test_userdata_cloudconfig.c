@@ -169,6 +169,7 @@ static void test_roundtrip_all_paths(void **state)
     };
     pp_buf_t doc;
     roundtrip(files, 6, &doc);
+    assert_int_equal(pp_buf_append_byte(&doc, 0), 0); /* for strstr */
     /* The PEM key, the common case, is a literal block. */
     assert_non_null(strstr((char *)doc.data, "- path: " AUTH "\n  content: |\n    -----BEGIN"));
     /* Trailing spaces force the quoted form. */
@@ -281,6 +282,8 @@ static void test_scalar_forms(void **state)
     EXPECT_ONE(HEAD "- path: " APF "\n  content: >-\n\n    a\n    b\n", "\na b");
     EXPECT_ONE(HEAD "- path: " APF "\n  content: |\n\n", "");
     EXPECT_ONE(HEAD "- path: " APF "\n  content: |+\n\n\n", "\n\n");
+    EXPECT_ONE(HEAD "- path: " APF "\n  content: |\n        \n", "");
+    EXPECT_ONE(HEAD "- path: " APF "\n  content: |+\n        \n  \n", "\n\n");
     EXPECT_ONE(HEAD "- path: " APF "\n  content: ''\n", "");
     EXPECT_ONE(HEAD "- path: " APF "\n  content: \"\"  # empty\n", "");
 }
@@ -423,6 +426,11 @@ static void test_refuses_malformed(void **state)
     EXPECT_FAIL(HEAD "- path: " APF "\n  content: |\n        \n    a\n",
                 "empty line in a block scalar is indented more");
     EXPECT_FAIL(HEAD "- path: " APF "\n  content: |\n    a\n   b\n", "unexpected indentation");
+    EXPECT_FAIL(HEAD "- path: " APF "\n  content: |\n   \t\tx\n", "line 5: tab character in block");
+    EXPECT_FAIL(HEAD "- path: " APF "\n  content: |\n    a\n  \t\n    b\n",
+                "line 6: tab character in block scalar indentation");
+    /* Past the indentation a tab is content. */
+    EXPECT_ONE(HEAD "- path: " APF "\n  content: |\n    a\n    \tb\n", "a\n\tb\n");
     EXPECT_FAIL(HEAD "- path: " APF "\n  content: x\n\x01\n", "line 5: control character 0x01");
     EXPECT_FAIL(HEAD "- path: " APF "\n  content: \xc3\x28\n", "line 4: invalid UTF-8");
     EXPECT_FAIL(HEAD "- path: " APF "\n  content: \xed\xa0\x80\n", "invalid UTF-8");

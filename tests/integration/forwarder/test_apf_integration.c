@@ -144,7 +144,12 @@ static int unix_accepts(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    size_t n = strlen(path);
+    if (n >= sizeof(sa.sun_path)) {
+        close(fd);
+        return 0;
+    }
+    memcpy(sa.sun_path, path, n + 1);
     int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
     return ok;

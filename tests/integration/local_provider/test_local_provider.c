@@ -6,6 +6,7 @@
  * machine's own network or mounts. The agent, process-user-data and the
  * forwarder are stand-ins that record how they were started. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -13,6 +14,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,7 +61,20 @@ static void standard_env(void)
 typedef struct fx_s {
     uv_loop_t loop;
     pp_provider_t *p;
+    int fds; /* open descriptors before the test */
 } fx_t;
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
 
 static pp_provider_t *new_provider(uv_loop_t *loop)
 {
@@ -83,7 +98,10 @@ static int fx_setup(void **state)
     if (fd >= 0)
         close(fd);
     fx_t *fx = calloc(1, sizeof(*fx));
-    if (fx == NULL || uv_loop_init(&fx->loop) < 0)
+    if (fx == NULL)
+        return -1;
+    fx->fds = count_fds();
+    if (uv_loop_init(&fx->loop) < 0)
         return -1;
     fx->p = new_provider(&fx->loop);
     *state = fx;
@@ -97,6 +115,13 @@ static int fx_teardown(void **state)
         free_provider(&fx->loop, fx->p);
     uv_run(&fx->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&fx->loop);
+    /* Every descriptor the provider opened (sockets, pidfds, namespace
+     * files) is closed again. */
+    int fds = count_fds();
+    if (fds != fx->fds) {
+        fprintf(stderr, "%d descriptors open after the test, %d before\n", fds, fx->fds);
+        rc = -1;
+    }
     free(fx);
     return rc == 0 ? 0 : -1;
 }
@@ -106,6 +131,12 @@ static int fx_teardown(void **state)
 static void tick(uv_timer_t *t)
 {
     (void)t;
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    (void)signum;
 }
 
 /* Runs the loop until *counter reaches `want`, failing after `ms`. */
@@ -175,8 +206,10 @@ static void on_listed(int status, const pp_instance_t *insts, size_t n, const pp
 static const char *user_data_for(const char *name)
 {
     static char buf[256];
-    snprintf(buf, sizeof(buf), "#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n"
-                               "  content: '{\"pod-name\":\"%s\"}'\n", name);
+    snprintf(buf, sizeof(buf),
+             "#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n"
+             "  content: '{\"pod-name\":\"%s\"}'\n",
+             name);
     return buf;
 }
 
@@ -201,7 +234,7 @@ static void create(fx_t *fx, const char *name, const char *sid, res_t *r)
     run_until(&fx->loop, &r->done, 1, 30000);
 }
 
-static void delete(fx_t *fx, const char *id)
+static void delete (fx_t *fx, const char *id)
 {
     res_t r = {0};
     assert_int_equal(fx->p->ops->delete_instance(fx->p, id, on_deleted, &r), 0);
@@ -494,7 +527,7 @@ static void test_lifecycle(void **state)
     assert_int_equal(l.n, 1);
     assert_memory_equal(&l.insts[0], &r.inst, sizeof(r.inst));
 
-    delete(fx, r.inst.id);
+    delete (fx, r.inst.id);
     assert_true(pid_dead(agent));
     assert_true(pid_dead(fwd));
     instance_gone(name, "pplv0");
@@ -502,7 +535,7 @@ static void test_lifecycle(void **state)
     node_links_clean();
     dir_empty(STATE_DIR);
 
-    delete(fx, r.inst.id); /* twice is fine */
+    delete (fx, r.inst.id); /* twice is fine */
     list(fx, &l);
     assert_int_equal(l.n, 0);
 }
@@ -523,12 +556,10 @@ static void test_overlapping_requests(void **state)
     /* create, delete, delete, create for another sandbox: in order. */
     memset(&a, 0, sizeof(a));
     start_create(fx->p, "podvm-dup-00000002", "dup-2", &a);
-    assert_int_equal(fx->p->ops->delete_instance(fx->p, "local-podvm-dup-00000002", on_deleted,
-                                                 &d1),
-                     0);
-    assert_int_equal(fx->p->ops->delete_instance(fx->p, "local-podvm-dup-00000002", on_deleted,
-                                                 &d2),
-                     0);
+    assert_int_equal(
+        fx->p->ops->delete_instance(fx->p, "local-podvm-dup-00000002", on_deleted, &d1), 0);
+    assert_int_equal(
+        fx->p->ops->delete_instance(fx->p, "local-podvm-dup-00000002", on_deleted, &d2), 0);
     start_create(fx->p, "podvm-dup-00000002", "dup-2b", &c);
     run_until(&fx->loop, &c.done, 1, 60000);
     assert_int_equal(a.done, 1);
@@ -547,8 +578,8 @@ static void test_overlapping_requests(void **state)
     assert_int_equal(l.n, 2);
     assert_string_not_equal(l.insts[0].ip, l.insts[1].ip);
 
-    delete(fx, "local-podvm-dup-00000001");
-    delete(fx, "local-podvm-dup-00000002");
+    delete (fx, "local-podvm-dup-00000001");
+    delete (fx, "local-podvm-dup-00000002");
     instance_gone("podvm-dup-00000001", NULL);
     instance_gone("podvm-dup-00000002", NULL);
     standins_dead();
@@ -591,8 +622,7 @@ static void test_many_concurrent(void **state)
     static res_t d[MANY];
     for (int i = 0; i < MANY; i++) {
         memset(&d[i], 0, sizeof(d[i]));
-        assert_int_equal(
-            fx->p->ops->delete_instance(fx->p, r[i].inst.id, on_deleted, &d[i]), 0);
+        assert_int_equal(fx->p->ops->delete_instance(fx->p, r[i].inst.id, on_deleted, &d[i]), 0);
     }
     for (int i = 0; i < MANY; i++) {
         run_until(&fx->loop, &d[i].done, 1, 60000);
@@ -681,7 +711,7 @@ static void test_stubborn_agent(void **state)
     assert_int_equal(r.status, 0);
     pid_t agent = pidfile("podvm-stubborn-00000001", "agent");
     uint64_t t0 = uv_hrtime();
-    delete(fx, r.inst.id);
+    delete (fx, r.inst.id);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     fx->p = saved;
     free_provider(&fx->loop, p);
@@ -709,7 +739,7 @@ static void test_address_in_use(void **state)
     create(fx, "podvm-addr-00000001", "addr-1", &r);
     assert_int_equal(r.status, 0);
     assert_string_equal(r.inst.ip, "198.18.0.6"); /* the second /30 */
-    delete(fx, r.inst.id);
+    delete (fx, r.inst.id);
 
     assert_int_equal(rtnl_addr_delete(sk, a, 0), 0);
     nl_addr_put(local);
@@ -760,9 +790,9 @@ static void test_restart(void **state)
     assert_string_not_equal(r3.inst.ip, r1.inst.ip);
     assert_string_not_equal(r3.inst.ip, r2.inst.ip);
 
-    delete(fx, r1.inst.id);
-    delete(fx, r2.inst.id);
-    delete(fx, r3.inst.id);
+    delete (fx, r1.inst.id);
+    delete (fx, r2.inst.id);
+    delete (fx, r3.inst.id);
     standins_dead();
     node_links_clean();
     dir_empty(STATE_DIR);
@@ -809,7 +839,7 @@ static void test_leftovers(void **state)
     assert_true(pid_dead(old_agent));
     assert_int_not_equal(pidfile("podvm-left-00000002", "agent"), old_agent);
     assert_true(forwarder_answers(again.inst.ip));
-    delete(fx, again.inst.id);
+    delete (fx, again.inst.id);
     standins_dead();
     node_links_clean();
     dir_empty(STATE_DIR);
@@ -862,6 +892,17 @@ int main(void)
         fprintf(stderr, "mount: %s\n", strerror(errno));
         return 1;
     }
+    /* libuv opens its process-wide signal pipe on first use: open it now,
+     * so the descriptor count of each test starts from there. */
+    uv_loop_t warm;
+    uv_signal_t sig;
+    uv_loop_init(&warm);
+    uv_signal_init(&warm, &sig);
+    uv_signal_start(&sig, on_signal, SIGCHLD);
+    uv_close((uv_handle_t *)&sig, NULL);
+    uv_run(&warm, UV_RUN_DEFAULT);
+    uv_loop_close(&warm);
+
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lifecycle, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_overlapping_requests, fx_setup, fx_teardown),

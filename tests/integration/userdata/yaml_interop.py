@@ -15,6 +15,9 @@
 3. With --go: documents yaml.v2 marshals read back through our parser as
    yaml.v2 reads them (same refusals allowed), and yaml.v2's strict reader
    reads our builder's documents exactly.
+4. Differential: random mutations of valid documents; whatever our parser
+   accepts, PyYAML must read to the same files (our parser may refuse more,
+   never read differently or accept what YAML rejects).
 
 Usage: yaml_interop.py UD_TOOL [--go GOYAML] [--seed N].
 Exit 77 (skipped) without PyYAML.
@@ -229,6 +232,72 @@ def check_go(tool, goyaml, rng, count):
     print(f"builder -> yaml.v2: {len(cases)} documents ok")
 
 
+MUTATION_CHARS = list(" \n\t-:#'\"\\|>&*!{}[],?%@`~.0123456789yn+") + ["  ", "\n  ", "é"]
+
+
+def mutate(rng, text):
+    for _ in range(rng.randint(1, 4)):
+        if not text:
+            break
+        pos = rng.randrange(len(text))
+        op = rng.random()
+        if op < 0.35:
+            text = text[:pos] + rng.choice(MUTATION_CHARS) + text[pos:]
+        elif op < 0.6:
+            text = text[:pos] + text[pos + 1:]
+        elif op < 0.8:
+            text = text[:pos] + rng.choice(MUTATION_CHARS) + text[pos + 1:]
+        else:
+            lines = text.split("\n")
+            k = rng.randrange(len(lines))
+            lines[k] = rng.choice(["", " ", "  ", "    "]) + lines[k].lstrip(" ")
+            text = "\n".join(lines)
+    return text
+
+
+def check_mutations(tool, rng, count):
+    """Differential: what we accept, PyYAML reads the same."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    bases = []
+    for _ in range(count // 4):
+        files = random_files(rng)
+        style = rng.choice([None, "'", '"', "|", ">"])
+        text = yaml.dump({"write_files": files}, default_style=style, default_flow_style=False,
+                         width=rng.choice([20, 80]), allow_unicode=True)
+        for k in ("write_files", "path", "content"):
+            text = text.replace(f"'{k}':", f"{k}:").replace(f'"{k}":', f"{k}:")
+        bases.append("#cloud-config\n" + text)
+    built = run_tool(tool, "build-batch",
+                     json.dumps([random_files(rng) for _ in range(count // 4)]).encode())
+    bases += [d.decode() for d in built.stdout.split(b"\0")]
+    docs = []
+    for _ in range(count):
+        header, body = rng.choice(bases).split("\n", 1)
+        docs.append((header + "\n" + mutate(rng, body)).encode())
+    lines = run_tool(tool, "parse-batch", b"\0".join(docs)).stdout.decode().split("\n")[:-1]
+    assert len(lines) == len(docs)
+    accepted = 0
+    for doc, line in zip(docs, lines):
+        got = json.loads(line)
+        if isinstance(got, dict):
+            continue
+        accepted += 1
+        try:
+            ref = yaml.load(doc.decode(), Loader=loader)
+            want = as_files(ref) if ref["write_files"] is not None else []
+        except Exception as e:  # noqa: BLE001 - any failure to read is a divergence
+            print("we accept a document PyYAML rejects:", e)
+            print(doc.decode())
+            raise SystemExit(1)
+        if got != want:
+            print("mutated document read differently")
+            print(doc.decode())
+            print("PyYAML", want)
+            print("ours  ", got)
+            raise SystemExit(1)
+    print(f"mutations: {len(docs)} documents, {accepted} accepted, all read as PyYAML does")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tool")
@@ -240,6 +309,7 @@ def main():
     print("seed", args.seed)
     check_builder(args.tool, rng, args.count)
     check_parser(args.tool, rng, args.count)
+    check_mutations(args.tool, rng, 4 * args.count)
     if args.go:
         check_go(args.tool, args.go, rng, args.count)
 

@@ -1,0 +1,326 @@
+/* The local provider's settings, start-up and list.
+ *
+ * Settings, from the environment:
+ *   LOCAL_SUBNET          network cut into one /30 per pod VM (198.18.0.0/16)
+ *   LOCAL_STATE_DIR       VM dirs (/run/peerpod/local)
+ *   LOCAL_NETNS_DIR       namespace mounts (/run/netns)
+ *   LOCAL_AGENT_COMMAND, LOCAL_FORWARDER_COMMAND, LOCAL_PROCESS_USER_DATA_COMMAND
+ *                         command lines, split on blanks; by default
+ *                         pp-test-agent, agent-protocol-forwarder and
+ *                         process-user-data next to this program */
+#include "local.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <netlink/netlink.h>
+#include <netlink/socket.h>
+
+#include "util/cleanup.h"
+#include "util/log.h"
+
+#define COMP PP_LOCAL_LOG
+
+#define DEFAULT_SUBNET    "198.18.0.0/16"
+#define DEFAULT_STATE_DIR "/run/peerpod/local"
+#define DEFAULT_NETNS_DIR "/run/netns"
+
+typedef pp__local_state_t lp_state_t;
+
+typedef struct lp_list_s {
+    uv_work_t work;
+    lp_state_t *st;
+    pp_provider_list_cb cb;
+    void *data;
+    pp_instance_t *insts;
+    size_t n, cap;
+    int status;
+    pp_error_t err;
+} lp_list_t;
+
+static void list_work(uv_work_t *w)
+{
+    lp_list_t *l = container_of(w, lp_list_t, work);
+    lp_state_t *st = l->st;
+    const char *node = st->p->node_name;
+    DIR *d = opendir(st->state_dir);
+    if (d == NULL) {
+        if (errno != ENOENT)
+            l->status =
+                pp_error_set(&l->err, -errno, "list `%s`: %s", st->state_dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!pp__local_name_valid(de->d_name))
+            continue;
+        char dir[PATH_MAX], ns[PATH_MAX];
+        pp__local_fmt(dir, sizeof(dir), "%s/%s", st->state_dir, de->d_name);
+        pp__local_fmt(ns, sizeof(ns), "%s/%s", st->netns_dir, de->d_name);
+        pp__local_tag_t tag;
+        if (pp__local_read_tag(dir, &tag) < 0 || strcmp(tag.name, de->d_name) != 0)
+            continue;
+        /* Instances of another node (a shared state dir) are not ours to list. */
+        if (node != NULL && node[0] != '\0' && strcmp(tag.node, node) != 0)
+            continue;
+        if (!pp__local_netns_mounted(ns, NULL, NULL))
+            continue;
+        if (l->n == l->cap) {
+            size_t cap = l->cap ? l->cap * 2 : 16;
+            pp_instance_t *v = realloc(l->insts, cap * sizeof(*v));
+            if (v == NULL) {
+                l->status = pp_error_set(&l->err, -ENOMEM, "list instances: out of memory");
+                break;
+            }
+            l->insts = v;
+            l->cap = cap;
+        }
+        pp__local_fill_instance(&l->insts[l->n++], &tag);
+    }
+    closedir(d);
+}
+
+static void list_after(uv_work_t *w, int status)
+{
+    lp_list_t *l = container_of(w, lp_list_t, work);
+    (void)status;
+    if (l->status < 0)
+        l->cb(l->status, NULL, 0, &l->err, l->data);
+    else
+        l->cb(0, l->insts, l->n, NULL, l->data);
+    free(l->insts);
+    free(l);
+}
+
+int pp__local_list(pp_provider_t *p, pp_provider_list_cb cb, void *data)
+{
+    if (cb == NULL)
+        return -EINVAL;
+    lp_list_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    l->st = p->state;
+    l->cb = cb;
+    l->data = data;
+    int rc = uv_queue_work(p->loop, &l->work, list_work, list_after);
+    if (rc < 0)
+        free(l);
+    return rc;
+}
+
+/* --- settings, start-up ----------------------------------------------------------- */
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : def;
+}
+
+static int setting_dir(const char *name, const char *def, char *out, size_t cap, size_t room,
+                       pp_error_t *err)
+{
+    const char *v = env_or(name, def);
+    size_t n = strlen(v);
+    if (v[0] != '/')
+        return pp_error_set(err, -EINVAL, "`%s`: expected an absolute path, got `%s`", name, v);
+    if (n + room >= cap)
+        return pp_error_set(err, -ENAMETOOLONG,
+                            "`%s`: `%s` is too long: paths under it must stay below %zu bytes",
+                            name, v, cap);
+    memcpy(out, v, n + 1);
+    while (n > 1 && out[n - 1] == '/')
+        out[--n] = '\0';
+    return 0;
+}
+
+static int setting_cmd(const char *name, const char *exe_dir, const char *def, pp__local_cmd_t *cmd,
+                       pp_error_t *err)
+{
+    cleanup_free char *fallback = NULL;
+    const char *line = getenv(name);
+    if (line == NULL || line[0] == '\0') {
+        if (asprintf(&fallback, "%s/%s", exe_dir, def) < 0)
+            return pp_error_set(err, -ENOMEM, "out of memory");
+        line = fallback;
+    }
+    int rc = pp__local_split(line, &cmd->argv, &cmd->argc);
+    if (rc == -EINVAL)
+        return pp_error_set(err, rc, "`%s`: expected a command line, got `%s`", name, line);
+    if (rc < 0)
+        return pp_error_set(err, rc, "out of memory");
+    rc = pp__local_resolve(cmd->argv[0], getenv("PATH"), &cmd->path);
+    if (rc < 0)
+        return pp_error_set(err, rc,
+                            "`%s`: `%s` is not an executable file (%s); without `%s` it is `%s` "
+                            "next to this program",
+                            name, cmd->argv[0], strerror(-rc), name, def);
+    return 0;
+}
+
+static int settings(lp_state_t *st, pp_error_t *err)
+{
+    const char *subnet = env_or("LOCAL_SUBNET", DEFAULT_SUBNET);
+    if (pp__local_pool_init(&st->pool, subnet) < 0)
+        return pp_error_set(err, -EINVAL,
+                            "`LOCAL_SUBNET`: expected an IPv4 network from /8 to /%d with no "
+                            "host bits set, like %s, got `%s`",
+                            PP_LOCAL_SLOT_PREFIX, DEFAULT_SUBNET, subnet);
+    /* Room for "/<name>/agent.sock", which must fit a unix socket address. */
+    struct sockaddr_un sun;
+    size_t room = 1 + PP_LOCAL_NAME_MAX + strlen("/agent.sock");
+    int rc = setting_dir("LOCAL_STATE_DIR", DEFAULT_STATE_DIR, st->state_dir, sizeof(sun.sun_path),
+                         room, err);
+    if (rc == 0)
+        rc = setting_dir("LOCAL_NETNS_DIR", DEFAULT_NETNS_DIR, st->netns_dir, sizeof(st->netns_dir),
+                         1 + PP_LOCAL_NAME_MAX + 16, err);
+    if (rc < 0)
+        return rc;
+
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return pp_error_set(err, -errno, "find this program's directory: %s", strerror(errno));
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash != NULL)
+        *slash = '\0';
+
+    rc = setting_cmd("LOCAL_AGENT_COMMAND", exe, "pp-test-agent", &st->agent, err);
+    if (rc == 0)
+        rc = setting_cmd("LOCAL_FORWARDER_COMMAND", exe, "agent-protocol-forwarder", &st->forwarder,
+                         err);
+    if (rc == 0)
+        rc =
+            setting_cmd("LOCAL_PROCESS_USER_DATA_COMMAND", exe, "process-user-data", &st->pud, err);
+    return rc;
+}
+
+/* Removes, at start-up, an instance whose VM namespace is gone (a reboot, or
+ * someone else's cleanup): nothing of it can work again. Everything here is
+ * quick, so it is done in place; processes get SIGKILL without a wait. */
+static void remove_dead(lp_state_t *st, const pp__local_tag_t *tag, const char *dir,
+                        const char *pod_ns)
+{
+    static const char *const roles[] = {"agent", "forwarder"};
+    for (size_t i = 0; i < PP_ARRAY_SIZE(roles); i++) {
+        char path[PATH_MAX];
+        pid_t pid;
+        unsigned long long start;
+        pp__local_proc_t p;
+        pp__local_fmt(path, sizeof(path), "%s/%s.pid", dir, roles[i]);
+        if (pp__local_pidfile_read(path, &pid, &start) == 0 &&
+            pp__local_proc_open(pid, start, &p) == 0) {
+            pp__local_proc_signal(&p, SIGKILL);
+            pp__local_proc_close(&p);
+        }
+    }
+    pp_error_t e = {0};
+    char vm_ns[PATH_MAX];
+    pp__local_fmt(vm_ns, sizeof(vm_ns), "%s/%s", st->netns_dir, tag->name);
+    if (pp__local_net_remove(st->nl, tag->link, &e) < 0 || pp__local_netns_remove(vm_ns, &e) < 0 ||
+        pp__local_netns_remove(pod_ns, &e) < 0) {
+        PP_WARN(COMP, "instance `%s`: %s", tag->name, e.message);
+        return;
+    }
+    int rc = pp__local_rmtree(dir);
+    if (rc < 0)
+        PP_WARN(COMP, "instance `%s`: remove `%s`: %s", tag->name, dir, strerror(-rc));
+    else
+        PP_INFO(COMP, "instance `%s`: removed; its namespace was gone", tag->name);
+}
+
+/* Takes the addresses of the instances that exist, so none is handed out
+ * twice across a restart. */
+static void scan(lp_state_t *st)
+{
+    DIR *d = opendir(st->state_dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!pp__local_name_valid(de->d_name))
+            continue;
+        char dir[PATH_MAX], vm_ns[PATH_MAX], pod_ns[PATH_MAX];
+        pp__local_fmt(dir, sizeof(dir), "%s/%s", st->state_dir, de->d_name);
+        pp__local_fmt(vm_ns, sizeof(vm_ns), "%s/%s", st->netns_dir, de->d_name);
+        pp__local_fmt(pod_ns, sizeof(pod_ns), "%s/%s" PP_LOCAL_PODNS_SUFFIX, st->netns_dir,
+                      de->d_name);
+        pp__local_tag_t tag;
+        if (pp__local_read_tag(dir, &tag) < 0 || strcmp(tag.name, de->d_name) != 0)
+            continue; /* create and delete deal with these */
+        if (!pp__local_netns_mounted(vm_ns, NULL, NULL)) {
+            remove_dead(st, &tag, dir, pod_ns);
+            continue;
+        }
+        struct in_addr a;
+        uint32_t slot;
+        if (inet_pton(AF_INET, tag.ip, &a) == 1 &&
+            pp__local_pool_slot_of(&st->pool, ntohl(a.s_addr), &slot) == 0 &&
+            pp__local_pool_mark(&st->pool, slot) < 0)
+            PP_WARN(COMP, "instance `%s`: address %s is used twice", tag.name, tag.ip);
+    }
+    closedir(d);
+}
+
+static void release(lp_state_t *st)
+{
+    if (st->nl != NULL)
+        nl_socket_free(st->nl);
+    st->nl = NULL;
+    pp__local_reaper_free(st->reaper);
+    st->reaper = NULL;
+    pp__local_cmd_free(&st->agent);
+    pp__local_cmd_free(&st->forwarder);
+    pp__local_cmd_free(&st->pud);
+    pp__local_pool_free(&st->pool);
+}
+
+int pp__local_init(pp_provider_t *p, pp_error_t *err)
+{
+    lp_state_t *st = p->state;
+    st->p = p;
+    int rc = settings(st, err);
+    if (rc < 0)
+        goto fail;
+    rc = pp__local_reaper_new(p->loop, &st->reaper);
+    if (rc < 0) {
+        pp_error_set(err, rc, "watch child processes: %s", uv_strerror(rc));
+        goto fail;
+    }
+    st->nl = nl_socket_alloc();
+    if (st->nl == NULL) {
+        rc = pp_error_set(err, -ENOMEM, "netlink socket: out of memory");
+        goto fail;
+    }
+    rc = nl_connect(st->nl, NETLINK_ROUTE);
+    if (rc < 0) {
+        rc = pp_error_set(err, pp__local_nl_errno(rc), "netlink: %s", nl_geterror(rc));
+        goto fail;
+    }
+    rc = pp__local_mkdir_p(st->state_dir, 0700);
+    if (rc < 0) {
+        pp_error_set(err, rc, "`LOCAL_STATE_DIR`: create `%s`: %s", st->state_dir, strerror(-rc));
+        goto fail;
+    }
+    scan(st);
+    return 0;
+
+fail:
+    release(st);
+    return rc;
+}
+
+void pp__local_fini(pp_provider_t *p)
+{
+    lp_state_t *st = p->state;
+    if (st->entries != NULL)
+        PP_ERR(COMP, "provider released with operations in flight");
+    release(st);
+}
