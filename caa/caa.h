@@ -13,6 +13,8 @@
 #include "config.h"
 #include "provider.h"
 #include "proxy.h"
+#include "tls/ca.h"
+#include "tls/tls.h"
 #include "ttrpc/ttrpc.h"
 
 #define CAA_VERSION "0.1.0"
@@ -48,7 +50,7 @@ struct caa_sandbox_s {
     char image[256];
     unsigned vcpus, memory_mib, gpus;
     char initdata_digest[129]; /* hex, or empty */
-    char *user_data; /* #cloud-config, NUL-terminated */
+    char *user_data;           /* #cloud-config, NUL-terminated */
     size_t user_data_len;
     pp_instance_t instance;
     caa_proxy_t *proxy;
@@ -64,6 +66,8 @@ struct caa_daemon_s {
     uv_loop_t *loop;
     caa_config_t cfg;
     pp_provider_t *provider;
+    pp_ca_t *ca;           /* issues pod VM certificates; NULL with TLS off */
+    pp_tls_ctx_t *tls;     /* client side of the forwarder link; NULL = plaintext */
     pp_ttrpc_server_t *hv; /* hypervisor service */
     caa_sandbox_t *sandboxes;
     size_t nsandboxes;

@@ -60,6 +60,7 @@ static const setting_t settings[] = {
     STR("ca-cert-file", "CACERT_FILE", ca_cert_file, "", "CA certificate (PEM)"),
     STR("cert-file", "CERT_FILE", cert_file, "", "client certificate (PEM)"),
     STR("cert-key", "CERT_KEY", cert_key, "", "client key (PEM)"),
+    STR("ca-dir", "CA_DIR", ca_dir, "", "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
     BOOL("tls-skip-verify", "TLS_SKIP_VERIFY", tls_skip_verify, "false",
          "do not verify the forwarder's certificate"),
     BOOL("disable-tls", "DISABLE_TLS", disable_tls, "false", "plaintext to the forwarder"),
@@ -227,6 +228,9 @@ int caa_config_load(caa_config_t *cfg, int argc, char **argv, pp_error_t *err)
         strcmp(cfg->tls_min_version, "1.3") != 0)
         return pp_error_set(err, -EINVAL, "`TLS_MIN_VERSION`: `%s` is not TLS 1.2 or TLS 1.3",
                             cfg->tls_min_version);
+    if (cfg->ca_dir[0] == '\0' && snprintf(cfg->ca_dir, sizeof(cfg->ca_dir), "%s/.ca",
+                                           cfg->pods_dir) >= (int)sizeof(cfg->ca_dir))
+        return pp_error_set(err, -EINVAL, "`PODS_DIR` is too long to hold the CA");
     if (cfg->proxy_timeout_ms == 0)
         return pp_error_set(err, -EINVAL, "`PROXY_TIMEOUT` must be more than zero");
     return 0;

@@ -59,6 +59,42 @@ static void signal_cb(uv_signal_t *s, int signum)
     caa_daemon_shutdown(d);
 }
 
+/* The per-node CA and the client side of the forwarder link. */
+static int tls_start(caa_daemon_t *d, pp_error_t *err)
+{
+    const caa_config_t *c = &d->cfg;
+    if (c->disable_tls) {
+        PP_WARN("caa", "TLS DISABLED (`DISABLE_TLS`): the agent API crosses the network in "
+                       "plaintext; for debugging only");
+        return 0;
+    }
+    pp_ca_opts_t o = {
+        .dir = c->ca_dir,
+        .cacert_file = c->ca_cert_file[0] ? c->ca_cert_file : NULL,
+        .cert_file = c->cert_file[0] ? c->cert_file : NULL,
+        .key_file = c->cert_key[0] ? c->cert_key : NULL,
+    };
+    int r = pp_ca_load_or_create(&o, &d->ca, err);
+    if (r < 0)
+        return pp_error_wrap(err, "certificate authority");
+    const char *cert, *key;
+    r = pp_ca_client_identity(d->ca, "cloud-api-adaptor", &cert, &key, err);
+    if (r < 0)
+        return pp_error_wrap(err, "client certificate");
+    pp_tls_config_t tc = {
+        .cert_pem = cert,
+        .key_pem = key,
+        .ca_pem = pp_ca_cert_pem(d->ca),
+        .min_version = c->tls_min_version,
+        .cipher_suites = c->tls_cipher_suites[0] ? c->tls_cipher_suites : NULL,
+        .skip_verify = c->tls_skip_verify,
+    };
+    r = pp_tls_ctx_new(PP_TLS_CLIENT, &tc, &d->tls, err);
+    if (r < 0)
+        return pp_error_wrap(err, "TLS");
+    return 0;
+}
+
 static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
 {
     if (status < 0)
@@ -79,6 +115,8 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
         return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
+    if ((r = tls_start(d, err)) < 0)
+        return r;
     char sockdir[256];
     snprintf(sockdir, sizeof(sockdir), "%s", d->cfg.socket);
     char *slash = strrchr(sockdir, '/');
@@ -108,6 +146,12 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 
 void caa_daemon_fini(caa_daemon_t *d)
 {
+    if (d->tls != NULL)
+        pp_tls_ctx_free(d->tls);
+    d->tls = NULL;
+    if (d->ca != NULL)
+        pp_ca_free(d->ca);
+    d->ca = NULL;
     if (d->provider != NULL)
         pp_provider_free(d->provider);
     d->provider = NULL;

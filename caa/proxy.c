@@ -23,6 +23,9 @@ struct caa_proxy_s {
     uv_loop_t *loop;
     char path[108];
     struct sockaddr_storage fwd;
+    pp_tls_ctx_t *tls;
+    char server_name[64];
+    pp_tls_dial_t *dialing; /* a TLS dial in progress */
     pp_ttrpc_server_t *srv;
     pp_ttrpc_client_t *up; /* the forwarder connection, or NULL */
     int up_state;          /* 0 none, 1 dialling, 2 connected */
@@ -45,7 +48,7 @@ struct caa_proxy_s {
 static void dial(caa_proxy_t *p);
 
 int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
-                  caa_proxy_t **out)
+                  pp_tls_ctx_t *tls, const char *server_name, caa_proxy_t **out)
 {
     if (strlen(socket_path) >= sizeof(((caa_proxy_t *)0)->path))
         return -ENAMETOOLONG;
@@ -53,6 +56,8 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
     if (p == NULL)
         return -ENOMEM;
     p->loop = loop;
+    p->tls = tls;
+    snprintf(p->server_name, sizeof(p->server_name), "%s", server_name ? server_name : "");
     snprintf(p->path, sizeof(p->path), "%s", socket_path);
     memcpy(&p->fwd, forwarder,
            forwarder->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -215,7 +220,8 @@ static void connected_cb(pp_ttrpc_client_t *c, int status, void *data)
     if (p->closing || c != p->up)
         return;
     if (status < 0) {
-        snprintf(p->last_error, sizeof(p->last_error), "connect: %s", uv_strerror(status));
+        if (strncmp(p->last_error, "tls: ", 5) != 0)
+            snprintf(p->last_error, sizeof(p->last_error), "connect: %s", uv_strerror(status));
         drop_up(p);
         if (p->starting)
             schedule_retry(p);
@@ -241,15 +247,38 @@ static void connected_cb(pp_ttrpc_client_t *c, int status, void *data)
     }
 }
 
+static void tls_dialed(pp_tls_dial_t *dl, int status, uv_stream_t *stream,
+                       pp_stream_filter_t *filter, const char *err_msg, void *data)
+{
+    caa_proxy_t *p = data;
+    (void)dl;
+    p->dialing = NULL;
+    if (status == UV_ECANCELED)
+        return; /* closing */
+    if (status < 0) {
+        snprintf(p->last_error, sizeof(p->last_error), "tls: %s",
+                 err_msg ? err_msg : uv_strerror(status));
+        connected_cb(p->up, status, p);
+        return;
+    }
+    int r = pp_ttrpc_client_open_filtered(p->up, stream, filter);
+    connected_cb(p->up, r, p);
+}
+
 static void dial(caa_proxy_t *p)
 {
     if (p->up != NULL || p->closing)
         return;
     p->attempts++;
+    p->last_error[0] = '\0';
     int r = pp_ttrpc_client_new(p->loop, &p->up);
     if (r == 0) {
         pp_ttrpc_client_on_disconnect(p->up, up_disconnected, p);
-        r = pp_ttrpc_client_connect_tcp(p->up, (struct sockaddr *)&p->fwd, connected_cb, p);
+        if (p->tls != NULL)
+            r = pp_tls_dial(p->loop, p->tls, (struct sockaddr *)&p->fwd, p->server_name, tls_dialed,
+                            p, &p->dialing);
+        else
+            r = pp_ttrpc_client_connect_tcp(p->up, (struct sockaddr *)&p->fwd, connected_cb, p);
         if (r < 0) {
             pp_ttrpc_client_close(p->up, NULL, NULL);
             p->up = NULL;
@@ -343,6 +372,8 @@ void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data)
             rcb(p, -ECANCELED, &err, p->ready_data);
     }
     fail_waiters(p, PP_GRPC_UNAVAILABLE, "pod is stopping");
+    if (p->dialing != NULL)
+        pp_tls_dial_cancel(p->dialing); /* calls back with UV_ECANCELED */
     drop_up(p);
     if (p->srv != NULL) {
         p->pending_closes++;

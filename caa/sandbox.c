@@ -411,7 +411,8 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
         pp_error_t e = {0};
         int r = forwarder_addr(sb, &ss);
         if (r == 0)
-            r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, &sb->proxy);
+            r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, sb->d->tls,
+                              sb->instance_name, &sb->proxy);
         if (r == 0)
             r = caa_proxy_adopt(sb->proxy, &e);
         if (r < 0) {
@@ -494,7 +495,8 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
     struct sockaddr_storage ss;
     int r = forwarder_addr(sb, &ss);
     if (r == 0)
-        r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, &sb->proxy);
+        r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, sb->d->tls,
+                          sb->instance_name, &sb->proxy);
     if (r == 0)
         r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);
     if (r < 0) {

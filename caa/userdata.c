@@ -10,14 +10,43 @@
 #include "userdata/initdata.h"
 #include "util/buf.h"
 
+/* The forwarder's certificate, issued for the instance name, and the CA
+ * that CAA's client certificate comes from. */
+static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_error_t *err)
+{
+    if (d->ca == NULL)
+        return 0;
+    int r = 0;
+    if (pp_ca_can_issue(d->ca)) {
+        char *cert = NULL, *key = NULL;
+        r = pp_ca_issue_server(d->ca, sb->instance_name, NULL, PP_CA_ISSUE_VALIDITY_S, &cert, &key,
+                               err);
+        if (r < 0)
+            return pp_error_wrap(err, "certificate for `%s`", sb->instance_name);
+        r |= json_object_set_new(root, "tls-server-key", json_string(key));
+        r |= json_object_set_new(root, "tls-server-cert", json_string(cert));
+        pp_ca_secret_free(key);
+        free(cert);
+    }
+    r |= json_object_set_new(root, "tls-client-ca", json_string(pp_ca_cert_pem(d->ca)));
+    if (d->cfg.tls_min_version[0])
+        r |= json_object_set_new(root, "tls-min-version", json_string(d->cfg.tls_min_version));
+    if (d->cfg.tls_cipher_suites[0])
+        r |= json_object_set_new(root, "tls-cipher-suites", json_string(d->cfg.tls_cipher_suites));
+    return r == 0 ? 0 : pp_error_set(err, -ENOMEM, "out of memory");
+}
+
 static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *err)
 {
-    (void)d;
     json_t *root = json_object();
     if (root == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
     int r = json_object_set_new(root, "pod-namespace", json_string(sb->pod_namespace));
     r |= json_object_set_new(root, "pod-name", json_string(sb->pod_name));
+    if (r == 0 && tls_material(d, sb, root, err) < 0) {
+        json_decref(root);
+        return err->code;
+    }
     char *s = r == 0 ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (s == NULL)
@@ -78,6 +107,7 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
     pp_buf_init(&init, 0);
     r = initdata(d, sb, initdata_toml, &init, err);
     if (r < 0) {
+        explicit_bzero(apf, strlen(apf));
         free(apf);
         return r;
     }
@@ -93,6 +123,7 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
     r = pp_cloudconfig_build(files, n, &b, err);
     if (r == 0)
         r = pp_buf_append_byte(&b, 0);
+    explicit_bzero(apf, strlen(apf)); /* it holds the forwarder's key */
     free(apf);
     pp_buf_free(&init);
     if (r == -EMSGSIZE)

@@ -71,6 +71,13 @@ void apf_config_fini(apf_config_t *cfg)
     free(cfg->netns_path);
     free(cfg->pod_name);
     free(cfg->pod_namespace);
+    if (cfg->tls_server_key != NULL)
+        explicit_bzero(cfg->tls_server_key, strlen(cfg->tls_server_key));
+    free(cfg->tls_server_key);
+    free(cfg->tls_server_cert);
+    free(cfg->tls_client_ca);
+    free(cfg->tls_min_version);
+    free(cfg->tls_cipher_suites);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -199,19 +206,22 @@ int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *
  * more). Only the type of those not used yet is checked. */
 enum key_use { KEY_POD_NAME, KEY_POD_NAMESPACE, KEY_POD_NETWORK, KEY_TLS, KEY_STRING };
 
+#define NO_FIELD ((size_t)-1)
+
 static const struct {
     const char *key;
     json_type type;
     enum key_use use;
+    size_t field; /* char * in apf_config_t, for KEY_TLS and KEY_STRING */
 } keys[] = {
-    {"pod-name", JSON_STRING, KEY_POD_NAME},
-    {"pod-namespace", JSON_STRING, KEY_POD_NAMESPACE},
-    {"pod-network", JSON_OBJECT, KEY_POD_NETWORK},
-    {"tls-server-key", JSON_STRING, KEY_TLS},
-    {"tls-server-cert", JSON_STRING, KEY_TLS},
-    {"tls-client-ca", JSON_STRING, KEY_TLS},
-    {"tls-min-version", JSON_STRING, KEY_STRING},
-    {"tls-cipher-suites", JSON_STRING, KEY_STRING},
+    {"pod-name", JSON_STRING, KEY_POD_NAME, NO_FIELD},
+    {"pod-namespace", JSON_STRING, KEY_POD_NAMESPACE, NO_FIELD},
+    {"pod-network", JSON_OBJECT, KEY_POD_NETWORK, NO_FIELD},
+    {"tls-server-key", JSON_STRING, KEY_TLS, offsetof(apf_config_t, tls_server_key)},
+    {"tls-server-cert", JSON_STRING, KEY_TLS, offsetof(apf_config_t, tls_server_cert)},
+    {"tls-client-ca", JSON_STRING, KEY_TLS, offsetof(apf_config_t, tls_client_ca)},
+    {"tls-min-version", JSON_STRING, KEY_STRING, offsetof(apf_config_t, tls_min_version)},
+    {"tls-cipher-suites", JSON_STRING, KEY_STRING, offsetof(apf_config_t, tls_cipher_suites)},
 };
 
 static const char *json_type_name(json_type t)
@@ -264,8 +274,10 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
             break;
         case KEY_TLS:
             cfg->has_tls_material |= json_string_length(v) > 0;
+            rc = set_string((char **)((char *)cfg + keys[i].field), json_string_value(v));
             break;
         case KEY_STRING:
+            rc = set_string((char **)((char *)cfg + keys[i].field), json_string_value(v));
             break;
         }
         if (rc < 0)

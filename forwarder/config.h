@@ -37,6 +37,12 @@ typedef struct apf_config_s {
     char *pod_name;
     char *pod_namespace;
     int has_tls_material; /* any tls-* key present */
+    /* TLS from the file (PEM); NULL when absent. The key is wiped on fini. */
+    char *tls_server_key;
+    char *tls_server_cert;
+    char *tls_client_ca;
+    char *tls_min_version;
+    char *tls_cipher_suites;
     int has_pod_network;
 } apf_config_t;
 

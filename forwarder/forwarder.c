@@ -1,4 +1,5 @@
 #include "forwarder.h"
+#include "tls/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@ struct apf_forwarder_s {
     char *netns_path;
     char *agent_socket;
     pp_ttrpc_server_t *srv;
+    pp_tls_ctx_t *tls;           /* NULL: plaintext */
+    pp_tls_acceptor_t *acceptor; /* runs handshakes before ttrpc */
     apf_agent_t *agent;
     uv_timer_t grace;
     apf_forwarder_ready_cb ready_cb;
@@ -180,6 +183,34 @@ int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t 
         return r;
     }
     pp_ttrpc_server_set_fallback(f->srv, on_call, f);
+    if (!cfg->disable_tls && cfg->has_tls_material) {
+        pp_error_t err = {0};
+        pp_tls_config_t tc = {
+            .cert_pem = cfg->tls_server_cert,
+            .key_pem = cfg->tls_server_key,
+            .ca_pem = cfg->tls_client_ca,
+            .min_version = cfg->tls_min_version,
+            .cipher_suites = cfg->tls_cipher_suites,
+            /* Without a client CA nobody could be verified: refuse to run
+             * rather than serve every client. */
+            .no_client_auth = 0,
+        };
+        r = pp_tls_ctx_new(PP_TLS_SERVER, &tc, &f->tls, &err);
+        if (r == 0)
+            r = pp_tls_acceptor_new(f->srv, f->tls, &f->acceptor, &err);
+        if (r < 0) {
+            PP_ERR(COMPONENT, "tls: %s", err.message);
+            if (f->tls)
+                pp_tls_ctx_free(f->tls);
+            pp_ttrpc_server_close(f->srv, 0, NULL, NULL);
+            apf_agent_close(f->agent, NULL, NULL);
+            free(f->listen);
+            free(f->netns_path);
+            free(f->agent_socket);
+            free(f);
+            return r;
+        }
+    }
     uv_timer_init(loop, &f->grace);
     f->grace.data = f;
     *out = f;
@@ -237,6 +268,8 @@ static void maybe_finish(apf_forwarder_t *f)
 {
     if (!f->closing || f->pending > 0)
         return;
+    if (f->tls != NULL)
+        pp_tls_ctx_free(f->tls);
     if (f->close_cb)
         f->close_cb(f, f->close_data);
     free(f->listen);
@@ -308,6 +341,11 @@ void apf_forwarder_close(apf_forwarder_t *f, uint64_t grace_ms, apf_forwarder_cl
         uv_timer_start(&f->grace, on_grace, grace_ms, 0);
     /* One for the server, one for the grace timer it closes. */
     f->pending += 2;
+    /* Handshakes in progress belong to the acceptor: it goes first. */
+    if (f->acceptor != NULL) {
+        pp_tls_acceptor_free(f->acceptor);
+        f->acceptor = NULL;
+    }
     pp_ttrpc_server_close(f->srv, 1, on_server_closed, f);
     f->pending--;
     maybe_finish(f);

@@ -75,10 +75,16 @@ static void log_config(const apf_config_t *cfg)
     else
         PP_INFO(COMPONENT, "config `%s` not present; using flags only", cfg->config_path);
     if (cfg->disable_tls)
-        PP_INFO(COMPONENT, "tls disabled by -disable-tls: serving plaintext ttrpc");
-    else
-        PP_WARN(COMPONENT, "tls is not implemented yet: serving plaintext ttrpc%s",
+        PP_WARN(COMPONENT,
+                "TLS DISABLED by -disable-tls: serving plaintext ttrpc, for "
+                "debugging only%s",
                 cfg->has_tls_material ? " (tls material in the config is ignored)" : "");
+    else if (!cfg->has_tls_material)
+        PP_WARN(COMPONENT, "NO TLS: the config carries no tls material (cloud-api-adaptor "
+                           "runs with TLS disabled): serving plaintext ttrpc");
+    else
+        PP_INFO(COMPONENT, "serving ttrpc over TLS%s",
+                cfg->tls_client_ca ? " with client certificates required" : "");
 }
 
 int main(int argc, char **argv)

@@ -674,6 +674,12 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
     return rv < 0 ? rv : w;
 }
 
+static const char *f_last_error(pp_stream_filter_t *f)
+{
+    pp_tls_handshake_t *hs = container_of(f, pp_tls_handshake_t, filter);
+    return hs->broken && hs->err[0] ? hs->err : NULL;
+}
+
 static void f_destroy(pp_stream_filter_t *f)
 {
     pp_tls_handshake_t *hs = container_of(f, pp_tls_handshake_t, filter);
@@ -762,6 +768,7 @@ int pp_tls_handshake(pp_tls_ctx_t *ctx, uv_stream_t *stream, const char *server_
     hs->filter.write = f_write;
     hs->filter.read = f_read;
     hs->filter.destroy = f_destroy;
+    hs->filter.last_error = f_last_error;
     /* No maximum: a write is at most one ttrpc frame, and the connection
      * bounds what is queued. */
     pp_buf_init(&hs->out, 0);

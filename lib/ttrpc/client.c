@@ -209,9 +209,13 @@ static void cconn_ended(pp__conn_t *conn, int status)
     c->state = C_DEAD;
     if (c->closing)
         return;
-    char msg[128];
+    char msg[512];
+    const char *why =
+        conn->filter && conn->filter->last_error ? conn->filter->last_error(conn->filter) : NULL;
     snprintf(msg, sizeof(msg), "connection closed: %s",
-             status == UV_EOF ? "end of stream" : uv_strerror(status));
+             why                ? why
+             : status == UV_EOF ? "end of stream"
+                                : uv_strerror(status));
     fail_all(c, PP_GRPC_UNAVAILABLE, msg);
     if (was == C_CONNECTED && c->disconnect_cb && !c->closing)
         c->disconnect_cb(c, c->disconnect_data);

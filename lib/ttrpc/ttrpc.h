@@ -142,6 +142,9 @@ struct pp_stream_filter_s {
                 void *ctx);
     /* Frees the filter; the stream is closed by the connection. */
     void (*destroy)(pp_stream_filter_t *f);
+    /* Optional: why the connection broke, in words, once read or write
+     * failed; NULL when it has nothing to say. */
+    const char *(*last_error)(pp_stream_filter_t *f);
 };
 
 /* ---- server ------------------------------------------------------------ */

@@ -473,9 +473,9 @@ static void start_forwarder(lp_op_t *op)
     pp__local_fmt(listen, sizeof(listen), "%s:%d", op->tag.ip, PP_LOCAL_FORWARDER_PORT);
     pp__local_fmt(sock, sizeof(sock), "%s/agent.sock", op->dir);
     pp__local_fmt(config, sizeof(config), "%s/root/run/peerpod/apf.json", op->dir);
-    const char *extra[] = {"-listen",     listen, "-kata-agent-socket", sock,
-                           "-config",     config, "-pod-namespace",     op->pod_ns,
-                           "-disable-tls"};
+    /* TLS or not is the forwarder's config's to say (its tls-* keys). */
+    const char *extra[] = {"-listen", listen, "-kata-agent-socket", sock,
+                           "-config", config, "-pod-namespace",     op->pod_ns};
     int rc = spawn(op, &op->st->forwarder, extra, PP_ARRAY_SIZE(extra), NULL, "forwarder.log", 1,
                    on_forwarder);
     if (rc < 0) {

@@ -647,6 +647,68 @@ static void test_forwarder_never_up(void **state)
     caa_cleanup(&c);
 }
 
+/* The forwarder link is mutual TLS by default; a pod VM that does not trust
+ * this node's CA is refused with a clear error, and other pods go on. */
+static void test_tls(void **state)
+{
+    (void)state;
+    static caa_t c; /* outlives a failed test, for the exit cleanup */
+    memset(&c, 0, sizeof(c));
+    char script[300], env[400], body[2048], otherca[300], cmd[1200];
+    snprintf(otherca, sizeof(otherca), "%s/other-ca.pem", main_caa.dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "
+             "/CN=someone-else -days 1 -keyout %s.key -out %s 2>/dev/null",
+             otherca, otherca);
+    assert_int_equal(system(cmd), 0);
+    /* For pods named `mistrust...`, the forwarder is told to trust another
+     * CA than the node's. */
+    snprintf(script, sizeof(script), "%s/mistrust-forwarder.sh", main_caa.dir);
+    snprintf(body, sizeof(body),
+             "#!/bin/sh\ncase \"$*\" in *mistrust*)\n"
+             "  cfg=$(echo \"$*\" | sed 's/.*-config \\([^ ]*\\).*/\\1/')\n"
+             "  /usr/bin/python3 -c 'import json,sys; p=sys.argv[1]; j=json.load(open(p)); "
+             "j[\"tls-client-ca\"]=open(sys.argv[2]).read(); json.dump(j,open(p,\"w\"))' "
+             "\"$cfg\" %s;;\nesac\nexec %s/agent-protocol-forwarder \"$@\"\n",
+             otherca, e2e_bin_dir);
+    write_file(script, body, 0755);
+    snprintf(env, sizeof(env), "LOCAL_FORWARDER_COMMAND=%s", script);
+    const char *extra[] = {"PROXY_TIMEOUT=3s", env, NULL};
+    caa_start(&c, "tls", extra);
+
+    char good[65], bad[65], gsock[256], bsock[256], msg[1024];
+    make_id(good, "tlsok");
+    make_id(bad, "tlsbad");
+    assert_int_equal(create_vm(&c, good, "trusting", "ns", NULL, gsock, sizeof(gsock), NULL, 0), 0);
+    assert_int_equal(create_vm(&c, bad, "mistrust", "ns", NULL, bsock, sizeof(bsock), NULL, 0), 0);
+    assert_int_equal(id_call(&c, "StartVM", good, 60000, NULL, 0), 0);
+    int code = id_call(&c, "StartVM", bad, 60000, msg, sizeof(msg));
+    printf("StartVM of a pod VM that distrusts the node's CA: %d `%s`\n", code, msg);
+    assert_int_not_equal(code, 0);
+    assert_non_null(strstr(msg, "TLS alert `unknown CA`"));
+    /* The other pod is served, over TLS. */
+    assert_int_equal(health(gsock), 0);
+    char log[400];
+    snprintf(log, sizeof(log), "%s/podvm-trusting-%.8s/forwarder.log", c.vms, good);
+    char *text = slurp(log);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "serving ttrpc over TLS with client certificates required"));
+    free(text);
+    /* The forwarder's key reached it with mode 0600 and never a log line. */
+    char apf[400];
+    snprintf(apf, sizeof(apf), "%s/podvm-trusting-%.8s/root/run/peerpod/apf.json", c.vms, good);
+    struct stat st;
+    assert_int_equal(stat(apf, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(cmd, sizeof(cmd), "grep -rl 'PRIVATE KEY' %s/caa.log %s/*/*.log", c.dir, c.vms);
+    assert_int_not_equal(system(cmd), 0);
+    assert_int_equal(id_call(&c, "StopVM", good, 60000, NULL, 0), 0);
+    assert_int_equal(id_call(&c, "StopVM", bad, 60000, NULL, 0), 0);
+    assert_nothing_left(&c);
+    caa_stop(&c);
+    caa_cleanup(&c);
+}
+
 int main(void)
 {
     e2e_init();
@@ -659,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_many_at_once),
         cmocka_unit_test(test_forwarder_killed_mid_call),
         cmocka_unit_test(test_forwarder_never_up),
+        cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -478,7 +478,7 @@ static void test_lifecycle(void **state)
                         "-listen 198.18.0.2:15150 -kata-agent-socket " STATE_DIR
                         "/podvm-web-5b0c1d2e/agent.sock -config " STATE_DIR
                         "/podvm-web-5b0c1d2e/root/run/peerpod/apf.json -pod-namespace " NETNS_DIR
-                        "/podvm-web-5b0c1d2e.podns -disable-tls");
+                        "/podvm-web-5b0c1d2e.podns");
     /* process-user-data ran to the end before the forwarder started. */
     assert_string_equal(field(rec, "config"), "present");
     free(rec);
