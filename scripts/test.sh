@@ -3,7 +3,8 @@
 #   1. the suite (unit, interop, integration, e2e, fuzz corpus replay),
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #      (leak checking on),
-#   3. every libFuzzer target for FUZZ_SECONDS (default 60) each.
+#   3. every libFuzzer target for FUZZ_SECONDS (default 60) each;
+# and before them a lint (clang-format, banned calls).
 # Ends with one line "total: N passed, N failed, N skipped".
 set -uo pipefail
 
@@ -53,6 +54,12 @@ build() {
 for phase in $phases; do
     case $phase in
     suite)
+        echo "== lint: clang-format and banned calls"
+        if bash scripts/lint.sh; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1)); failures+=("lint")
+        fi
         echo "== build and run the suite"
         if build build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
             run_ctest suite build
