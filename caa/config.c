@@ -60,6 +60,8 @@ static const setting_t settings[] = {
     STR("ca-cert-file", "CACERT_FILE", ca_cert_file, "", "CA certificate (PEM)"),
     STR("cert-file", "CERT_FILE", cert_file, "", "client certificate (PEM)"),
     STR("cert-key", "CERT_KEY", cert_key, "", "client key (PEM)"),
+    STR("auth-json-file", "AUTH_JSON_FILE", auth_json_file, "/root/containers/auth.json",
+        "image pull credentials sent to each pod VM when the file exists"),
     STR("ca-dir", "CA_DIR", ca_dir, "", "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
     BOOL("tls-skip-verify", "TLS_SKIP_VERIFY", tls_skip_verify, "false",
          "do not verify the forwarder's certificate"),

@@ -2,6 +2,7 @@
  * and, when given, the pod's initdata, as #cloud-config. */
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,47 @@ static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *
     return 0;
 }
 
+#define AUTH_JSON_MAX (64 * 1024)
+
+/* Image pull credentials, read anew at each CreateVM so that a rotated
+ * secret is used at once. Absent file: none. */
+static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
+{
+    const char *path = d->cfg.auth_json_file;
+    *out = NULL;
+    if (path[0] == '\0')
+        return 0;
+    json_error_t je;
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return errno == ENOENT
+                   ? 0
+                   : pp_error_set(err, -errno, "`AUTH_JSON_FILE` `%s`: %s", path, strerror(errno));
+    char *text = malloc(AUTH_JSON_MAX + 1);
+    size_t n = text ? fread(text, 1, AUTH_JSON_MAX + 1, f) : 0;
+    fclose(f);
+    if (text == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    if (n > AUTH_JSON_MAX) {
+        free(text);
+        return pp_error_set(err, -EFBIG, "`AUTH_JSON_FILE` `%s` is over %d bytes", path,
+                            AUTH_JSON_MAX);
+    }
+    text[n] = '\0';
+    json_t *j = json_loadb(text, n, 0, &je);
+    if (j == NULL || !json_is_object(j)) {
+        explicit_bzero(text, n);
+        free(text);
+        json_decref(j);
+        /* The position only: the text holds credentials. */
+        return pp_error_set(err, -EINVAL, "`AUTH_JSON_FILE` `%s` is not a JSON object (line %d)",
+                            path, je.line);
+    }
+    json_decref(j);
+    *out = text;
+    return 0;
+}
+
 /* The pod's initdata: the annotation (raw TOML), else the INITDATA setting
  * (gzip+base64). It is checked here, so a bad one fails CreateVM, and goes
  * to the VM gzip+base64 in `out` (empty when there is none). */
@@ -101,14 +143,30 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
     int r = apf_json(d, sb, &apf, err);
     if (r < 0)
         return r;
-    pp_userdata_file_t files[2] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
+    pp_userdata_file_t files[3] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
     size_t n = 1;
+    char *auth = NULL;
+    r = auth_json(d, &auth, err);
+    if (r < 0) {
+        explicit_bzero(apf, strlen(apf));
+        free(apf);
+        return r;
+    }
+    if (auth != NULL) {
+        files[n].path = "/run/peerpod/auth.json";
+        files[n].content = auth;
+        files[n].len = strlen(auth);
+        n++;
+    }
     pp_buf_t init;
     pp_buf_init(&init, 0);
     r = initdata(d, sb, initdata_toml, &init, err);
     if (r < 0) {
         explicit_bzero(apf, strlen(apf));
         free(apf);
+        if (auth != NULL)
+            explicit_bzero(auth, strlen(auth));
+        free(auth);
         return r;
     }
     if (init.len > 0) {
@@ -125,6 +183,9 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
         r = pp_buf_append_byte(&b, 0);
     explicit_bzero(apf, strlen(apf)); /* it holds the forwarder's key */
     free(apf);
+    if (auth != NULL)
+        explicit_bzero(auth, strlen(auth));
+    free(auth);
     pp_buf_free(&init);
     if (r == -EMSGSIZE)
         r = pp_error_set(err, -EINVAL,

@@ -384,6 +384,11 @@ static void test_initdata(void **state)
         ":= true\\n\"\n";
     const char *ann[] = {"io.katacontainers.config.hypervisor.cc_init_data", toml, NULL};
     char id[65], sock[256], msg[512];
+    /* Image pull credentials, when the file exists, travel too. */
+    const char *auth = "{\"auths\":{\"registry.example\":{\"auth\":\"dXNlcjpwYXNz\"}}}";
+    char authfile[300];
+    snprintf(authfile, sizeof(authfile), "%s/auth.json", main_caa.dir);
+    write_file(authfile, auth, 0600);
     make_id(id, "init");
     assert_int_equal(
         create_vm(&main_caa, id, "initpod", "ns", ann, sock, sizeof(sock), msg, sizeof(msg)), 0);
@@ -420,6 +425,15 @@ static void test_initdata(void **state)
     assert_string_equal(got, want);
     free(want);
     free(got);
+    snprintf(path, sizeof(path), "%s/auth.json", root);
+    char *gotauth = slurp(path);
+    assert_non_null(gotauth);
+    assert_string_equal(gotauth, auth);
+    free(gotauth);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    unlink(authfile);
     assert_int_equal(id_call(&main_caa, "StopVM", id, 60000, NULL, 0), 0);
 
     /* Bad initdata fails CreateVM, naming what is wrong. */
