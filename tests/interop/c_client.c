@@ -113,7 +113,13 @@ static void outcome_cb(pp_ttrpc_result_t *res, void *data)
     o->code = res->code;
     o->elapsed = now_ms() - o->started;
     o->from_server = res->frame != NULL;
-    o->message = strndup(res->message.p ? res->message.p : "", res->message.n);
+    /* The message is a view, not a C string: copy exactly its bytes. */
+    o->message = malloc(res->message.n + 1);
+    if (o->message != NULL) {
+        if (res->message.n > 0)
+            memcpy(o->message, res->message.p, res->message.n);
+        o->message[res->message.n] = '\0';
+    }
     if (res->payload_len > 0) {
         o->payload = malloc(res->payload_len);
         if (o->payload != NULL)

@@ -141,7 +141,11 @@ static fx_proc_t *start_go_server(fx_t *fx, const fx_cred_t *cred, int *port,
         fail_msg("go server did not start");
     }
     const char *s = memmem(p->outb.data, p->outb.len, "LISTENING ", 10);
-    *port = (int)strtol(s + 10, NULL, 10);
+    /* The output buffer is not NUL-terminated: parse the digits by hand. */
+    const char *end = (const char *)p->outb.data + p->outb.len;
+    *port = 0;
+    for (s += 10; s < end && *s >= '0' && *s <= '9'; s++)
+        *port = *port * 10 + (*s - '0');
     assert_true(*port > 0);
     return p;
 }
