@@ -13,6 +13,7 @@
 #include "config.h"
 #include "provider.h"
 #include "proxy.h"
+#include "net/net.h"
 #include "tls/ca.h"
 #include "tls/tls.h"
 #include "ttrpc/ttrpc.h"
@@ -49,8 +50,11 @@ struct caa_sandbox_s {
     char machine_type[128];
     char image[256];
     unsigned vcpus, memory_mib, gpus;
-    char initdata_digest[129]; /* hex, or empty */
-    char *user_data;           /* #cloud-config, NUL-terminated */
+    char initdata_digest[129];  /* hex, or empty */
+    char *initdata_b64;         /* gzip+base64 initdata, or NULL */
+    struct pp_podnet_s *podnet; /* the pod network, or NULL (malloc'd) */
+    int pod_index;              /* -1 when none is held */
+    char *user_data;            /* #cloud-config, NUL-terminated */
     size_t user_data_len;
     pp_instance_t instance;
     caa_proxy_t *proxy;
@@ -58,6 +62,8 @@ struct caa_sandbox_s {
     caa_waiting_call_t *stop_calls; /* StopVMs waiting for the teardown */
     pp_error_t start_error;         /* why the start failed */
     unsigned has_instance : 1;      /* the provider holds an instance */
+    unsigned tunnel_up : 1;         /* the node end of the tunnel may exist */
+    unsigned net_busy : 1;          /* a tunnel setup or teardown is in flight */
     unsigned provider_busy : 1;     /* a create or delete is in flight */
     unsigned stop_requested : 1;
 };
@@ -66,6 +72,10 @@ struct caa_daemon_s {
     uv_loop_t *loop;
     caa_config_t cfg;
     pp_provider_t *provider;
+    pp_node_net_t net;   /* node side of pod networks */
+    pp_podindex_t index; /* pod indexes, kept under PODS_DIR/.indexes */
+    int net_inited;
+    int net_ready;         /* indexes open: pod networks can be made */
     pp_ca_t *ca;           /* issues pod VM certificates; NULL with TLS off */
     pp_tls_ctx_t *tls;     /* client side of the forwarder link; NULL = plaintext */
     pp_ttrpc_server_t *hv; /* hypervisor service */
@@ -93,6 +103,8 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 /* StartVM and StopVM: take the call and answer it when done. */
 void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
 void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
+/* Frees a sandbox that is not linked (or no longer). */
+void caa_sandbox_free(caa_sandbox_t *sb);
 /* Sets sb->dir and sb->socket_path from PODS_DIR and sb->id. */
 int caa_sandbox_paths(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err);
 /* Adds a sandbox (made by caa_sandbox_create or loaded from its record). */
@@ -108,8 +120,25 @@ void caa_sandboxes_release(caa_daemon_t *d);
 /* Derives `podvm-<pod>-<first 8 of sid>` within 63 characters. */
 void caa_instance_name(const char *pod, const char *sid, char out[64]);
 
-/* userdata.c: the #cloud-config for a sandbox. */
-int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_toml,
-                       pp_error_t *err);
+/* userdata.c: checks the pod's initdata (annotation, else INITDATA) and
+ * keeps it gzip+base64 in sb->initdata_b64 (NULL when none). */
+int caa_initdata_prepare(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation,
+                         pp_error_t *err);
+/* The #cloud-config for a sandbox (apf.json with its TLS material and pod
+ * network, auth.json, initdata), into sb->user_data. */
+int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err);
+/* Wipes and frees sb->user_data (it holds a private key). */
+void caa_userdata_forget(caa_sandbox_t *sb);
+
+/* podnet.c: the pod's network (design.md §4 VXLAN). */
+/* Takes the pod's index and inspects its namespace into sb->podnet. */
+int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err);
+/* The node end of the tunnel toward the instance, off the loop; `cb` gets
+ * 0 or a negative errno with `err`. */
+int caa_podnet_up(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *));
+/* Removes the node end; `cb` as above. */
+int caa_podnet_down(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *));
+/* Gives the pod's index back. */
+void caa_podnet_release(caa_sandbox_t *sb);
 
 #endif

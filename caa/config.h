@@ -20,7 +20,7 @@ typedef struct caa_config_s {
     char cert_file[256];
     char cert_key[256];
     char auth_json_file[256]; /* AUTH_JSON_FILE: image pull credentials */
-    char ca_dir[256]; /* CA_DIR: the per-node CA; default <PODS_DIR>/.ca */
+    char ca_dir[256];         /* CA_DIR: the per-node CA; default <PODS_DIR>/.ca */
     char host_interface[32];
     int forwarder_port;
     uint64_t proxy_timeout_ms;

@@ -59,6 +59,29 @@ static void signal_cb(uv_signal_t *s, int signum)
     caa_daemon_shutdown(d);
 }
 
+/* Pod networking: indexes kept beside the pods, tunnel settings. Without
+ * it, pods that name a network namespace fail at StartVM with a reason. */
+static void net_start(caa_daemon_t *d)
+{
+    pp_node_net_init(&d->net);
+    d->net_inited = 1;
+    d->net.vxlan_port = (uint16_t)d->cfg.vxlan_port;
+    d->net.vxlan_min_id = (uint32_t)d->cfg.vxlan_min_id;
+    d->net.host_ifname = d->cfg.host_interface[0] ? d->cfg.host_interface : NULL;
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/.indexes", d->cfg.pods_dir);
+    pp_error_t err = {0};
+    /* Indexes past 2^24 - min id would make VNIs out of range. */
+    uint32_t limit = 0xffffffu - (uint32_t)d->cfg.vxlan_min_id;
+    if (limit > 65536)
+        limit = 65536;
+    if (pp_podindex_open(&d->index, dir, limit, &err) < 0) {
+        PP_ERR("caa", "pod indexes in `%s`: %s; pod networks will fail", dir, err.message);
+        return;
+    }
+    d->net_ready = 1;
+}
+
 /* The per-node CA and the client side of the forwarder link. */
 static int tls_start(caa_daemon_t *d, pp_error_t *err)
 {
@@ -117,6 +140,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
         return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
     if ((r = tls_start(d, err)) < 0)
         return r;
+    net_start(d);
     char sockdir[256];
     snprintf(sockdir, sizeof(sockdir), "%s", d->cfg.socket);
     char *slash = strrchr(sockdir, '/');
@@ -146,6 +170,12 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 
 void caa_daemon_fini(caa_daemon_t *d)
 {
+    /* Tunnel deletions still running in the background finish first. */
+    if (d->net_ready)
+        pp_podindex_close(&d->index);
+    if (d->net_inited)
+        pp_node_net_fini(&d->net);
+    d->net_ready = d->net_inited = 0;
     if (d->tls != NULL)
         pp_tls_ctx_free(d->tls);
     d->tls = NULL;
@@ -158,7 +188,6 @@ void caa_daemon_fini(caa_daemon_t *d)
     while (d->sandboxes != NULL) {
         caa_sandbox_t *sb = d->sandboxes;
         d->sandboxes = sb->next;
-        free(sb->user_data);
-        free(sb);
+        caa_sandbox_free(sb);
     }
 }

@@ -114,7 +114,14 @@ static void sandbox_free(caa_sandbox_t *sb)
     if (sb->next)
         sb->next->prev = sb->prev;
     d->nsandboxes--;
-    free(sb->user_data);
+    caa_sandbox_free(sb);
+}
+
+void caa_sandbox_free(caa_sandbox_t *sb)
+{
+    caa_userdata_forget(sb);
+    free(sb->initdata_b64);
+    free(sb->podnet);
     free(sb);
 }
 
@@ -225,6 +232,7 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
     if (sb == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
     sb->d = d;
+    sb->pod_index = -1;
     snprintf(sb->id, sizeof(sb->id), "%s", id);
     const char *initdata = NULL;
     int r = read_annotations(sb, keys, values, nannotations, &initdata, err);
@@ -234,7 +242,12 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
         r = caa_sandbox_paths(d, sb, err);
     if (r == 0) {
         caa_instance_name(sb->pod_name, id, sb->instance_name);
-        r = caa_userdata_build(d, sb, initdata, err);
+        r = caa_initdata_prepare(d, sb, initdata, err);
+    }
+    if (r == 0) {
+        /* Built now to fail early (size limits, certificates); built again
+         * at StartVM when the pod network is known. */
+        r = caa_userdata_build(d, sb, err);
     }
     int made_dir = 0;
     if (r == 0) {
@@ -246,14 +259,13 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
     }
     sb->state = CAA_SB_CREATED;
     if (r == 0)
-        r = caa_state_save_user_data(sb, err);
+        r = caa_state_save_initdata(sb, err);
     if (r == 0)
         r = caa_state_save(sb, err);
     if (r < 0) {
         if (made_dir)
             remove_dir(sb->dir);
-        free(sb->user_data);
-        free(sb);
+        caa_sandbox_free(sb);
         return r;
     }
     caa_sandbox_link(d, sb);
@@ -336,15 +348,9 @@ static void deleted_cb(int status, const pp_error_t *err, void *data)
         return;
     }
     sb->has_instance = 0;
-    failpoint(sb->d, "stop:instance-deleted");
-    if (sb->stop_requested) {
-        finish_gone(sb);
-        return;
-    }
-    /* A failed start: the VM is gone, the sandbox stays failed. */
-    sb->state = CAA_SB_FAILED;
     save(sb);
-    answer_start(sb, &sb->start_error);
+    failpoint(sb->d, "stop:instance-deleted");
+    teardown(sb);
 }
 
 static void proxy_closed_cb(caa_proxy_t *p, void *data)
@@ -353,7 +359,21 @@ static void proxy_closed_cb(caa_proxy_t *p, void *data)
     (void)data;
 }
 
-/* Undoes what exists: the proxy, then the instance; then finishes. */
+static void tunnel_down_cb(caa_sandbox_t *sb, int status, const pp_error_t *err)
+{
+    if (status < 0)
+        PP_WARN("caa", "sandbox `%s`: remove tunnel: %s", sb->id,
+                err ? err->message : uv_strerror(status));
+    /* The library removes what it can and reports the rest; a pod
+     * namespace that is gone took the tunnel with it. */
+    sb->tunnel_up = 0;
+    save(sb);
+    teardown(sb);
+}
+
+/* Undoes what exists, one step at a time: the proxy, the tunnel, the
+ * instance, the pod index; then finishes. Each asynchronous step calls
+ * back here. */
 static void teardown(caa_sandbox_t *sb)
 {
     if (sb->proxy != NULL) {
@@ -361,9 +381,19 @@ static void teardown(caa_sandbox_t *sb)
         sb->proxy = NULL;
         caa_proxy_close(p, proxy_closed_cb, NULL);
     }
-    if (sb->provider_busy)
-        return; /* the create or delete in flight calls back here */
+    if (sb->provider_busy || sb->net_busy)
+        return; /* the operation in flight calls back here */
+    if (sb->tunnel_up) {
+        int r = caa_podnet_down(sb, tunnel_down_cb);
+        if (r < 0) {
+            pp_error_t e;
+            pp_error_set(&e, r, "%s", uv_strerror(r));
+            tunnel_down_cb(sb, r, &e);
+        }
+        return;
+    }
     if (!sb->has_instance) {
+        caa_podnet_release(sb);
         if (sb->stop_requested)
             finish_gone(sb);
         else {
@@ -446,6 +476,7 @@ static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, vo
     failpoint(sb->d, "start:proxy-ready");
     sb->state = CAA_SB_RUNNING;
     save(sb);
+    caa_userdata_forget(sb); /* delivered; it holds the VM's private key */
     failpoint(sb->d, "start:running-recorded");
     PP_INFO("caa", "sandbox `%s`: running, instance `%s` at %s, agent on `%s`", sb->id,
             sb->instance.id, sb->instance.ip, sb->socket_path);
@@ -466,6 +497,9 @@ static int forwarder_addr(caa_sandbox_t *sb, struct sockaddr_storage *ss)
         return 0;
     return uv_ip6_addr(sb->instance.ip, port, (struct sockaddr_in6 *)ss);
 }
+
+static void start_proxy(caa_sandbox_t *sb);
+static void tunnel_up_cb(caa_sandbox_t *sb, int status, const pp_error_t *err);
 
 static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *err, void *data)
 {
@@ -492,6 +526,23 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
         return;
     }
     PP_INFO("caa", "sandbox `%s`: instance `%s` created at %s", sb->id, inst->id, inst->ip);
+    if (sb->podnet != NULL) {
+        /* Recorded before it exists, so a crash from here on removes it. */
+        sb->tunnel_up = 1;
+        save(sb);
+        int r = caa_podnet_up(sb, tunnel_up_cb);
+        if (r < 0) {
+            pp_error_set(&e, r, "tunnel to `%s`: %s", inst->ip, uv_strerror(r));
+            start_failed(sb, &e);
+        }
+        return;
+    }
+    start_proxy(sb);
+}
+
+static void start_proxy(caa_sandbox_t *sb)
+{
+    pp_error_t e;
     struct sockaddr_storage ss;
     int r = forwarder_addr(sb, &ss);
     if (r == 0)
@@ -500,10 +551,28 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
     if (r == 0)
         r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);
     if (r < 0) {
-        pp_error_set(&e, r, "agent proxy for `%s` (%s): %s", sb->instance_name, inst->ip,
+        pp_error_set(&e, r, "agent proxy for `%s` (%s): %s", sb->instance_name, sb->instance.ip,
                      uv_strerror(r));
         start_failed(sb, &e);
     }
+}
+
+static void tunnel_up_cb(caa_sandbox_t *sb, int status, const pp_error_t *err)
+{
+    if (sb->stop_requested || sb->state != CAA_SB_STARTING) {
+        teardown(sb);
+        return;
+    }
+    if (status < 0) {
+        pp_error_t e;
+        pp_error_set_status(&e, PP_GRPC_INTERNAL, status, "tunnel to `%s`: %s", sb->instance.ip,
+                            err ? err->message : uv_strerror(status));
+        start_failed(sb, &e);
+        return;
+    }
+    PP_INFO("caa", "sandbox `%s`: tunnel up, vxlan %u to %s", sb->id, sb->podnet->vxlan_id,
+            sb->instance.ip);
+    start_proxy(sb);
 }
 
 /* The StartVM caller went away or its deadline passed: undo the start. */
@@ -534,10 +603,22 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
                            caa_state_name(sb->state));
         return;
     }
-    sb->state = CAA_SB_STARTING;
     pp_error_t serr = {0};
+    /* The pod network is inspected now (the CNI has made it by StartVM) and
+     * goes into the VM's user data. */
+    int r = sb->netns_path[0] != '\0' ? caa_podnet_prepare(sb, &serr) : 0;
+    if (r == 0 && (sb->podnet != NULL || sb->user_data == NULL))
+        r = caa_userdata_build(d, sb, &serr);
+    if (r < 0) {
+        caa_podnet_release(sb);
+        PP_WARN("caa", "StartVM `%s`: %s", id, serr.message);
+        pp_ttrpc_call_fail(call, pp_error_grpc_status(&serr), "%s", serr.message);
+        return;
+    }
+    sb->state = CAA_SB_STARTING;
     if (caa_state_save(sb, &serr) < 0) {
         sb->state = CAA_SB_CREATED;
+        caa_podnet_release(sb);
         pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "sandbox `%s`: record: %s", id, serr.message);
         return;
     }
@@ -559,7 +640,7 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     };
     PP_INFO("caa", "sandbox `%s`: creating instance `%s`", id, sb->instance_name);
     sb->provider_busy = 1;
-    int r = d->provider->ops->create_instance(d->provider, &spec, created_cb, sb);
+    r = d->provider->ops->create_instance(d->provider, &spec, created_cb, sb);
     if (r < 0) {
         sb->provider_busy = 0;
         pp_error_t e;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "net/net.h"
 #include "util/log.h"
 
 static const char *const state_names[] = {
@@ -88,18 +89,35 @@ int caa_state_save(caa_sandbox_t *sb, pp_error_t *err)
         (int)sb->memory_mib, "gpus", (int)sb->gpus);
     if (j == NULL)
         return pp_error_set(err, -ENOMEM, "record for `%s`: cannot encode", sb->id);
+    int r = json_object_set_new(j, "pod-index", json_integer(sb->pod_index));
+    r |= json_object_set_new(j, "tunnel-up", json_boolean(sb->tunnel_up));
+    if (sb->podnet != NULL) {
+        json_t *pn;
+        if (pp_podnet_to_json(sb->podnet, &pn, err) < 0) {
+            json_decref(j);
+            return err->code;
+        }
+        r |= json_object_set_new(j, "pod-network", pn);
+    }
+    if (r != 0) {
+        json_decref(j);
+        return pp_error_set(err, -ENOMEM, "record for `%s`: cannot encode", sb->id);
+    }
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (text == NULL)
         return pp_error_set(err, -ENOMEM, "record for `%s`: cannot encode", sb->id);
-    int r = write_atomic(sb->dir, CAA_STATE_FILE, text, strlen(text), 0600, err);
+    r = write_atomic(sb->dir, CAA_STATE_FILE, text, strlen(text), 0600, err);
     free(text);
     return r;
 }
 
-int caa_state_save_user_data(caa_sandbox_t *sb, pp_error_t *err)
+int caa_state_save_initdata(caa_sandbox_t *sb, pp_error_t *err)
 {
-    return write_atomic(sb->dir, CAA_USER_DATA_FILE, sb->user_data, sb->user_data_len, 0600, err);
+    if (sb->initdata_b64 == NULL)
+        return 0;
+    return write_atomic(sb->dir, CAA_INITDATA_FILE, sb->initdata_b64, strlen(sb->initdata_b64),
+                        0600, err);
 }
 
 static int read_file(const char *path, size_t max, char **out, size_t *len)
@@ -146,6 +164,7 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     if (sb == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
     sb->d = d;
+    sb->pod_index = -1;
     if (strlen(id) >= sizeof(sb->id)) {
         free(sb);
         return pp_error_set(err, -EINVAL, "`%.64s...` is not a sandbox id", id);
@@ -190,7 +209,16 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     for (size_t i = 0; r == 0 && i < PP_ARRAY_SIZE(strs); i++)
         if (copy_str(strs[i].dst, strs[i].size, json_object_get(j, strs[i].key)) < 0)
             r = -EBADMSG;
+    json_t *pi = j ? json_object_get(j, "pod-index") : NULL;
+    sb->pod_index = json_is_integer(pi) ? (int)json_integer_value(pi) : -1;
+    json_t *pn = j ? json_object_get(j, "pod-network") : NULL;
+    if (r == 0 && pn != NULL) {
+        sb->podnet = calloc(1, sizeof(*sb->podnet));
+        if (sb->podnet == NULL || pp_podnet_from_json(pn, sb->podnet, NULL) < 0)
+            r = -EBADMSG;
+    }
     if (r == 0) {
+        sb->tunnel_up = json_is_true(json_object_get(j, "tunnel-up"));
         sb->has_instance = json_is_true(json_object_get(j, "has-instance"));
         sb->vcpus = (unsigned)json_integer_value(json_object_get(j, "vcpus"));
         sb->memory_mib = (unsigned)json_integer_value(json_object_get(j, "memory-mib"));
@@ -200,14 +228,13 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     }
     json_decref(j);
     if (r < 0) {
-        free(sb);
+        caa_sandbox_free(sb);
         return pp_error_set(err, r, "record `%s` is malformed", path);
     }
-    snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_USER_DATA_FILE);
-    if (read_file(path, 64u << 20, &sb->user_data, &sb->user_data_len) < 0) {
-        sb->user_data = NULL;
-        sb->user_data_len = 0;
-    }
+    snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_INITDATA_FILE);
+    size_t ilen;
+    if (read_file(path, 16u << 20, &sb->initdata_b64, &ilen) < 0)
+        sb->initdata_b64 = NULL;
     *out = sb;
     return 0;
 }

@@ -12,13 +12,13 @@
 
 #include "caa.h"
 
-#define CAA_STATE_FILE     "state.json"
-#define CAA_USER_DATA_FILE "user-data"
+#define CAA_STATE_FILE    "state.json"
+#define CAA_INITDATA_FILE "initdata"
 
 /* Writes the sandbox's record; 0 or a negative errno with `err`. */
 int caa_state_save(caa_sandbox_t *sb, pp_error_t *err);
-/* Writes the user data next to the record, mode 0600 (it holds keys). */
-int caa_state_save_user_data(caa_sandbox_t *sb, pp_error_t *err);
+/* Writes the pod's initdata (gzip+base64) next to the record, if any. */
+int caa_state_save_initdata(caa_sandbox_t *sb, pp_error_t *err);
 /* Reads one record into a new sandbox (not linked). */
 int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_error_t *err);
 

@@ -9,6 +9,7 @@
 #include "caa.h"
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
+#include "net/net.h"
 #include "util/buf.h"
 
 /* The forwarder's certificate, issued for the instance name, and the CA
@@ -48,6 +49,14 @@ static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *
         json_decref(root);
         return err->code;
     }
+    if (r == 0 && sb->podnet != NULL) {
+        json_t *pn;
+        if (pp_podnet_to_json(sb->podnet, &pn, err) < 0) {
+            json_decref(root);
+            return err->code;
+        }
+        r |= json_object_set_new(root, "pod-network", pn);
+    }
     char *s = r == 0 ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     if (s == NULL)
@@ -57,6 +66,9 @@ static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *
 }
 
 #define AUTH_JSON_MAX (64 * 1024)
+
+static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, pp_buf_t *out,
+                    pp_error_t *err);
 
 /* Image pull credentials, read anew at each CreateVM so that a rotated
  * secret is used at once. Absent file: none. */
@@ -100,6 +112,25 @@ static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
 /* The pod's initdata: the annotation (raw TOML), else the INITDATA setting
  * (gzip+base64). It is checked here, so a bad one fails CreateVM, and goes
  * to the VM gzip+base64 in `out` (empty when there is none). */
+int caa_initdata_prepare(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation,
+                         pp_error_t *err)
+{
+    pp_buf_t enc;
+    pp_buf_init(&enc, 0);
+    int r = initdata(d, sb, annotation, &enc, err);
+    if (r < 0 || enc.len == 0) {
+        pp_buf_free(&enc);
+        return r;
+    }
+    if ((r = pp_buf_append_byte(&enc, 0)) < 0) {
+        pp_buf_free(&enc);
+        return pp_error_set(err, r, "out of memory");
+    }
+    free(sb->initdata_b64);
+    sb->initdata_b64 = (char *)pp_buf_steal(&enc, NULL);
+    return 0;
+}
+
 static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, pp_buf_t *out,
                     pp_error_t *err)
 {
@@ -136,8 +167,7 @@ static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, 
     return r;
 }
 
-int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_toml,
-                       pp_error_t *err)
+int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
 {
     char *apf = NULL;
     int r = apf_json(d, sb, &apf, err);
@@ -158,21 +188,10 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
         files[n].len = strlen(auth);
         n++;
     }
-    pp_buf_t init;
-    pp_buf_init(&init, 0);
-    r = initdata(d, sb, initdata_toml, &init, err);
-    if (r < 0) {
-        explicit_bzero(apf, strlen(apf));
-        free(apf);
-        if (auth != NULL)
-            explicit_bzero(auth, strlen(auth));
-        free(auth);
-        return r;
-    }
-    if (init.len > 0) {
+    if (sb->initdata_b64 != NULL) {
         files[n].path = "/run/peerpod/initdata";
-        files[n].content = (const char *)init.data;
-        files[n].len = init.len;
+        files[n].content = sb->initdata_b64;
+        files[n].len = strlen(sb->initdata_b64);
         n++;
     }
     pp_buf_t b;
@@ -186,7 +205,6 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
     if (auth != NULL)
         explicit_bzero(auth, strlen(auth));
     free(auth);
-    pp_buf_free(&init);
     if (r == -EMSGSIZE)
         r = pp_error_set(err, -EINVAL,
                          "user data for `%s` is over the `%s` provider's limit of %zu bytes",
@@ -195,7 +213,17 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, const char *initdata_
         pp_buf_free(&b);
         return r;
     }
+    caa_userdata_forget(sb);
     sb->user_data_len = b.len - 1;
     sb->user_data = (char *)pp_buf_steal(&b, NULL);
     return 0;
+}
+
+void caa_userdata_forget(caa_sandbox_t *sb)
+{
+    if (sb->user_data != NULL)
+        explicit_bzero(sb->user_data, sb->user_data_len);
+    free(sb->user_data);
+    sb->user_data = NULL;
+    sb->user_data_len = 0;
 }

@@ -44,6 +44,7 @@ typedef struct apf_config_s {
     char *tls_min_version;
     char *tls_cipher_suites;
     int has_pod_network;
+    char *pod_network_json; /* the `pod-network` object as text */
 } apf_config_t;
 
 /* Fills in the defaults. 0 or -ENOMEM. */

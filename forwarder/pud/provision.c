@@ -1,3 +1,5 @@
+/* `process-user-data provision-files`: validate everything, bind initdata to
+ * the TEE, then write /run/peerpod/ all at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -6,16 +8,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "pud.h"
+#include "tee.h"
+#include "tpm.h"
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
 #define DIGEST_NAME   "initdata.digest"
-#define POLICY_NAME   "policy.rego"
 #define INITDATA_PATH PP_PEERPOD_DIR "/initdata"
-#define MAX_ITEMS     10
+#define MAX_ITEMS     12
 
 /* One file to write in /run/peerpod. */
 typedef struct item_s {
@@ -39,12 +44,6 @@ static const struct {
     {PP_INITDATA_AA_TOML, 0644},
     {PP_INITDATA_CDH_TOML, 0644},
     {PP_INITDATA_POLICY_REGO, 0644},
-};
-
-/* Every file this program may write, for `show`. */
-static const char *const shown_files[] = {
-    "apf.json",  "auth.json", "initdata", "aa.toml", "cdh.toml", "scratch-space.marker",
-    POLICY_NAME, DIGEST_NAME,
 };
 
 /* Adds or replaces the item called `name`. */
@@ -90,8 +89,7 @@ static int open_dir(int dirfd, const char *name, const char *shown, int create, 
     return fd;
 }
 
-/* Opens <root>/run/peerpod; -ENOENT when it does not exist and !create. */
-static int open_peerpod_dir(const char *root, int create, pp_error_t *err)
+int pud_open_peerpod_dir(const char *root, int create, pp_error_t *err)
 {
     cleanup_close int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
@@ -180,14 +178,19 @@ static void remove_temps(int dirfd, plan_t *plan)
     }
 }
 
+/* Runs after every file is written to its temporary and before any is
+ * renamed into place; a failure leaves the directory as it was. */
+typedef int (*commit_hook_fn)(void *ctx, pp_error_t *err);
+
 /* Writes every file to a temporary first, then renames them all into place:
  * a failure while writing leaves the directory as it was. rename() replaces
  * a name without following it, so a symlink planted after the check is
  * replaced, never written through. */
-static int write_plan(const char *root, plan_t *plan, pp_error_t *err)
+static int write_plan(const char *root, plan_t *plan, commit_hook_fn hook, void *hook_ctx,
+                      pp_error_t *err)
 {
     /* First look, without creating anything. */
-    int dirfd = open_peerpod_dir(root, 0, err);
+    int dirfd = pud_open_peerpod_dir(root, 0, err);
     if (dirfd >= 0) {
         int r = check_targets(dirfd, plan, err);
         close(dirfd);
@@ -197,7 +200,7 @@ static int write_plan(const char *root, plan_t *plan, pp_error_t *err)
         return dirfd;
     }
 
-    cleanup_close int fd = open_peerpod_dir(root, 1, err);
+    cleanup_close int fd = pud_open_peerpod_dir(root, 1, err);
     if (fd < 0)
         return fd;
     int r = check_targets(fd, plan, err);
@@ -209,6 +212,10 @@ static int write_plan(const char *root, plan_t *plan, pp_error_t *err)
             remove_temps(fd, plan);
             return r;
         }
+    }
+    if (hook != NULL && (r = hook(hook_ctx, err)) < 0) {
+        remove_temps(fd, plan);
+        return r;
     }
     for (size_t i = 0; i < plan->n; i++) {
         item_t *it = &plan->items[i];
@@ -227,6 +234,72 @@ static int write_plan(const char *root, plan_t *plan, pp_error_t *err)
     return 0;
 }
 
+/* ---- binding -------------------------------------------------------------- */
+
+typedef struct binding_s {
+    pud_tee_t tee;
+    char launch[384]; /* the launch-bound check's result */
+    char tcti[512];   /* "" when there is no TPM */
+    int extend;       /* PCR8 is to be extended with `pcr_value` */
+    uint8_t pcr_value[PUD_PCR_SIZE];
+    char pcr8[640]; /* what happened to PCR8, for the record */
+} binding_t;
+
+static int extend_hook(void *ctx, pp_error_t *err)
+{
+    binding_t *b = ctx;
+    int r = pud_tpm_extend_pcr8(b->tcti, b->pcr_value, err);
+    if (r < 0)
+        return pp_error_wrap(err, "bind initdata to the TPM");
+    PP_INFO(PUD_LOG, "extended PCR8 (sha256) with the first %d bytes of the initdata digest",
+            PUD_PCR_SIZE);
+    return 0;
+}
+
+/* Checks the launch-bound value and prepares the PCR8 extension. Fails
+ * (before anything is written) when the launch-bound value disagrees. */
+static int bind_prepare(const pud_opts_t *o, const pp_initdata_t *id, binding_t *b, pp_error_t *err)
+{
+    memset(b, 0, sizeof(*b));
+    pud_tee_detect(o, &b->tee);
+    PP_INFO(PUD_LOG, "TEE: %s (%s)", pud_tee_kind_name(b->tee.kind), b->tee.evidence);
+    int r = pud_check_launch_binding(o, id ? id->digest : NULL, id ? id->digest_len : 0, b->launch,
+                                     sizeof(b->launch), err);
+    if (r < 0)
+        return r;
+    PP_INFO(PUD_LOG, "launch-bound initdata: %s", b->launch);
+    if (pud_tpm_tcti(o, b->tcti, sizeof(b->tcti)) < 0) {
+        b->tcti[0] = '\0';
+        snprintf(b->pcr8, sizeof(b->pcr8), "no TPM");
+    } else if (id == NULL) {
+        snprintf(b->pcr8, sizeof(b->pcr8), "not extended: no initdata (TPM `%s`)", b->tcti);
+    } else {
+        /* Every digest algorithm gives at least 32 bytes. */
+        memcpy(b->pcr_value, id->digest, PUD_PCR_SIZE);
+        b->extend = 1;
+        snprintf(b->pcr8, sizeof(b->pcr8),
+                 "extended with the first %d bytes of the initdata digest (TPM `%s`)", PUD_PCR_SIZE,
+                 b->tcti);
+    }
+    PP_INFO(PUD_LOG, "PCR8: %s", b->pcr8);
+    return 0;
+}
+
+/* The record `show` reads: where the user data came from and how initdata
+ * was bound. */
+static char *record_new(const char *source, const pp_initdata_t *id, const binding_t *b)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s}", "source", source, "tee",
+                          pud_tee_kind_name(b->tee.kind), "tee-evidence", b->tee.evidence,
+                          "initdata-digest", id ? id->digest_hex : NULL, "launch-binding",
+                          b->launch, "pcr8", b->pcr8);
+    if (j == NULL)
+        return NULL;
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    return s;
+}
+
 /* ---- provision-files ----------------------------------------------------- */
 
 int pud_provision(const pud_opts_t *o, pp_error_t *err)
@@ -239,6 +312,8 @@ int pud_provision(const pud_opts_t *o, pp_error_t *err)
     pp_buf_init(&toml, 0);
     plan_t plan = {0};
     const char *source = NULL;
+    binding_t bind;
+    char *record = NULL;
 
     int r = pud_fetch(o, &raw, &source, err);
     if (r < 0)
@@ -267,97 +342,28 @@ int pud_provision(const pud_opts_t *o, pp_error_t *err)
                 plan_put(&plan, pp_initdata_key_name(key), id.data[key], id.data_len[key],
                          initdata_files[k].mode);
         }
-        /* Last, so a reader that sees the digest sees everything else. */
-        plan_put(&plan, DIGEST_NAME, id.digest_hex, strlen(id.digest_hex), 0644);
         PP_INFO(PUD_LOG, "initdata %s digest %s", pp_initdata_alg_name(id.alg), id.digest_hex);
     }
 
-    r = write_plan(o->root, &plan, err);
+    r = bind_prepare(o, init ? &id : NULL, &bind, err);
+    if (r < 0)
+        goto out;
+    record = record_new(source, init ? &id : NULL, &bind);
+    if (record == NULL) {
+        r = pp_error_set(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    plan_put(&plan, PUD_RECORD_NAME, record, strlen(record), 0644);
+    /* Last, so a reader that sees the digest sees everything else. */
+    if (init != NULL)
+        plan_put(&plan, DIGEST_NAME, id.digest_hex, strlen(id.digest_hex), 0644);
+
+    r = write_plan(o->root, &plan, bind.extend ? extend_hook : NULL, &bind, err);
 out:
+    free(record);
     pp_initdata_free(&id);
     pp_buf_free(&toml);
     pp_cloudconfig_free(&cc);
     pp_buf_free(&raw);
-    return r;
-}
-
-/* ---- show ---------------------------------------------------------------- */
-
-/* Re-derives the digest from the stored initdata and compares. */
-static int verify_digest(int dirfd, const pud_opts_t *o, const char *stored, FILE *out,
-                         pp_error_t *err)
-{
-    pp_buf_t b64, toml;
-    pp_buf_init(&b64, 0);
-    pp_buf_init(&toml, 0);
-    pp_initdata_t id = {0};
-    int r = pud_read_file(dirfd, "initdata", 1, pud_user_data_max(o), &b64, err);
-    if (r == 0)
-        r = pp_initdata_decode((const char *)b64.data, b64.len, o->max_initdata, &toml, err);
-    if (r == 0)
-        r = pp_initdata_parse(toml.data, toml.len, &id, err);
-    if (r == 0) {
-        int match = strcmp(id.digest_hex, stored) == 0;
-        fprintf(out, "initdata: algorithm %s, digest %s\n", pp_initdata_alg_name(id.alg),
-                match ? "verified" : "MISMATCH");
-        if (!match)
-            r = pp_error_set(err, -EBADMSG,
-                             "`" PP_PEERPOD_DIR "/" DIGEST_NAME "` does not match `" INITDATA_PATH
-                             "` (computed %s)",
-                             id.digest_hex);
-    }
-    pp_initdata_free(&id);
-    pp_buf_free(&b64);
-    pp_buf_free(&toml);
-    return r;
-}
-
-int pud_show(const pud_opts_t *o, FILE *out, pp_error_t *err)
-{
-    int fd = open_peerpod_dir(o->root, 0, err);
-    if (fd == -ENOENT) {
-        fprintf(out, "nothing provisioned: `" PP_PEERPOD_DIR "` does not exist under `%s`\n",
-                o->root);
-        return 0;
-    }
-    if (fd < 0)
-        return fd;
-    cleanup_close int dirfd = fd;
-    fprintf(out, "root: %s\n", o->root);
-    int have_digest = 0, have_initdata = 0;
-    for (size_t i = 0; i < PP_ARRAY_SIZE(shown_files); i++) {
-        const char *name = shown_files[i];
-        struct stat st;
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            fprintf(out, "  " PP_PEERPOD_DIR "/%-22s absent\n", name);
-            continue;
-        }
-        if (!S_ISREG(st.st_mode)) {
-            fprintf(out, "  " PP_PEERPOD_DIR "/%-22s NOT A REGULAR FILE\n", name);
-            continue;
-        }
-        fprintf(out, "  " PP_PEERPOD_DIR "/%-22s %04o %8lld bytes\n", name,
-                (unsigned)(st.st_mode & 07777), (long long)st.st_size);
-        have_digest |= strcmp(name, DIGEST_NAME) == 0;
-        have_initdata |= strcmp(name, "initdata") == 0;
-    }
-    if (!have_digest) {
-        fprintf(out, "initdata digest: none\n");
-        return 0;
-    }
-    pp_buf_t d;
-    pp_buf_init(&d, 0);
-    int r = pud_read_file(dirfd, DIGEST_NAME, 1, 2 * PP_INITDATA_DIGEST_MAX, &d, err);
-    if (r == 0)
-        r = pp_buf_append_byte(&d, 0);
-    if (r == 0) {
-        const char *digest = (const char *)d.data;
-        fprintf(out, "initdata digest: %s\n", digest);
-        if (have_initdata)
-            r = verify_digest(dirfd, o, digest, out, err);
-    } else if (r == -ENOMEM) {
-        pp_error_set(err, r, "out of memory");
-    }
-    pp_buf_free(&d);
     return r;
 }

@@ -211,8 +211,7 @@ out:
     return rc;
 }
 
-int pp__node_primary_here(const char *where, const char *ifname, pp_node_if_t *out,
-                          pp_error_t *err)
+int pp__node_primary_here(const char *where, const char *ifname, pp_node_if_t *out, pp_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     pp__nl_t nl;

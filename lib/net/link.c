@@ -8,6 +8,7 @@
 #include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
+#include <netlink/attr.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
@@ -36,9 +37,9 @@ static void msgp(struct nl_msg **m)
         nlmsg_free(*m);
 }
 
-#define cleanup_link    __attribute__((cleanup(linkp)))
-#define cleanup_nladdr  __attribute__((cleanup(addrp)))
-#define cleanup_nlmsg   __attribute__((cleanup(msgp)))
+#define cleanup_link   __attribute__((cleanup(linkp)))
+#define cleanup_nladdr __attribute__((cleanup(addrp)))
+#define cleanup_nlmsg  __attribute__((cleanup(msgp)))
 
 int pp__link_get(pp__nl_t *nl, const char *name, pp__link_t *out, const char *where,
                  pp_error_t *err)
@@ -88,8 +89,7 @@ int pp__link_del(pp__nl_t *nl, int ifindex, const char *name, const char *where,
     return rc == -ENODEV ? 0 : rc;
 }
 
-int pp__link_set_up(pp__nl_t *nl, int ifindex, const char *name, const char *where,
-                    pp_error_t *err)
+int pp__link_set_up(pp__nl_t *nl, int ifindex, const char *name, const char *where, pp_error_t *err)
 {
     cleanup_nlmsg struct nl_msg *msg = nlmsg_alloc_simple(RTM_NEWLINK, 0);
     struct ifinfomsg ifi = {
@@ -103,8 +103,24 @@ int pp__link_set_up(pp__nl_t *nl, int ifindex, const char *name, const char *whe
     return pp__nl_talk(nl, msg, err, "bring `%s` up in %s", name, where);
 }
 
-int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where,
-                     pp_error_t *err)
+int pp__link_make_wire(pp__nl_t *nl, int ifindex, const char *name, const char *where,
+                       pp_error_t *err)
+{
+    cleanup_nlmsg struct nl_msg *msg = nlmsg_alloc_simple(RTM_NEWLINK, 0);
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_index = ifindex};
+    struct nlattr *spec, *inet6;
+    if (msg == NULL || nlmsg_append(msg, &ifi, sizeof(ifi), NLMSG_ALIGNTO) < 0 ||
+        (spec = nla_nest_start(msg, IFLA_AF_SPEC)) == NULL ||
+        (inet6 = nla_nest_start(msg, AF_INET6)) == NULL ||
+        nla_put_u8(msg, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE) < 0)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    nla_nest_end(msg, inet6);
+    nla_nest_end(msg, spec);
+    int rc = pp__nl_talk(nl, msg, err, "turn IPv6 addresses off on `%s` in %s", name, where);
+    return rc < 0 ? rc : pp__link_set_up(nl, ifindex, name, where, err);
+}
+
+int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where, pp_error_t *err)
 {
     cleanup_link struct rtnl_link *link = rtnl_link_vxlan_alloc();
     cleanup_nladdr struct nl_addr *remote = nl_addr_build(AF_INET, &v->remote, 4);
@@ -116,7 +132,8 @@ int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where,
     /* Created by a socket of the underlay namespace, the device keeps its
      * UDP socket there while IFLA_NET_NS_FD places it in the pod's. */
     rtnl_link_set_ns_fd(link, v->target_ns_fd);
-    rtnl_link_set_flags(link, IFF_UP);
+    if (!v->down)
+        rtnl_link_set_flags(link, IFF_UP);
     if (hw != NULL)
         rtnl_link_set_addr(link, hw);
     if (v->mtu != 0)
@@ -198,8 +215,7 @@ int pp__route_add(pp__nl_t *nl, int ifindex, const pp_route_t *r, const char *wh
     if (rt != NULL)
         rtnl_route_put(rt);
     if (rc < 0)
-        return pp__nl_fail(err, rc, "add route %s%s%s in %s", dst, gw[0] ? " via " : "", gw,
-                           where);
+        return pp__nl_fail(err, rc, "add route %s%s%s in %s", dst, gw[0] ? " via " : "", gw, where);
     return pp__nl_talk(nl, msg, err, "add route %s%s%s in %s", dst, gw[0] ? " via " : "", gw,
                        where);
 }

@@ -132,11 +132,12 @@ typedef struct pp_podnet_s {
     bool external_net_via_pod_vm;
 } pp_podnet_t;
 
-/* Encodes as upstream does: keys in upstream's order; a route's `gw`,
- * `dev`, `protocol` (when 0) and `scope` (when universe), a neighbour's
- * `dev`, and `vxlan-id` (when 0) left out. *out is
- * a new reference. -EINVAL for values with no JSON form (an unknown
- * protocol number, port 0). */
+/* Encodes as upstream's Go does: keys in its struct order; a route's `dev`,
+ * `protocol` (when 0) and `scope` (when universe) left out and an absent
+ * `gw` written "", a neighbour's `dev` and `state` (when none) left out,
+ * `vxlan-id` left out when 0, an empty list written null. *out is a new
+ * reference. -EINVAL for values with no JSON form (an unknown protocol
+ * number, port 0). */
 int pp_podnet_to_json(const pp_podnet_t *c, json_t **out, pp_error_t *err);
 
 /* The same as compact text; *out is malloc'd and NUL-terminated. */
@@ -197,8 +198,7 @@ typedef struct pp_node_if_s {
 
 /* The node's primary interface (that of the default route) in `host_netns`
  * (NULL: the caller's), or the interface named `ifname` when not NULL. */
-int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *out,
-                    pp_error_t *err);
+int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *out, pp_error_t *err);
 
 /* ---- Pod index ---------------------------------------------------------- */
 
@@ -244,10 +244,14 @@ typedef struct pp_node_net_s {
     /* PP_TC_AUTO is resolved by the first setup and the result stored here
      * (atomically), so later setups skip the probe. */
     int classifier;
-    /* Background deletions (private). */
+    /* Private: background deletions, and the nftables socket, kept open in
+     * the host namespace because closing one right after a change waits
+     * for an RCU grace period (the kernel flushes its destroy work). */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct pp__reap_s *reaping;
+    pthread_mutex_t nft_lock;
+    struct pp__nft_s *nft;
 } pp_node_net_t;
 
 /* Defaults: port 4789, min id 555000, PP_TC_AUTO, the caller's namespace. */
@@ -261,15 +265,17 @@ void pp_node_net_fini(pp_node_net_t *n);
 /* Inspection -> configuration: pp_podns_inspect() of `pod_netns`, plus
  * worker-node-ip and dedicated from pp_node_primary(), tunnel settings from
  * `n`, `index`, vxlan-id = min id + index (-ERANGE past 2^24-1). */
-int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t index,
-                    pp_podnet_t *out, pp_error_t *err);
+int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t index, pp_podnet_t *out,
+                    pp_error_t *err);
 
 /* Builds the node end for `cfg` (interface, vxlan-id, vxlan-port) toward
- * `pod_vm_ip`: `vxlan1` (learning off, up) created with its UDP socket in
- * the host namespace and placed in the pod namespace in the same request
- * (IFLA_NET_NS_FD); NOTRACK rules in the host namespace; an ingress qdisc
- * on the pod interface and on `vxlan1`, each with a filter (PP_TC_PRIO,
- * protocol all) redirecting to the egress of the other. First waits for a
+ * `pod_vm_ip`: `vxlan1` (learning off) created with its UDP socket in the
+ * host namespace and placed in the pod namespace in the same request
+ * (IFLA_NET_NS_FD); on it, still down, an ingress qdisc and a filter
+ * (PP_TC_PRIO, protocol all) redirecting to the egress of the pod
+ * interface; then up, with IPv6 address generation off (it is a wire, not
+ * an endpoint); NOTRACK rules in the host namespace; last the same qdisc
+ * and redirect on the pod interface toward `vxlan1`. First waits for a
  * background deletion of the same VNI or in the same pod namespace.
  * Idempotent: an existing `vxlan1` with other VNI, port or remote is deleted
  * (with the rules of its VNI) and made again; one that matches is kept. On
@@ -292,7 +298,8 @@ int pp_node_tunnel_teardown(pp_node_net_t *n, const char *pod_netns, const pp_po
 /* ---- VM-side tunnel ------------------------------------------------------ */
 
 /* Builds the VM end from `cfg` in the VM namespace `host_netns` (NULL: the
- * caller's): creates /run/netns/<pod_netns_name> when missing; NOTRACK rules
+ * caller's): creates /run/netns/<pod_netns_name> when missing (an absolute
+ * path instead names an existing namespace, never created or deleted); NOTRACK rules
  * toward worker-node-ip; a vxlan (same VNI and port, remote worker-node-ip,
  * learning off) with its socket in the VM namespace, placed in the pod
  * namespace as `interface` with MAC pod-hw-addr, MTU min(mtu, 1450); there

@@ -51,25 +51,30 @@ typedef struct pp__link_s {
 /* Looks `name` up; out->ifindex is 0 when there is none. */
 int pp__link_get(pp__nl_t *nl, const char *name, pp__link_t *out, const char *where,
                  pp_error_t *err);
-int pp__link_del(pp__nl_t *nl, int ifindex, const char *name, const char *where,
-                 pp_error_t *err);
+int pp__link_del(pp__nl_t *nl, int ifindex, const char *name, const char *where, pp_error_t *err);
 int pp__link_set_up(pp__nl_t *nl, int ifindex, const char *name, const char *where,
                     pp_error_t *err);
+/* Turns IPv6 address generation off on a down link, then brings it up: a
+ * device that only carries frames gets no link-local address and no
+ * duplicate address detection (whose work would take the rtnl lock again
+ * shortly after). The kernel refuses this setting at creation. */
+int pp__link_make_wire(pp__nl_t *nl, int ifindex, const char *name, const char *where,
+                       pp_error_t *err);
 
 typedef struct pp__vxlan_spec_s {
     const char *name; /* name in the target namespace */
     uint32_t vni;
     uint16_t port;
     struct in_addr remote;
-    int target_ns_fd;          /* namespace to place the device in */
-    const uint8_t *hw_addr;    /* NULL: kernel's choice */
-    uint32_t mtu;              /* 0: kernel's choice */
+    int target_ns_fd;       /* namespace to place the device in */
+    const uint8_t *hw_addr; /* NULL: kernel's choice */
+    uint32_t mtu;           /* 0: kernel's choice */
+    bool down;              /* leave it down (pp__link_make_wire brings it up) */
 } pp__vxlan_spec_t;
 
 /* Creates the vxlan with its UDP socket in the namespace of `nl`, placed
  * in target_ns_fd, learning off and up, in one request. */
-int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where,
-                     pp_error_t *err);
+int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where, pp_error_t *err);
 
 /* True if `l` is a vxlan with these parameters and learning off. */
 bool pp__vxlan_matches(const pp__link_t *l, uint32_t vni, uint16_t port, struct in_addr remote);

@@ -81,6 +81,8 @@ const char *pp__ns_label(const char *path)
 
 int pp_netns_open(const char *netns_path, pp_error_t *err)
 {
+    if (netns_path == NULL || netns_path[0] == '\0')
+        return pp_error_set(err, -EINVAL, "no network namespace path");
     int fd = open(netns_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -122,8 +124,7 @@ static int make_dir_shared(pp_error_t *err)
                                 strerror(errno));
         /* Not a mount point yet: make it one. */
         if (mount(PP_NETNS_DIR, PP_NETNS_DIR, "none", MS_BIND | MS_REC, NULL) < 0)
-            return pp_error_set(err, -errno, "bind-mount `%s`: %s", PP_NETNS_DIR,
-                                strerror(errno));
+            return pp_error_set(err, -errno, "bind-mount `%s`: %s", PP_NETNS_DIR, strerror(errno));
     }
 }
 

@@ -100,11 +100,21 @@ void pp__nft_close(pp__nft_t *n)
     free(n);
 }
 
+/* The socket lives across operations: whatever an earlier one left unread
+ * (after a timeout, say) is dropped before the next request. */
+static void drain(nft_t *n)
+{
+    char buf[256];
+    while (recv(mnl_socket_get_fd(n->nl), buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) > 0)
+        ;
+}
+
 /* Sends one request and feeds the answers to cb until the end (ack or
  * NLMSG_DONE). 0 or -errno. */
 static int nft_query(nft_t *n, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 {
     uint32_t seq = nlh->nlmsg_seq;
+    drain(n);
     if (mnl_socket_sendto(n->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
     for (;;) {
@@ -203,14 +213,17 @@ typedef struct batch_s {
     int n;              /* messages between begin and end */
 } batch_t;
 
-static void batch_begin(nft_t *n, batch_t *bt, char *buf, uint32_t genid)
+static int batch_begin(nft_t *n, batch_t *bt, char *buf, uint32_t genid)
 {
     bt->b = mnl_nlmsg_batch_start(buf, BATCH_SIZE);
+    if (bt->b == NULL)
+        return -ENOMEM;
     bt->first_seq = ++n->seq;
     struct nlmsghdr *nlh = nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->first_seq);
     mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
     mnl_nlmsg_batch_next(bt->b);
     bt->n = 0;
+    return 0;
 }
 
 static struct nlmsghdr *batch_msg(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags)
@@ -242,7 +255,8 @@ static int batch_send(nft_t *n, batch_t *bt, const uint16_t *types, uint16_t *fa
         int left = (int)len;
         for (const struct nlmsghdr *h = (const struct nlmsghdr *)n->buf; mnl_nlmsg_ok(h, left);
              h = mnl_nlmsg_next(h, &left)) {
-            if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_pid != n->portid)
+            if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_pid != n->portid ||
+                h->nlmsg_seq < bt->first_seq || h->nlmsg_seq > bt->last_seq)
                 continue;
             const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
             if (e->error != 0 && first_err == 0) {
@@ -258,19 +272,24 @@ static int batch_send(nft_t *n, batch_t *bt, const uint16_t *types, uint16_t *fa
     }
 }
 
-static void put_table(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags)
+static int put_table(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags)
 {
     struct nftnl_table *t = nftnl_table_alloc();
+    if (t == NULL)
+        return -ENOMEM;
     struct nlmsghdr *nlh = batch_msg(n, bt, type, flags);
     nftnl_table_set_str(t, NFTNL_TABLE_NAME, PP_NFT_TABLE);
     nftnl_table_nlmsg_build_payload(nlh, t);
     nftnl_table_free(t);
     mnl_nlmsg_batch_next(bt->b);
+    return 0;
 }
 
-static void put_chain(nft_t *n, batch_t *bt, const char *name, uint32_t hook)
+static int put_chain(nft_t *n, batch_t *bt, const char *name, uint32_t hook)
 {
     struct nftnl_chain *c = nftnl_chain_alloc();
+    if (c == NULL)
+        return -ENOMEM;
     struct nlmsghdr *nlh = batch_msg(n, bt, NFT_MSG_NEWCHAIN, NLM_F_CREATE);
     nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, PP_NFT_TABLE);
     nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
@@ -280,11 +299,14 @@ static void put_chain(nft_t *n, batch_t *bt, const char *name, uint32_t hook)
     nftnl_chain_nlmsg_build_payload(nlh, c);
     nftnl_chain_free(c);
     mnl_nlmsg_batch_next(bt->b);
+    return 0;
 }
 
-static void put_rule_del(nft_t *n, batch_t *bt, const rule_t *m)
+static int put_rule_del(nft_t *n, batch_t *bt, const rule_t *m)
 {
     struct nftnl_rule *r = nftnl_rule_alloc();
+    if (r == NULL)
+        return -ENOMEM;
     struct nlmsghdr *nlh = batch_msg(n, bt, NFT_MSG_DELRULE, 0);
     nftnl_rule_set_str(r, NFTNL_RULE_TABLE, PP_NFT_TABLE);
     nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, m->chain);
@@ -292,6 +314,7 @@ static void put_rule_del(nft_t *n, batch_t *bt, const rule_t *m)
     nftnl_rule_nlmsg_build_payload(nlh, r);
     nftnl_rule_free(r);
     mnl_nlmsg_batch_next(bt->b);
+    return 0;
 }
 
 static int add_expr(struct nftnl_rule *r, struct nftnl_expr *e)
@@ -401,6 +424,45 @@ static const char *msg_name(uint16_t type)
     }
 }
 
+/* Fills the transaction: for `add` the table, chains and our two rules
+ * replacing any of our VNI; else the deletion of ours, and of the table if
+ * nothing else is in it. */
+/* Records the type of the message just put, for error messages. */
+static int typed(int rc, const batch_t *bt, uint16_t *types, uint16_t type)
+{
+    if (rc == 0)
+        types[bt->n - 1] = type;
+    return rc;
+}
+
+static int fill_batch(nft_t *n, batch_t *bt, bool add, struct in_addr peer, uint16_t port,
+                      const listing_t *l, uint16_t *types)
+{
+    int rc = 0;
+    if (add) {
+        rc = typed(put_table(n, bt, NFT_MSG_NEWTABLE, NLM_F_CREATE), bt, types, NFT_MSG_NEWTABLE);
+        if (rc == 0)
+            rc = typed(put_chain(n, bt, CHAIN_PRE, NF_INET_PRE_ROUTING), bt, types,
+                       NFT_MSG_NEWCHAIN);
+        if (rc == 0)
+            rc = typed(put_chain(n, bt, CHAIN_OUT, NF_INET_LOCAL_OUT), bt, types, NFT_MSG_NEWCHAIN);
+    }
+    for (size_t i = 0; rc == 0 && i < l->n_mine; i++)
+        rc = typed(put_rule_del(n, bt, &l->mine[i]), bt, types, NFT_MSG_DELRULE);
+    if (add) {
+        if (rc == 0)
+            rc = typed(put_rule_add(n, bt, CHAIN_PRE, true, peer, port, l->comment), bt, types,
+                       NFT_MSG_NEWRULE);
+        if (rc == 0)
+            rc = typed(put_rule_add(n, bt, CHAIN_OUT, false, peer, port, l->comment), bt, types,
+                       NFT_MSG_NEWRULE);
+    } else if (rc == 0 && l->n_other == 0) {
+        /* Our last rules go: so does the table (and its chains). */
+        rc = typed(put_table(n, bt, NFT_MSG_DELTABLE, 0), bt, types, NFT_MSG_DELTABLE);
+    }
+    return rc;
+}
+
 /* One attempt: list, then the transaction. ERESTART means try again. */
 static int notrack_once(nft_t *n, bool add, struct in_addr peer, uint16_t port, listing_t *l,
                         uint16_t *failed_type)
@@ -410,38 +472,15 @@ static int notrack_once(nft_t *n, bool add, struct in_addr peer, uint16_t port, 
         return rc;
     batch_t bt;
     uint16_t types[16];
-    batch_begin(n, &bt, n->batch, l->genid);
-    if (add) {
-        put_table(n, &bt, NFT_MSG_NEWTABLE, NLM_F_CREATE);
-        types[bt.n - 1] = NFT_MSG_NEWTABLE;
-        put_chain(n, &bt, CHAIN_PRE, NF_INET_PRE_ROUTING);
-        types[bt.n - 1] = NFT_MSG_NEWCHAIN;
-        put_chain(n, &bt, CHAIN_OUT, NF_INET_LOCAL_OUT);
-        types[bt.n - 1] = NFT_MSG_NEWCHAIN;
+    rc = batch_begin(n, &bt, n->batch, l->genid);
+    if (rc < 0)
+        return rc;
+    rc = fill_batch(n, &bt, add, peer, port, l, types);
+    if (rc == 0 && bt.n > 0) {
+        batch_end(n, &bt);
+        rc = batch_send(n, &bt, types, failed_type);
     }
-    for (size_t i = 0; i < l->n_mine && bt.n < 12; i++) {
-        put_rule_del(n, &bt, &l->mine[i]);
-        types[bt.n - 1] = NFT_MSG_DELRULE;
-    }
-    if (add) {
-        rc = put_rule_add(n, &bt, CHAIN_PRE, true, peer, port, l->comment);
-        if (rc == 0)
-            types[bt.n - 1] = NFT_MSG_NEWRULE;
-        if (rc == 0)
-            rc = put_rule_add(n, &bt, CHAIN_OUT, false, peer, port, l->comment);
-        if (rc == 0)
-            types[bt.n - 1] = NFT_MSG_NEWRULE;
-        if (rc < 0)
-            return rc;
-    } else if (l->n_other == 0) {
-        /* Our last rules go: so does the table (and its chains). */
-        put_table(n, &bt, NFT_MSG_DELTABLE, 0);
-        types[bt.n - 1] = NFT_MSG_DELTABLE;
-    }
-    if (bt.n == 0)
-        return 0;
-    batch_end(n, &bt);
-    rc = batch_send(n, &bt, types, failed_type);
+    mnl_nlmsg_batch_stop(bt.b);
     /* Deleting a table that is not there: already done. */
     if (!add && rc == -ENOENT && *failed_type == NFT_MSG_DELTABLE && l->n_mine == 0)
         return 0;
@@ -469,9 +508,9 @@ static int notrack(nft_t *n, bool add, struct in_addr peer, uint16_t port, uint3
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &peer, ip, sizeof(ip));
     if (add)
-        return pp_error_set(err, rc, "nftables: %s in table `inet %s` (notrack for %s udp %u, vni %u): %s",
-                            msg_name(failed), PP_NFT_TABLE, ip, (unsigned)port, vni,
-                            strerror(-rc));
+        return pp_error_set(err, rc,
+                            "nftables: %s in table `inet %s` (notrack for %s udp %u, vni %u): %s",
+                            msg_name(failed), PP_NFT_TABLE, ip, (unsigned)port, vni, strerror(-rc));
     return pp_error_set(err, rc, "nftables: %s in table `inet %s` (vni %u): %s", msg_name(failed),
                         PP_NFT_TABLE, vni, strerror(-rc));
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <linux/netlink.h>
 #include <netlink/errno.h>
@@ -150,6 +151,9 @@ int pp__nl_open(pp__nl_t *nl, pp_error_t *err)
     /* Older kernels lack these; the messages are then plainer, no more. */
     (void)setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
     (void)setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+    /* A kernel that never answers must not hang a pod forever. */
+    struct timeval tv = {.tv_sec = 10};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     nl_cb_err(nl->cb, NL_CB_CUSTOM, on_error, nl);
     nl_cb_set(nl->cb, NL_CB_ACK, NL_CB_CUSTOM, on_ack, nl);
     return 0;

@@ -27,8 +27,7 @@ int pp_podindex_open(pp_podindex_t *ix, const char *dir, uint32_t limit, pp_erro
                             strerror(errno));
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return pp_error_set(err, -errno, "open pod index directory `%s`: %s", dir,
-                            strerror(errno));
+        return pp_error_set(err, -errno, "open pod index directory `%s`: %s", dir, strerror(errno));
     ix->dirfd = fd;
     ix->limit = limit;
     return 0;

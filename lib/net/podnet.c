@@ -37,9 +37,9 @@ static const name_t scopes[] = {
 };
 
 static const name_t states[] = {
-    {NUD_NONE, "none"},         {NUD_INCOMPLETE, "incomplete"}, {NUD_REACHABLE, "reachable"},
-    {NUD_STALE, "stale"},       {NUD_DELAY, "delay"},           {NUD_PROBE, "probe"},
-    {NUD_FAILED, "failed"},     {NUD_NOARP, "noarp"},           {NUD_PERMANENT, "permanent"},
+    {NUD_NONE, "none"},     {NUD_INCOMPLETE, "incomplete"}, {NUD_REACHABLE, "reachable"},
+    {NUD_STALE, "stale"},   {NUD_DELAY, "delay"},           {NUD_PROBE, "probe"},
+    {NUD_FAILED, "failed"}, {NUD_NOARP, "noarp"},           {NUD_PERMANENT, "permanent"},
 };
 
 static const char *name_of(const name_t *t, size_t n, unsigned v)
@@ -209,8 +209,9 @@ static int encode_route(const pp_route_t *r, size_t i, json_t *arr, pp_error_t *
     if (o == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
     int rc = put(o, "dst", json_string(pp_ipv4_prefix_format(&r->dst, buf, sizeof(buf))));
-    if (rc == 0 && r->has_gw)
-        rc = put(o, "gw", json_string(ipv4_str(r->gw, buf)));
+    /* Go writes an absent address as "" (omitempty skips no struct). */
+    if (rc == 0)
+        rc = put(o, "gw", json_string(r->has_gw ? ipv4_str(r->gw, buf) : ""));
     if (rc == 0 && r->dev[0] != '\0')
         rc = put(o, "dev", json_string(r->dev));
     if (rc == 0 && r->protocol != 0) {
@@ -243,7 +244,7 @@ static int encode_neighbor(const pp_neighbor_t *n, size_t i, json_t *arr, pp_err
         rc = put(o, "hw-addr", json_string(pp_mac_format(n->hw_addr, buf, sizeof(buf))));
     if (rc == 0 && n->dev[0] != '\0')
         rc = put(o, "dev", json_string(n->dev));
-    if (rc == 0) {
+    if (rc == 0 && n->state != NUD_NONE) {
         const char *name = pp_neigh_state_name(n->state);
         if (name == NULL)
             return pp_error_set(err, -EINVAL, "`neighbors[%zu].state`: 0x%x has no name", i,
@@ -288,10 +289,11 @@ int pp_podnet_to_json(const pp_podnet_t *c, json_t **out, pp_error_t *err)
                  json_string(pp_ipv4_prefix_format(&c->worker_node_ip, buf, sizeof(buf))));
     if (rc == 0)
         rc = put(o, "tunnel-type", json_string("vxlan"));
+    /* An empty list is Go's nil slice: null. */
     if (rc == 0)
-        rc = put(o, "routes", PP_STEAL(routes));
+        rc = put(o, "routes", c->n_routes ? PP_STEAL(routes) : json_null());
     if (rc == 0)
-        rc = put(o, "neighbors", PP_STEAL(neighbors));
+        rc = put(o, "neighbors", c->n_neighbors ? PP_STEAL(neighbors) : json_null());
     if (rc == 0)
         rc = put(o, "mtu", json_integer(c->mtu));
     if (rc == 0)
@@ -408,8 +410,7 @@ static int get_prefix(const json_t *v, const char *path, pp_ipv4_prefix_t *out, 
     if (rc < 0)
         return rc;
     if (pp_ipv4_prefix_parse(s, out) < 0)
-        return bad(err, path, "`%.64s` is not an IPv4 address with a prefix length (a.b.c.d/n)",
-                   s);
+        return bad(err, path, "`%.64s` is not an IPv4 address with a prefix length (a.b.c.d/n)", s);
     return 0;
 }
 

@@ -19,7 +19,7 @@
 
 #include "net/net_int.h"
 
-#define INGRESS_PARENT TC_HANDLE(0xffff, 0)
+#define INGRESS_PARENT 0xffff0000u /* ffff:, the ingress qdisc */
 
 static void msgp(struct nl_msg **m)
 {
@@ -28,6 +28,7 @@ static void msgp(struct nl_msg **m)
 }
 #define cleanup_nlmsg __attribute__((cleanup(msgp)))
 
+/* Adds (1 if made, 0 if it was there) or deletes the ingress qdisc. */
 static int ingress_qdisc(pp__nl_t *nl, int ifindex, bool add, const char *name, const char *where,
                          pp_error_t *err)
 {
@@ -47,6 +48,8 @@ static int ingress_qdisc(pp__nl_t *nl, int ifindex, bool add, const char *name, 
     if (rc < 0)
         return pp__nl_fail(err, rc, "%s ingress qdisc on `%s` in %s", verb, name, where);
     rc = pp__nl_talk(nl, msg, err, "%s ingress qdisc on `%s` in %s", verb, name, where);
+    if (add && rc == 0)
+        return 1;
     if (add && rc == -EEXIST)
         return 0;
     /* Deleting what is not there: ENOENT, or EINVAL from older kernels. */
@@ -120,14 +123,14 @@ static int filter_add(pp__nl_t *nl, int src, const char *src_name, int dst, bool
     const char *kind = matchall ? "matchall" : "u32";
     if (rc < 0)
         return pp__nl_fail(err, rc, "add %s redirect filter on `%s` in %s", kind, src_name, where);
-    return pp__nl_talk(nl, msg, err, "add %s redirect filter on `%s` in %s", kind, src_name,
-                       where);
+    return pp__nl_talk(nl, msg, err, "add %s redirect filter on `%s` in %s", kind, src_name, where);
 }
 
 int pp__tc_redirect_add(pp__nl_t *nl, int src, const char *src_name, int dst, int *classifier,
                         const char *where, pp_error_t *err)
 {
     int rc = ingress_qdisc(nl, src, true, src_name, where, err);
+    /* A qdisc that was there may hold our filter from an earlier setup. */
     if (rc == 0)
         rc = filter_del(nl, src, src_name, where, err);
     if (rc < 0)

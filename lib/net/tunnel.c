@@ -83,8 +83,7 @@ int pp_podns_inspect(const char *pod_netns, pp_podnet_t *out, pp_error_t *err)
     return rc;
 }
 
-int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *out,
-                    pp_error_t *err)
+int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *out, pp_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     char where[300];
@@ -92,8 +91,8 @@ int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *ou
     int fd = open_ns_or_self(host_netns, err);
     if (host_netns != NULL && fd < 0)
         return fd;
-    inspect_job_t j = {.ifname = ifname, .host_where = where, .pod_fd = -1, .node = out,
-                       .err = err};
+    inspect_job_t j = {
+        .ifname = ifname, .host_where = where, .pod_fd = -1, .node = out, .err = err};
     int rc = pp_netns_run_fd(fd, inspect_main, &j);
     if (fd >= 0)
         close(fd);
@@ -127,6 +126,7 @@ void pp_node_net_init(pp_node_net_t *n)
     pthread_cond_init(&n->cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&n->lock, NULL);
+    pthread_mutex_init(&n->nft_lock, NULL);
 }
 
 static bool reaping(const pp_node_net_t *n, bool all, uint32_t vni, const struct stat *ns)
@@ -168,8 +168,30 @@ void pp_node_net_fini(pp_node_net_t *n)
 {
     struct stat none = {0};
     reap_wait(n, true, 0, &none, 0);
+    pp__nft_close(n->nft);
+    n->nft = NULL;
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->nft_lock);
+}
+
+/* The context's nftables socket, opened on first use by a thread that is
+ * in the host namespace; returned with nft_lock held. */
+static int nft_get(pp_node_net_t *n, pp__nft_t **out, pp_error_t *err)
+{
+    pthread_mutex_lock(&n->nft_lock);
+    int rc = n->nft == NULL ? pp__nft_open(&n->nft, err) : 0;
+    if (rc < 0) {
+        pthread_mutex_unlock(&n->nft_lock);
+        return rc;
+    }
+    *out = n->nft;
+    return 0;
+}
+
+static void nft_put(pp_node_net_t *n)
+{
+    pthread_mutex_unlock(&n->nft_lock);
 }
 
 static void *reap_main(void *p)
@@ -236,16 +258,15 @@ static int reap_start(pp_node_net_t *n, int ifindex, uint32_t vni, const struct 
     return -rc;
 }
 
-int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t index,
-                    pp_podnet_t *out, pp_error_t *err)
+int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t index, pp_podnet_t *out,
+                    pp_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     if (n->vxlan_min_id > PP_VXLAN_ID_MAX || index > PP_VXLAN_ID_MAX - n->vxlan_min_id)
-        return pp_error_set(err, -ERANGE, "pod index %u is not from 0 to %u for vxlan min id %u",
-                            index,
-                            n->vxlan_min_id > PP_VXLAN_ID_MAX ? 0
-                                                              : PP_VXLAN_ID_MAX - n->vxlan_min_id,
-                            n->vxlan_min_id);
+        return pp_error_set(
+            err, -ERANGE, "pod index %u is not from 0 to %u for vxlan min id %u", index,
+            n->vxlan_min_id > PP_VXLAN_ID_MAX ? 0 : PP_VXLAN_ID_MAX - n->vxlan_min_id,
+            n->vxlan_min_id);
     if (n->vxlan_port == 0)
         return pp_error_set(err, -EINVAL, "vxlan port is 0");
     char host_where[300], pod_where[300];
@@ -261,8 +282,13 @@ int pp_node_inspect(const pp_node_net_t *n, const char *pod_netns, uint32_t inde
         return pod_fd;
     }
     pp_node_if_t node;
-    inspect_job_t j = {.ifname = n->host_ifname, .host_where = host_where, .pod_fd = pod_fd,
-                       .pod_where = pod_where, .node = &node, .pod = out, .err = err};
+    inspect_job_t j = {.ifname = n->host_ifname,
+                       .host_where = host_where,
+                       .pod_fd = pod_fd,
+                       .pod_where = pod_where,
+                       .node = &node,
+                       .pod = out,
+                       .err = err};
     int rc = pp_netns_run_fd(host_fd, inspect_main, &j);
     if (host_fd >= 0)
         close(host_fd);
@@ -322,8 +348,9 @@ static int node_setup_main(void *p)
     pp__nft_t *nft = NULL;
     bool nft_added = false;
     int rc = pp__nl_open(&host, j->err);
-    if (rc == 0)
-        rc = pp__nft_open(&nft, j->err);
+    /* Opened here, in the host namespace, if this is the first use. */
+    if (rc == 0 && (rc = nft_get(j->n, &nft, j->err)) == 0)
+        nft_put(j->n);
     if (rc < 0)
         goto out;
     rc = pp_netns_enter(j->pod_fd);
@@ -345,10 +372,19 @@ static int node_setup_main(void *p)
     if (cur.ifindex > 0 && !keep) {
         rc = pp__link_del(&pod, cur.ifindex, PP_POD_TUNNEL_IFNAME, j->where, j->err);
         /* The old device's rules go with it when they were for another VNI. */
-        if (rc == 0 && cur.is_vxlan && cur.vni != cfg->vxlan_id)
+        if (rc == 0 && cur.is_vxlan && cur.vni != cfg->vxlan_id) {
+            nft_get(j->n, &nft, NULL);
             rc = pp__nft_notrack_del(nft, cur.vni, j->err);
+            nft_put(j->n);
+        }
         if (rc < 0)
             goto out;
+    }
+    unsigned eth = if_nametoindex(cfg->interface);
+    if (eth == 0) {
+        rc = pp_error_set(j->err, -ENODEV, "interface `%s` does not exist in %s", cfg->interface,
+                          j->where);
+        goto out;
     }
     if (!keep) {
         pp__vxlan_spec_t spec = {
@@ -357,38 +393,49 @@ static int node_setup_main(void *p)
             .port = cfg->vxlan_port,
             .remote = j->remote,
             .target_ns_fd = j->pod_fd,
+            .down = true,
         };
         rc = pp__vxlan_create(&host, &spec, j->where, j->err);
         if (rc < 0)
             goto out;
+        cur.ifindex = (int)if_nametoindex(PP_POD_TUNNEL_IFNAME);
+        if (cur.ifindex == 0) {
+            rc = pp_error_set(j->err, -ENODEV, "interface `%s` does not exist in %s",
+                              PP_POD_TUNNEL_IFNAME, j->where);
+            goto undo;
+        }
     }
+    int vx = cur.ifindex;
+    /* Its qdisc and filter go on while vxlan1 is still down: a qdisc
+     * change on a running device waits for an RCU grace period. */
+    rc = pp__tc_redirect_add(&pod, vx, PP_POD_TUNNEL_IFNAME, (int)eth, &j->n->classifier, j->where,
+                             j->err);
+    /* vxlan1 is a wire between eth0 and the VM: no address of its own. */
+    if (rc == 0)
+        rc = pp__link_make_wire(&pod, vx, PP_POD_TUNNEL_IFNAME, j->where, j->err);
+    if (rc < 0)
+        goto undo;
     /* The rules go in after the device: a VNI already taken fails the
      * create above before another pod's rules of that VNI are touched. */
+    nft_get(j->n, &nft, NULL);
     rc = pp__nft_notrack_add(nft, j->remote, cfg->vxlan_port, cfg->vxlan_id, j->err);
+    nft_put(j->n);
     if (rc < 0)
         goto undo;
     nft_added = true;
-
-    unsigned vx = if_nametoindex(PP_POD_TUNNEL_IFNAME);
-    unsigned eth = if_nametoindex(cfg->interface);
-    if (vx == 0 || eth == 0) {
-        rc = pp_error_set(j->err, -ENODEV, "interface `%s` does not exist in %s",
-                          vx == 0 ? PP_POD_TUNNEL_IFNAME : cfg->interface, j->where);
-        goto undo;
-    }
-    rc = pp__tc_redirect_add(&pod, (int)eth, cfg->interface, (int)vx, &j->n->classifier, j->where,
+    /* Last, the pod's traffic starts to flow into the tunnel. */
+    rc = pp__tc_redirect_add(&pod, (int)eth, cfg->interface, vx, &j->n->classifier, j->where,
                              j->err);
-    if (rc == 0)
-        rc = pp__tc_redirect_add(&pod, (int)vx, PP_POD_TUNNEL_IFNAME, (int)eth,
-                                 &j->n->classifier, j->where, j->err);
     if (rc == 0)
         goto out;
 undo:
     node_undo_pod(&pod, NULL, NULL, cfg, j->where, NULL);
-    if (nft_added)
+    if (nft_added) {
+        nft_get(j->n, &nft, NULL);
         pp__nft_notrack_del(nft, cfg->vxlan_id, NULL);
+        nft_put(j->n);
+    }
 out:
-    pp__nft_close(nft);
     pp__nl_close(&pod);
     pp__nl_close(&host);
     return rc;
@@ -400,10 +447,11 @@ static int node_teardown_main(void *p)
     j->ran = 1;
     pp__nft_t *nft = NULL;
     pp__nl_t pod = {0};
-    int rc = pp__nft_open(&nft, j->err);
-    if (rc == 0)
+    int rc = nft_get(j->n, &nft, j->err);
+    if (rc == 0) {
         rc = pp__nft_notrack_del(nft, j->cfg->vxlan_id, j->err);
-    pp__nft_close(nft);
+        nft_put(j->n);
+    }
     if (rc < 0 || j->pod_fd < 0)
         return rc;
     rc = pp_netns_enter(j->pod_fd);
@@ -445,8 +493,8 @@ int pp_node_tunnel_setup(pp_node_net_t *n, const char *pod_netns, const pp_podne
             close(host_fd);
         return pod_fd;
     }
-    node_job_t j = {.n = n, .cfg = cfg, .remote = pod_vm_ip, .pod_fd = pod_fd, .where = where,
-                    .err = err};
+    node_job_t j = {
+        .n = n, .cfg = cfg, .remote = pod_vm_ip, .pod_fd = pod_fd, .where = where, .err = err};
     /* A device of this VNI or in this namespace may still be going away. */
     fstat(pod_fd, &j.pod_ns);
     rc = reap_wait(n, false, cfg->vxlan_id, &j.pod_ns, 10000);
@@ -589,6 +637,10 @@ static int vm_setup_main(void *p)
         if (rc < 0)
             goto undo;
         created = true;
+    } else {
+        rc = pp__link_set_up(&pod, cur.ifindex, cfg->interface, j->where, j->err);
+        if (rc < 0)
+            goto undo;
     }
     unsigned ifindex = if_nametoindex(cfg->interface);
     unsigned lo = if_nametoindex("lo");
@@ -661,7 +713,9 @@ int pp_vm_tunnel_setup(const char *host_netns, const char *pod_netns_name, const
     if (rc < 0)
         return rc;
     char path[256], where[300], host_where[300];
-    if (pp_netns_path(pod_netns_name, path, sizeof(path)) < 0)
+    bool is_path = pod_netns_name != NULL && pod_netns_name[0] == '/';
+    if (is_path ? snprintf(path, sizeof(path), "%s", pod_netns_name) >= (int)sizeof(path)
+                : pp_netns_path(pod_netns_name, path, sizeof(path)) < 0)
         return pp_error_set(err, -EINVAL, "`%s` is not a valid network namespace name",
                             pod_netns_name ? pod_netns_name : "");
     ns_where(where, sizeof(where), path);
@@ -670,7 +724,8 @@ int pp_vm_tunnel_setup(const char *host_netns, const char *pod_netns_name, const
     if (host_netns != NULL && host_fd < 0)
         return host_fd;
     bool made = false;
-    rc = pp_netns_create(pod_netns_name, true, &made, err);
+    /* A path names a namespace someone else made; a name is ours to make. */
+    rc = is_path ? 0 : pp_netns_create(pod_netns_name, true, &made, err);
     int pod_fd = rc < 0 ? rc : pp_netns_open(path, err);
     if (pod_fd < 0) {
         if (host_fd >= 0)
@@ -696,9 +751,13 @@ int pp_vm_tunnel_teardown(const char *host_netns, const char *pod_netns_name,
     if (rc < 0)
         return rc;
     char path[256], where[300], host_where[300];
-    if (pp_netns_path(pod_netns_name, path, sizeof(path)) < 0)
+    bool is_path = pod_netns_name != NULL && pod_netns_name[0] == '/';
+    if (is_path ? snprintf(path, sizeof(path), "%s", pod_netns_name) >= (int)sizeof(path)
+                : pp_netns_path(pod_netns_name, path, sizeof(path)) < 0)
         return pp_error_set(err, -EINVAL, "`%s` is not a valid network namespace name",
                             pod_netns_name ? pod_netns_name : "");
+    if (is_path)
+        delete_netns = false;
     ns_where(where, sizeof(where), path);
     ns_where(host_where, sizeof(host_where), host_netns);
     int host_fd = open_ns_or_self(host_netns, err);

@@ -1,0 +1,114 @@
+/* A pod's network: its index (VNI), the inspection of its namespace, and
+ * the node end of its VXLAN tunnel. The tunnel calls run on the threadpool:
+ * the library does its namespace work in threads of its own, and a
+ * teardown may wait for the kernel. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "caa.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err)
+{
+    caa_daemon_t *d = sb->d;
+    if (!d->net_ready)
+        return pp_error_set(err, -ENOTSUP, "pod networking is not available");
+    uint32_t index;
+    int r = pp_podindex_acquire(&d->index, sb->id, &index, err);
+    if (r < 0)
+        return pp_error_wrap(err, "pod index");
+    sb->pod_index = (int)index;
+    if (sb->podnet == NULL && (sb->podnet = calloc(1, sizeof(*sb->podnet))) == NULL) {
+        caa_podnet_release(sb);
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    }
+    r = pp_node_inspect(&d->net, sb->netns_path, index, sb->podnet, err);
+    if (r < 0) {
+        caa_podnet_release(sb);
+        free(sb->podnet);
+        sb->podnet = NULL;
+        return pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, r,
+                                   "pod network namespace `%s`: %s", sb->netns_path, err->message);
+    }
+    return 0;
+}
+
+void caa_podnet_release(caa_sandbox_t *sb)
+{
+    if (sb->pod_index < 0)
+        return;
+    pp_error_t err = {0};
+    if (pp_podindex_release(&sb->d->index, (uint32_t)sb->pod_index, sb->id, &err) < 0)
+        PP_WARN("caa", "sandbox `%s`: release pod index %d: %s", sb->id, sb->pod_index,
+                err.message);
+    sb->pod_index = -1;
+}
+
+typedef struct net_job_s {
+    uv_work_t work;
+    caa_sandbox_t *sb;
+    int up;
+    int status;
+    struct in_addr vm_ip;
+    pp_error_t err;
+    void (*cb)(caa_sandbox_t *, int, const pp_error_t *);
+} net_job_t;
+
+static void net_work(uv_work_t *w)
+{
+    net_job_t *j = container_of(w, net_job_t, work);
+    caa_sandbox_t *sb = j->sb;
+    /* Only this job touches the sandbox's network fields until it ends. */
+    if (j->up)
+        j->status =
+            pp_node_tunnel_setup(&sb->d->net, sb->netns_path, sb->podnet, j->vm_ip, &j->err);
+    else
+        j->status = pp_node_tunnel_teardown(&sb->d->net, sb->netns_path, sb->podnet, &j->err);
+}
+
+static void net_done(uv_work_t *w, int status)
+{
+    net_job_t *j = container_of(w, net_job_t, work);
+    caa_sandbox_t *sb = j->sb;
+    sb->net_busy = 0;
+    if (status < 0 && j->status == 0) {
+        j->status = status;
+        pp_error_set(&j->err, status, "%s", uv_strerror(status));
+    }
+    j->cb(sb, j->status, j->status < 0 ? &j->err : NULL);
+    free(j);
+}
+
+static int queue(caa_sandbox_t *sb, int up, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+{
+    net_job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    j->sb = sb;
+    j->up = up;
+    j->cb = cb;
+    if (up && inet_pton(AF_INET, sb->instance.ip, &j->vm_ip) != 1) {
+        free(j);
+        return -EINVAL;
+    }
+    int r = uv_queue_work(sb->d->loop, &j->work, net_work, net_done);
+    if (r < 0) {
+        free(j);
+        return r;
+    }
+    sb->net_busy = 1;
+    return 0;
+}
+
+int caa_podnet_up(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+{
+    return queue(sb, 1, cb);
+}
+
+int caa_podnet_down(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+{
+    return queue(sb, 0, cb);
+}
