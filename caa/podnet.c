@@ -30,8 +30,10 @@ int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err)
         caa_podnet_release(sb);
         free(sb->podnet);
         sb->podnet = NULL;
-        return pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, r,
-                                   "pod network namespace `%s`: %s", sb->netns_path, err->message);
+        /* The library's message names the namespace and what is wrong. */
+        if (err != NULL)
+            err->status = PP_GRPC_FAILED_PRECONDITION;
+        return r;
     }
     return 0;
 }

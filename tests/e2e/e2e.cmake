@@ -30,3 +30,18 @@ if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET proce
   set_tests_properties(e2e_recovery PROPERTIES TIMEOUT 600 LABELS e2e SKIP_RETURN_CODE 77
                        ENVIRONMENT "PP_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
 endif()
+
+if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET process-user-data)
+  add_executable(test_podnet ${CMAKE_CURRENT_LIST_DIR}/test_podnet.c
+                             ${CMAKE_CURRENT_LIST_DIR}/e2e_util.c
+                             ${CMAKE_SOURCE_DIR}/tests/common/sync_client.c)
+  target_include_directories(test_podnet PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
+  target_link_libraries(test_podnet PRIVATE peerpod PkgConfig::CMOCKA PkgConfig::JANSSON
+                        Threads::Threads)
+  set_target_properties(test_podnet PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_dependencies(test_podnet cloud-api-adaptor agent-protocol-forwarder process-user-data
+                   pp-test-agent)
+  add_test(NAME e2e_podnet COMMAND test_podnet)
+  set_tests_properties(e2e_podnet PROPERTIES TIMEOUT 300 LABELS e2e SKIP_RETURN_CODE 77
+                       ENVIRONMENT "PP_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+endif()

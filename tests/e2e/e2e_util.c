@@ -292,6 +292,19 @@ void caa_cleanup(caa_t *c)
 int create_vm(const caa_t *c, const char *id, const char *pod, const char *ns,
               const char *const *extra_kv, char *agent_sock, size_t size, char *msg, size_t msize)
 {
+    return create_vm_full(c, id, pod, ns, "", extra_kv, agent_sock, size, msg, msize);
+}
+
+int create_vm_netns(const caa_t *c, const char *id, const char *pod, const char *ns,
+                    const char *netns, char *agent_sock, size_t size, char *msg, size_t msize)
+{
+    return create_vm_full(c, id, pod, ns, netns, NULL, agent_sock, size, msg, msize);
+}
+
+int create_vm_full(const caa_t *c, const char *id, const char *pod, const char *ns,
+                   const char *netns, const char *const *extra_kv, char *agent_sock, size_t size,
+                   char *msg, size_t msize)
+{
     Hypervisor__CreateVMRequest req = HYPERVISOR__CREATE_VMREQUEST__INIT;
     Hypervisor__CreateVMRequest__AnnotationsEntry e[16];
     Hypervisor__CreateVMRequest__AnnotationsEntry *ep[16];
@@ -317,7 +330,7 @@ int create_vm(const caa_t *c, const char *id, const char *pod, const char *ns,
         ep[n] = &e[n];
     }
     req.id = (char *)id;
-    req.networknamespacepath = "";
+    req.networknamespacepath = (char *)netns;
     req.n_annotations = n;
     req.annotations = ep;
     uint8_t buf[4096];

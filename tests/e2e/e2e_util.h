@@ -44,6 +44,11 @@ void caa_cleanup(caa_t *c);
 
 int create_vm(const caa_t *c, const char *id, const char *pod, const char *ns,
               const char *const *extra_kv, char *agent_sock, size_t size, char *msg, size_t msize);
+int create_vm_netns(const caa_t *c, const char *id, const char *pod, const char *ns,
+                    const char *netns, char *agent_sock, size_t size, char *msg, size_t msize);
+int create_vm_full(const caa_t *c, const char *id, const char *pod, const char *ns,
+                   const char *netns, const char *const *extra_kv, char *agent_sock, size_t size,
+                   char *msg, size_t msize);
 int id_call(const caa_t *c, const char *method, const char *id, uint64_t timeout_ms, char *msg,
             size_t msize);
 int health(const char *agent_sock);
