@@ -156,10 +156,8 @@ static void test_node_inspect_ranges(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_run_on_own_thread),
-        cmocka_unit_test(test_named_namespaces),
-        cmocka_unit_test(test_bad_paths_and_names),
-        cmocka_unit_test(test_nlerr_table),
+        cmocka_unit_test(test_run_on_own_thread),   cmocka_unit_test(test_named_namespaces),
+        cmocka_unit_test(test_bad_paths_and_names), cmocka_unit_test(test_nlerr_table),
         cmocka_unit_test(test_node_inspect_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,12 +17,13 @@
 #include "net/net.h"
 
 /* What upstream's Go encoder writes for this pod (keys in struct order, a
- * gateway-less route without `gw`/`protocol`, universe scope left out). */
+ * gateway-less route with "gw":"", universe scope left out). */
 static const char golden[] =
     "{\"podip\":\"10.244.1.5/24\",\"pod-hw-addr\":\"0a:58:0a:f4:01:05\",\"interface\":\"eth0\","
     "\"worker-node-ip\":\"198.18.0.1/16\",\"tunnel-type\":\"vxlan\",\"routes\":["
     "{\"dst\":\"0.0.0.0/0\",\"gw\":\"10.244.1.1\",\"dev\":\"eth0\",\"protocol\":\"boot\"},"
-    "{\"dst\":\"169.254.1.1/32\",\"dev\":\"eth0\",\"protocol\":\"static\",\"scope\":\"link\"}],"
+    "{\"dst\":\"169.254.1.1/32\",\"gw\":\"\",\"dev\":\"eth0\",\"protocol\":\"static\","
+    "\"scope\":\"link\"}],"
     "\"neighbors\":[{\"ip\":\"169.254.1.1\",\"hw-addr\":\"ee:ee:ee:ee:ee:ee\",\"dev\":\"eth0\","
     "\"state\":\"permanent\"}],\"mtu\":1450,\"index\":3,\"vxlan-port\":4789,\"vxlan-id\":555003,"
     "\"dedicated\":false,\"external-net-via-pod-vm\":true}";
@@ -238,11 +239,24 @@ static void test_encode_errors(void **state)
     c.vxlan_port = 0;
     assert_int_equal(pp_podnet_encode(&c, &text, &err), -EINVAL);
     assert_null(text);
-    /* vxlan-id 0 is left out, as upstream's omitempty does. */
+    /* vxlan-id 0 is left out, as upstream's omitempty does; empty lists
+     * are Go's nil slices; a neighbour state of none is left out. */
     sample(&c);
     c.vxlan_id = 0;
+    c.n_routes = 0;
+    c.neighbors[0].state = NUD_NONE;
     assert_int_equal(pp_podnet_encode(&c, &text, &err), 0);
     assert_null(strstr(text, "vxlan-id"));
+    assert_non_null(strstr(text, "\"routes\":null,"));
+    assert_null(strstr(text, "state"));
+    free(text);
+    c.n_neighbors = 0;
+    assert_int_equal(pp_podnet_encode(&c, &text, &err), 0);
+    assert_non_null(strstr(text, "\"neighbors\":null,"));
+    pp_podnet_t d;
+    assert_int_equal(pp_podnet_decode(text, strlen(text), &d, &err), 0);
+    assert_int_equal(d.n_routes, 0);
+    assert_int_equal(d.n_neighbors, 0);
     free(text);
 }
 

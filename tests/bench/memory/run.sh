@@ -183,7 +183,7 @@ for i in $(seq "$count"); do
         for p in "${pids[@]}"; do
             if ! wait "$p"; then
                 tail -n 20 "$work/shim.log" >&2
-                tail -n 60 "$work/caa.log" >&2
+                cat "$work/caa.log" >&2
                 die "CreateVM/StartVM failed in the batch ending at sandbox $n"
             fi
         done

@@ -182,8 +182,7 @@ static int sink_finish(int s, uint64_t sent, uint64_t h, int check)
         return -1;
     }
     unsigned long long count = 0, hash = 0;
-    if (sscanf(line, "%llu %llx", &count, &hash) != 2 || count != sent ||
-        (check && hash != h)) {
+    if (sscanf(line, "%llu %llx", &count, &hash) != 2 || count != sent || (check && hash != h)) {
         fprintf(stderr, "pp-net-probe: sent %llu bytes hash %016llx, server got `%s`\n",
                 (unsigned long long)sent, (unsigned long long)h, line);
         return -1;

@@ -7,6 +7,8 @@
  *   node-teardown --pod-netns P [--host-netns H] --config F
  *   vm-setup     [--host-netns H] --pod-ns-name N --config F
  *   vm-teardown  [--host-netns H] --pod-ns-name N --config F [--delete-netns]
+ *   node-many    setup|teardown [--host-netns H] --threads N POD_NETNS,REMOTE,CONFIG...
+ *                many pods at once from N threads sharing one node context
  *   index-acquire --index-dir D --owner O [--limit N]          prints the index
  *   index-release --index-dir D --index N [--owner O]
  *   netns-add N | netns-del N
@@ -15,6 +17,7 @@
  * exit status 1. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,11 +125,15 @@ static int read_config(const char *path, pp_podnet_t *cfg, pp_error_t *err)
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (f == NULL)
         return pp_error_set(err, -errno, "open `%s`: %s", path, strerror(errno));
-    static char text[1 << 20];
-    size_t n = fread(text, 1, sizeof(text), f);
+    enum { MAX = 1 << 20 };
+    char *text = malloc(MAX);
+    size_t n = text ? fread(text, 1, MAX, f) : 0;
     if (f != stdin)
         fclose(f);
-    return pp_podnet_decode(text, n, cfg, err);
+    int rc =
+        text ? pp_podnet_decode(text, n, cfg, err) : pp_error_set(err, -ENOMEM, "out of memory");
+    free(text);
+    return rc;
 }
 
 static int cmd_inspect(const opts_t *o)
@@ -247,6 +254,75 @@ static int cmd_index(const char *cmd, const opts_t *o)
     return rc < 0 ? fail(&err, rc) : 0;
 }
 
+/* node-many: pods handed out to threads from a shared counter. */
+typedef struct many_s {
+    pp_node_net_t n;
+    bool setup;
+    char **specs;
+    int count;
+    int next; /* atomic */
+    int failed;
+} many_t;
+
+static void *many_main(void *p)
+{
+    many_t *m = p;
+    static __thread pp_podnet_t cfg;
+    for (;;) {
+        int i = __atomic_fetch_add(&m->next, 1, __ATOMIC_RELAXED);
+        if (i >= m->count)
+            return NULL;
+        char spec[1024];
+        snprintf(spec, sizeof(spec), "%s", m->specs[i]);
+        char *remote = strchr(spec, ',');
+        char *config = remote ? strchr(remote + 1, ',') : NULL;
+        pp_error_t err = {0};
+        int rc = -EINVAL;
+        struct in_addr ip;
+        if (config != NULL) {
+            *remote++ = '\0';
+            *config++ = '\0';
+            rc = inet_pton(AF_INET, remote, &ip) == 1 ? read_config(config, &cfg, &err) : -EINVAL;
+        }
+        if (rc == 0)
+            rc = m->setup ? pp_node_tunnel_setup(&m->n, spec, &cfg, ip, &err)
+                          : pp_node_tunnel_teardown(&m->n, spec, &cfg, &err);
+        if (rc < 0) {
+            fprintf(stderr, "pp-net-tool: `%s`: %s\n", m->specs[i],
+                    err.message[0] ? err.message : strerror(-rc));
+            __atomic_store_n(&m->failed, 1, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+static int cmd_many(int argc, char **argv)
+{
+    /* node-many setup|teardown [--host-netns H] --threads N SPEC... */
+    if (argc < 5)
+        return usage();
+    static many_t m;
+    pp_node_net_init(&m.n);
+    m.setup = strcmp(argv[2], "setup") == 0;
+    long threads = 4;
+    int i = 3;
+    for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        if (strcmp(argv[i], "--host-netns") == 0)
+            m.n.host_netns = argv[i + 1];
+        else if (strcmp(argv[i], "--threads") != 0 || parse_long(argv[i + 1], &threads) < 0 ||
+                 threads < 1 || threads > 64)
+            return usage();
+    }
+    m.specs = argv + i;
+    m.count = argc - i;
+    pthread_t t[64];
+    for (long k = 0; k < threads; k++)
+        pthread_create(&t[k], NULL, many_main, &m);
+    for (long k = 0; k < threads; k++)
+        pthread_join(t[k], NULL);
+    pp_node_net_fini(&m.n);
+    return m.failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -260,6 +336,8 @@ int main(int argc, char **argv)
                                : pp_netns_delete(argv[2], &err);
         return rc < 0 ? fail(&err, rc) : 0;
     }
+    if (strcmp(cmd, "node-many") == 0)
+        return cmd_many(argc, argv);
     opts_t o;
     if (parse_opts(argc, argv, &o) < 0)
         return 2;

@@ -12,8 +12,9 @@
 #    pod, TCP transfers both ways, DF ping at the MTU and one byte over,
 #    the tunnel's UDP untracked by conntrack, setup idempotent, a VNI change
 #    recreates the device;
-# 3. PP_NET_TEST_PODS pods (50) at once: distinct indexes and VNIs, each pod
-#    answers from its own VM;
+# 3. PP_NET_TEST_PODS pods (50) at once, set up concurrently (parallel
+#    processes, and threads sharing one context): distinct indexes and VNIs,
+#    each pod answers from its own VM;
 # 4. teardown: no vxlan, qdisc, filter, nft rule or VM pod namespace left,
 #    foreign nftables tables untouched; teardown again succeeds.
 #
@@ -58,6 +59,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Output is checked with `grep -q PAT <<<"$(cmd)"`, never `cmd | grep -q`:
+# with pipefail, grep exiting at the first match can fail the pipeline.
 failures=0
 pass() { echo "ok   $*"; }
 fail() {
@@ -93,6 +96,12 @@ expect_fail() {
 json() { # FILE EXPR: prints a field of a JSON file
     python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print($2)" "$1"
 }
+link_json() { # NS DEV EXPR: a field of `ip -d -j link show` (l = the link)
+    ip -n "$1" -d -j link show "$2" |
+        python3 -c "import json,sys; l=json.load(sys.stdin)[0]; print($3)"
+}
+mac_of() { link_json "$1" "$2" 'l["address"]'; }
+vni_of() { link_json "$1" "$2" 'l["linkinfo"]["info_data"]["id"]'; }
 nsx() { ip netns exec "$@"; }
 
 # ---- topology ----------------------------------------------------------------
@@ -140,7 +149,7 @@ for i in $(seq 1 "$pods"); do
     add_pod "$i" || die "make pod namespace $i"
 done
 # Pod 1 also has a static route and a permanent neighbour to carry over.
-cni_mac=$($N -j link show cni0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+cni_mac=$(mac_of "$NODE" cni0)
 ip -n "$P-pod1" route add 10.96.0.0/12 via 10.244.1.1 dev eth0 proto static
 ip -n "$P-pod1" neigh add 10.244.1.1 lladdr "$cni_mac" dev eth0 nud permanent
 pass "topology: node, $pods pods, $pods VMs"
@@ -174,7 +183,7 @@ nothing_left() { # what pod-ns...
     nsx "$NODE" nft list table inet peerpod >/dev/null 2>&1 && left+=" nft-table"
     for ns in "$@"; do
         [ -n "$(ip -n "$ns" link show type vxlan)" ] && left+=" vxlan-in-$ns"
-        tc -n "$ns" qdisc show dev eth0 | grep -q ingress && left+=" qdisc-in-$ns"
+        grep -q ingress <<<"$(tc -n "$ns" qdisc show dev eth0)" && left+=" qdisc-in-$ns"
         [ -n "$(tc -n "$ns" filter show dev eth0 ingress)" ] && left+=" filter-in-$ns"
     done
     [ -n "$(ls -A "$idx" 2>/dev/null)" ] && left+=" index-files($(ls "$idx" | tr '\n' ' '))"
@@ -211,12 +220,17 @@ expect_fail "bad pod netns: two IPv4 addresses" "has 2 IPv4 addresses, expected 
 expect_fail "bad pod netns: no IPv4 address" "has no IPv4 address" bad "$P-noip"
 expect_fail "bad pod netns: not a namespace" "is not a network namespace" \
     "$tool" inspect --pod-netns /etc/hostname --index 0
+config() { # MTU
+    echo '{"podip":"10.244.1.11/24","pod-hw-addr":"02:00:00:00:00:01","interface":"eth0",' \
+        '"worker-node-ip":"198.18.0.1/16","tunnel-type":"vxlan","mtu":'"$1"',"index":0,' \
+        '"vxlan-port":4789,"vxlan-id":555000}'
+}
 expect_fail "node setup into a missing pod netns" "does not exist" \
     "$tool" node-setup --pod-netns "/run/netns/$P-missing" --host-netns "/run/netns/$NODE" \
-    --remote 198.18.0.11 --config <(echo '{"podip":"10.244.1.11/24","pod-hw-addr":"02:00:00:00:00:01","interface":"eth0","worker-node-ip":"198.18.0.1/16","tunnel-type":"vxlan","mtu":1450,"index":0,"vxlan-port":4789,"vxlan-id":555000}')
+    --remote 198.18.0.11 --config <(config 1450)
 expect_fail "vm setup from a bad config" "pod-network: \`mtu\`: 0 is not from 68 to 65535" \
     "$tool" vm-setup --host-netns "/run/netns/$P-vm1" --pod-ns-name "$P-vmpod1" \
-    --config <(echo '{"podip":"10.244.1.11/24","pod-hw-addr":"02:00:00:00:00:01","interface":"eth0","worker-node-ip":"198.18.0.1/16","tunnel-type":"vxlan","mtu":0,"index":0,"vxlan-port":4789}')
+    --config <(config 0)
 [ -e "/run/netns/$P-vmpod1" ] && fail "bad config left the VM pod namespace" ||
     pass "bad config made no VM pod namespace"
 nothing_left "after bad pod namespaces" "$P-noroute" "$P-two" "$P-noip"
@@ -226,7 +240,7 @@ nothing_left "after bad pod namespaces" "$P-noroute" "$P-two" "$P-noip"
 inspect 1 || die "inspect pod 1"
 cfg=$work/pod1.json
 echo "     pod-network: $(cat "$cfg")"
-mac1=$(ip -n "$P-pod1" -j link show eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+mac1=$(mac_of "$P-pod1" eth0)
 [ "$(json "$cfg" 'c["podip"], c["interface"], c["worker-node-ip"], c["mtu"], c["tunnel-type"]')" = \
     "10.244.1.11/24 eth0 198.18.0.1/16 1450 vxlan" ] && pass "pod-network: addresses, interface, mtu" ||
     fail "pod-network fields: $(cat "$cfg")"
@@ -234,10 +248,15 @@ mac1=$(ip -n "$P-pod1" -j link show eth0 | python3 -c 'import json,sys; print(js
     fail "pod-network MAC is not $mac1"
 [ "$(json "$cfg" 'c["index"], c["vxlan-id"] - c["index"], c["vxlan-port"]')" = "0 555000 4789" ] &&
     pass "pod-network: index 0, vni 555000, port 4789" || fail "pod-network index/vni: $(cat "$cfg")"
-json "$cfg" '[r for r in c["routes"] if r["dst"]=="0.0.0.0/0" and r["gw"]=="10.244.1.1" and r["protocol"]=="boot"] and [r for r in c["routes"] if r["dst"]=="10.96.0.0/12" and r["protocol"]=="static"] or sys.exit(1)' >/dev/null &&
-    pass "pod-network: default and static routes" || fail "pod-network routes: $(json "$cfg" 'c["routes"]')"
-json "$cfg" '[n for n in c["neighbors"] if n["ip"]=="10.244.1.1" and n["state"]=="permanent"] or sys.exit(1)' >/dev/null &&
-    pass "pod-network: permanent neighbour" || fail "pod-network neighbours: $(json "$cfg" 'c["neighbors"]')"
+routes=$(json "$cfg" 'json.dumps(c["routes"], separators=(",", ":"))')
+grep -qF '{"dst":"0.0.0.0/0","gw":"10.244.1.1","dev":"eth0","protocol":"boot"}' <<<"$routes" &&
+    grep -qF '{"dst":"10.96.0.0/12","gw":"10.244.1.1","dev":"eth0","protocol":"static"}' \
+        <<<"$routes" && pass "pod-network: default and static routes" ||
+    fail "pod-network routes: $routes"
+neighbors=$(json "$cfg" 'json.dumps(c["neighbors"], separators=(",", ":"))')
+grep -qF "{\"ip\":\"10.244.1.1\",\"hw-addr\":\"$cni_mac\",\"dev\":\"eth0\",\"state\":\"permanent\"}" \
+    <<<"$neighbors" && pass "pod-network: permanent neighbour" ||
+    fail "pod-network neighbours: $neighbors"
 
 expect "node setup pod 1" node_setup 1
 expect "vm setup pod 1" vm_setup 1
@@ -253,12 +272,13 @@ ok = (l["address"] == sys.argv[1] and l["mtu"] == 1450 and l["linkinfo"]["info_k
 sys.exit(0 if ok else 1)' "$mac1" "$vm_link" &&
     pass "VM side: eth0 vxlan, pod MAC, mtu 1450, vni 555000, nolearning" ||
     fail "VM side link: $vm_link"
-ip -n "$VP1" route show | grep -q "^default via 10.244.1.1 dev eth0" &&
-    ip -n "$VP1" route show | grep -q "^10.96.0.0/12 via 10.244.1.1 dev eth0 proto static" &&
+grep -q "^default via 10.244.1.1 dev eth0" <<<"$(ip -n "$VP1" route show)" &&
+    grep -q "^10.96.0.0/12 via 10.244.1.1 dev eth0 proto static" <<<"$(ip -n "$VP1" route show)" &&
     pass "VM side: routes" || fail "VM side routes: $(ip -n "$VP1" route show | tr '\n' ';')"
-ip -n "$VP1" neigh show 10.244.1.1 | grep -q "lladdr $cni_mac PERMANENT" &&
+grep -q "lladdr $cni_mac PERMANENT" <<<"$(ip -n "$VP1" neigh show 10.244.1.1)" &&
     pass "VM side: permanent neighbour" || fail "VM side neighbour: $(ip -n "$VP1" neigh show)"
-ip -n "$P-pod1" -d link show vxlan1 | grep -q "vxlan id 555000 remote 198.18.0.11 .*dstport 4789 nolearning" &&
+vx1=$(ip -n "$P-pod1" -d link show vxlan1)
+grep -q "vxlan id 555000 remote 198.18.0.11 .*dstport 4789 nolearning" <<<"$vx1" &&
     pass "node side: vxlan1 vni 555000 remote 198.18.0.11 nolearning" ||
     fail "node side vxlan1: $(ip -n "$P-pod1" -d link show vxlan1)"
 
@@ -304,21 +324,69 @@ expect "ping after setting up twice" nsx "$NODE" ping -c 2 -i 0.2 -W 2 10.244.1.
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["vxlan-id"]+=1000; json.dump(c,open(sys.argv[2],"w"))' \
     "$cfg" "$work/pod1-vni.json"
 expect "node setup with another vni" node_setup 1 "$work/pod1-vni.json"
-ip -n "$P-pod1" -d link show vxlan1 | grep -q "vxlan id 556000 " &&
+grep -q "vxlan id 556000 " <<<"$(ip -n "$P-pod1" -d link show vxlan1)" &&
     pass "vxlan1 recreated with vni 556000" || fail "vxlan1: $(ip -n "$P-pod1" -d link show vxlan1)"
 expect "node setup back to vni 555000" node_setup 1
 expect "ping after the vni round trip" nsx "$NODE" ping -c 2 -i 0.2 -W 2 10.244.1.11
 
+# A Calico-like pod: a /32 address, an on-link route to a link-local
+# gateway, the default route through it, a permanent neighbour for it, MTU
+# 1500. The VM side must add the gateway-less route first, and cap the MTU.
+ip netns add "$P-calico"
+ip -n "$P-calico" link add eth0 mtu 1500 type veth peer name peer0
+ip -n "$P-calico" link set lo up
+ip -n "$P-calico" link set eth0 up
+ip -n "$P-calico" addr add 10.244.7.9/32 dev eth0
+ip -n "$P-calico" route add 169.254.1.1 dev eth0 scope link
+ip -n "$P-calico" route add default via 169.254.1.1 dev eth0
+ip -n "$P-calico" neigh add 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent
+ip netns add "$P-vmc"
+"$tool" inspect --pod-netns "/run/netns/$P-calico" --host-netns "/run/netns/$NODE" --index 4000 \
+    >"$work/calico.json" || die "inspect the calico-like pod"
+echo "     pod-network: $(cat "$work/calico.json")"
+expect "vm setup of the calico-like pod" "$tool" vm-setup --host-netns "/run/netns/$P-vmc" \
+    --pod-ns-name "$P-vmcpod" --config "$work/calico.json"
+routes=$(ip -n "$P-vmcpod" route show | tr '\n' ';')
+[[ "$routes" == *"default via 169.254.1.1 dev eth0"* && "$routes" == *"169.254.1.1 dev eth0 scope link"* ]] &&
+    pass "calico-like VM side: on-link gateway route and default route" ||
+    fail "calico-like VM side routes: $routes"
+grep -q "inet 10.244.7.9/32" <<<"$(ip -n "$P-vmcpod" addr show eth0)" &&
+    pass "calico-like VM side: /32 address" ||
+    fail "calico-like VM side address: $(ip -n "$P-vmcpod" addr show eth0)"
+grep -q "mtu 1450 " <<<"$(ip -n "$P-vmcpod" link show eth0)" && pass "VM side MTU min(1500, 1450)" ||
+    fail "VM side MTU: $(ip -n "$P-vmcpod" link show eth0)"
+vmc_neigh=$(ip -n "$P-vmcpod" neigh show)
+grep -q "169.254.1.1 dev eth0 lladdr ee:ee:ee:ee:ee:ee PERMANENT" <<<"$vmc_neigh" &&
+    pass "calico-like VM side: permanent neighbour" || fail "neighbours: $(ip -n "$P-vmcpod" neigh show)"
+expect "vm teardown of the calico-like pod" "$tool" vm-teardown --host-netns "/run/netns/$P-vmc" \
+    --pod-ns-name "$P-vmcpod" --config "$work/calico.json" --delete-netns
+[ -e "/run/netns/$P-vmcpod" ] && fail "VM pod namespace left" || pass "VM pod namespace deleted"
+
 # ---- 3. many pods ------------------------------------------------------------------
 
+# Inspections in parallel processes (the index files arbitrate), node
+# setups from 8 threads sharing one context, VM setups in parallel.
 t0=$(date +%s%N)
+pids=()
 for i in $(seq 2 "$pods"); do
-    inspect "$i" || die "inspect pod $i"
-    node_setup "$i" || die "node setup pod $i"
-    vm_setup "$i" || die "vm setup pod $i"
+    inspect "$i" &
+    pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid" || die "inspect in parallel"; done
+specs=()
+for i in $(seq 2 "$pods"); do
+    specs+=("/run/netns/$P-pod$i,198.18.0.$((10 + i)),$work/pod$i.json")
+done
+"$tool" node-many setup --host-netns "/run/netns/$NODE" --threads 8 "${specs[@]}" ||
+    die "node setup of pods 2..$pods from 8 threads"
+pids=()
+for i in $(seq 2 "$pods"); do
+    vm_setup "$i" &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || die "vm setup in parallel"; done
 t1=$(date +%s%N)
-pass "$((pods - 1)) more pods set up ($(((t1 - t0) / 1000000)) ms through the tool, fork/exec included)"
+pass "$((pods - 1)) more pods set up concurrently ($(((t1 - t0) / 1000000)) ms, tool fork/exec included)"
 
 for i in $(seq 2 "$pods"); do
     ip netns exec "$P-vmpod$i" "$probe" serve 5001 "vm-$i" "$work/ready-vm$i" \
@@ -335,8 +403,8 @@ declare -A seen_index seen_vni
 dup=0
 for i in $(seq 1 "$pods"); do
     read -r index vni <<<"$(json "$work/pod$i.json" 'c["index"], c["vxlan-id"]')"
-    node_vni=$(ip -n "$P-pod$i" -d -j link show vxlan1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["linkinfo"]["info_data"]["id"])')
-    vm_vni=$(ip -n "$P-vmpod$i" -d -j link show eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["linkinfo"]["info_data"]["id"])')
+    node_vni=$(vni_of "$P-pod$i" vxlan1)
+    vm_vni=$(vni_of "$P-vmpod$i" eth0)
     if [ -n "${seen_index[$index]:-}" ] || [ -n "${seen_vni[$vni]:-}" ] ||
         [ "$node_vni" != "$vni" ] || [ "$vm_vni" != "$vni" ] || [ "$vni" != $((555000 + index)) ]; then
         fail "pod $i: index $index vni $vni node $node_vni vm $vm_vni"
@@ -376,13 +444,23 @@ for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null; done
 for pid in "${servers[@]}"; do wait "$pid" 2>/dev/null; done
 servers=()
 tfail=0
+specs=()
 for i in $(seq 1 "$pods"); do
-    node_teardown "$i" || tfail=1
-    vm_teardown "$i" || tfail=1
+    specs+=("/run/netns/$P-pod$i,198.18.0.$((10 + i)),$work/pod$i.json")
+done
+"$tool" node-many teardown --host-netns "/run/netns/$NODE" --threads 8 "${specs[@]}" || tfail=1
+pids=()
+for i in $(seq 1 "$pods"); do
+    vm_teardown "$i" &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || tfail=1; done
+for i in $(seq 1 "$pods"); do
     index=$(json "$work/pod$i.json" 'c["index"]')
     "$tool" index-release --index-dir "$idx" --index "$index" --owner "pod-$i" || tfail=1
 done
-[ "$tfail" = 0 ] && pass "teardown of $pods pods" || fail "teardown reported errors"
+[ "$tfail" = 0 ] && pass "teardown of $pods pods (8 threads node side, parallel VM side)" ||
+    fail "teardown reported errors"
 
 pod_list=()
 for i in $(seq 1 "$pods"); do pod_list+=("$P-pod$i"); done
@@ -397,8 +475,8 @@ done
     fail "VM side left:$left_vm"
 nsx "$NODE" nft list table inet pptest >/dev/null 2>&1 && pass "foreign nft table untouched" ||
     fail "foreign nft table inet pptest is gone"
-[ "$(ip -n "$P-pod1" -j link show eth0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')" = "$mac1" ] &&
-    ip -n "$P-pod1" addr show eth0 | grep -q "10.244.1.11/24" &&
+[ "$(mac_of "$P-pod1" eth0)" = "$mac1" ] &&
+    grep -q "10.244.1.11/24" <<<"$(ip -n "$P-pod1" addr show eth0)" &&
     pass "pod 1 keeps its eth0 address and MAC" || fail "pod 1 eth0 changed"
 expect "ping the node-side pod again (plain CNI pod)" nsx "$NODE" ping -c 2 -i 0.2 -W 2 10.244.1.11
 expect "node teardown again (idempotent)" node_teardown 1

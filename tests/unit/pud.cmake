@@ -1,0 +1,8 @@
+# process-user-data: pud_core comes from forwarder/pud/pud.cmake.
+if(TARGET pud_core)
+  foreach(t iso9660 imds tee source)
+    if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/test_pud_${t}.c)
+      pp_unit_test(test_pud_${t} ${CMAKE_CURRENT_LIST_DIR}/test_pud_${t}.c LIBS pud_core)
+    endif()
+  endforeach()
+endif()
