@@ -367,6 +367,7 @@ static void tunnel_down_cb(caa_sandbox_t *sb, int status, const pp_error_t *err)
     /* The library removes what it can and reports the rest; a pod
      * namespace that is gone took the tunnel with it. */
     sb->tunnel_up = 0;
+    failpoint(sb->d, "stop:tunnel-down");
     save(sb);
     teardown(sb);
 }
@@ -530,6 +531,7 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
         /* Recorded before it exists, so a crash from here on removes it. */
         sb->tunnel_up = 1;
         save(sb);
+        failpoint(sb->d, "start:tunnel-recorded");
         int r = caa_podnet_up(sb, tunnel_up_cb);
         if (r < 0) {
             pp_error_set(&e, r, "tunnel to `%s`: %s", inst->ip, uv_strerror(r));
@@ -572,6 +574,7 @@ static void tunnel_up_cb(caa_sandbox_t *sb, int status, const pp_error_t *err)
     }
     PP_INFO("caa", "sandbox `%s`: tunnel up, vxlan %u to %s", sb->id, sb->podnet->vxlan_id,
             sb->instance.ip);
+    failpoint(sb->d, "start:tunnel-up");
     start_proxy(sb);
 }
 

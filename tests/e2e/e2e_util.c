@@ -384,3 +384,38 @@ int health(const char *agent_sock)
     pp_sync_result_free(&r);
     return code;
 }
+
+int e2e_sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
+}
+
+void e2e_node_uplink(void)
+{
+    assert_int_equal(e2e_sh("ip link add uplink type veth peer name uplink-peer && "
+                            "ip addr add 198.19.0.1/24 dev uplink && ip link set uplink up && "
+                            "ip route add default via 198.19.0.254 dev uplink"),
+                     0);
+}
+
+void e2e_cni_pod(const char *name, const char *node_if, const char *ip, const char *gw)
+{
+    assert_int_equal(e2e_sh("ip netns add %s && ip link add %s type veth peer name eth0 netns %s "
+                            "&& ip addr add %s/24 dev %s && ip link set %s up && "
+                            "ip -n %s addr add %s/24 dev eth0 && ip -n %s link set eth0 up && "
+                            "ip -n %s link set lo up && ip -n %s route add default via %s",
+                            name, node_if, name, gw, node_if, node_if, name, ip, name, name, name,
+                            gw),
+                     0);
+}
+
+void e2e_cni_pod_del(const char *name, const char *node_if)
+{
+    e2e_sh("ip netns del %s 2>/dev/null; ip link del %s 2>/dev/null", name, node_if);
+}

@@ -53,4 +53,15 @@ int id_call(const caa_t *c, const char *method, const char *id, uint64_t timeout
             size_t msize);
 int health(const char *agent_sock);
 
+/* Runs a shell command; its exit status. */
+int e2e_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Gives this (node) namespace an uplink with 198.19.0.1/24 and a default
+ * route, as a worker node has. */
+void e2e_node_uplink(void);
+/* Makes a pod namespace /run/netns/<name> like a CNI plugin: a veth from
+ * the node (`node_if`, holding `gw`/24) to the pod's eth0 holding
+ * `ip`/24, default route via `gw`. */
+void e2e_cni_pod(const char *name, const char *node_if, const char *ip, const char *gw);
+void e2e_cni_pod_del(const char *name, const char *node_if);
+
 #endif

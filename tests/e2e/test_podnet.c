@@ -21,17 +21,7 @@
 static char podns[40]; /* the CNI-made pod namespace, under /run/netns */
 static char podpath[128];
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
-}
+#define sh e2e_sh
 
 static void make_id(char *id, const char *tag)
 {
@@ -47,14 +37,8 @@ static int group_setup(void **state)
     (void)state;
     snprintf(podns, sizeof(podns), "pp-e2e-pod-%d", (int)getpid());
     snprintf(podpath, sizeof(podpath), "/run/netns/%s", podns);
-    int r = sh("ip link add uplink type veth peer name uplink-peer && ip addr add 198.19.0.1/24 dev uplink && "
-               "ip link set uplink up && ip route add default via 198.19.0.254 dev uplink && "
-               "ip netns add %s && ip link add cnipod type veth peer name eth0 netns %s && "
-               "ip addr add 10.244.1.1/24 dev cnipod && ip link set cnipod up && "
-               "ip -n %s addr add 10.244.1.5/24 dev eth0 && ip -n %s link set eth0 up && "
-               "ip -n %s link set lo up && ip -n %s route add default via 10.244.1.1",
-               podns, podns, podns, podns, podns, podns);
-    assert_int_equal(r, 0);
+    e2e_node_uplink();
+    e2e_cni_pod(podns, "cnipod", "10.244.1.5", "10.244.1.1");
     return 0;
 }
 

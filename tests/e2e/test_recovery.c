@@ -101,15 +101,30 @@ static void settle(const caa_t *c)
     }
 }
 
-static void test_kill_at_every_step(void **state)
+/* Network leftovers in this (node) namespace and the pod namespace: the
+ * tunnel device, ingress qdiscs, our nftables table, held indexes. */
+static void check_no_network_leftovers(const char *podns, const caa_t *c)
 {
-    (void)state;
+    assert_int_not_equal(e2e_sh("ip -n %s link show vxlan1 >/dev/null 2>&1", podns), 0);
+    assert_int_equal(
+        e2e_sh("tc -n %s qdisc show dev eth0 | grep -c ingress | grep -q '^0$'", podns), 0);
+    assert_int_not_equal(e2e_sh("nft list table inet peerpod >/dev/null 2>&1"), 0);
+    char ixdir[300];
+    snprintf(ixdir, sizeof(ixdir), "%s/.indexes", c->pods);
+    assert_int_equal(count_entries(ixdir), 0);
+}
+
+static void kill_at_every_step(const char *netns)
+{
     static const char *const points[] = {
-        "create:recorded",         "start:recorded",        "start:instance-created",
-        "start:instance-recorded", "start:proxy-ready",     "start:running-recorded",
-        "stop:recorded",           "stop:instance-deleted",
+        "create:recorded",         "start:recorded",         "start:instance-created",
+        "start:instance-recorded", "start:tunnel-recorded",  "start:tunnel-up",
+        "start:proxy-ready",       "start:running-recorded", "stop:recorded",
+        "stop:tunnel-down",        "stop:instance-deleted",
     };
     for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        if (netns == NULL && strstr(points[i], "tunnel") != NULL)
+            continue;
         static caa_t c; /* outlives a failed test, for the exit cleanup */
         memset(&c, 0, sizeof(c));
         char fp[96];
@@ -119,7 +134,8 @@ static void test_kill_at_every_step(void **state)
         char id[65], sock[256];
         make_id(id, "crash");
         /* Drive the lifecycle until the daemon dies at the failpoint. */
-        int rc = create_vm(&c, id, "crashy", "ns", NULL, sock, sizeof(sock), NULL, 0);
+        int rc = create_vm_netns(&c, id, "crashy", "ns", netns ? netns : "", sock, sizeof(sock),
+                                 NULL, 0);
         if (rc == 0)
             rc = id_call(&c, "StartVM", id, 30000, NULL, 0);
         if (rc == 0)
@@ -139,11 +155,38 @@ static void test_kill_at_every_step(void **state)
         assert_int_equal(count_entries(c.pods), 0);
         assert_int_equal(count_entries(c.vms), 0);
         assert_int_equal(count_entries(c.netns), 0);
-        assert_int_equal(count_links(), 0);
-        printf("killed at `%s`: recovered, then stopped cleanly\n", points[i]);
-        caa_stop(&c);
+        if (netns != NULL) {
+            caa_stop(&c); /* waits for background deletions */
+            check_no_network_leftovers(netns + strlen("/run/netns/"), &c);
+            /* Only the pod's own veth to the node, and the uplink. */
+            assert_int_equal(count_links(), 3);
+        } else {
+            assert_int_equal(count_links(), 0);
+            caa_stop(&c);
+        }
+        printf("killed at `%s`%s: recovered, then stopped cleanly\n", points[i],
+               netns ? " with a pod network" : "");
         caa_cleanup(&c);
     }
+}
+
+static void test_kill_at_every_step(void **state)
+{
+    (void)state;
+    kill_at_every_step(NULL);
+}
+
+static void test_kill_at_every_step_with_network(void **state)
+{
+    (void)state;
+    char podns[64], path[128];
+    snprintf(podns, sizeof(podns), "pp-e2e-crash-%d", (int)getpid());
+    snprintf(path, sizeof(path), "/run/netns/%s", podns);
+    e2e_node_uplink();
+    e2e_cni_pod(podns, "cnicrash", "10.244.9.5", "10.244.9.1");
+    kill_at_every_step(path);
+    e2e_cni_pod_del(podns, "cnicrash");
+    e2e_sh("ip link del uplink 2>/dev/null");
 }
 
 #define RUNNING 50
@@ -292,6 +335,7 @@ int main(void)
     e2e_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_at_every_step),
+        cmocka_unit_test(test_kill_at_every_step_with_network),
         cmocka_unit_test(test_kill_with_50_running),
         cmocka_unit_test(test_orphan_deleted),
     };
