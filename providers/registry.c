@@ -5,8 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef PP_PROVIDER_AWS
+extern const struct pp_provider_ops pp_provider_aws_ops;
+#endif
+
 const struct pp_provider_ops *const pp_providers[] = {
     &pp_provider_local_ops,
+#ifdef PP_PROVIDER_AWS
+    &pp_provider_aws_ops,
+#endif
     NULL,
 };
 

@@ -11,6 +11,7 @@ pkgs=(
     golang-go golang-github-containerd-ttrpc-dev
     zlib1g-dev openssl python3-yaml golang-gopkg-yaml.v2-dev
     iproute2 procps valgrind
+    libxml2-dev python3-botocore
     libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
 )
 

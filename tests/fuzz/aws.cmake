@@ -1,0 +1,4 @@
+# The AWS provider's response readers (pp_aws comes from providers/aws).
+if(TARGET pp_aws)
+  pp_fuzz_target(fuzz_aws_xml ${CMAKE_CURRENT_LIST_DIR}/fuzz_aws_xml.c LIBS pp_aws)
+endif()

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# cloud-api-adaptor with CLOUD_PROVIDER=aws against the fake EC2, driven by
+# pp-shim as the kata shim would. Every instance gets 127.0.0.1, and the
+# forwarder port is one nobody listens on, so StartVM fails after the
+# instance is made: the instance must be gone afterwards (no VM outlives a
+# failed StartVM). Then a capacity error reaches the shim as
+# RESOURCE_EXHAUSTED with EC2's code in the message. Nothing leaves
+# 127.0.0.1. Run under fake_ec2.py: caa_aws.sh CAA_BINARY PP_SHIM_BINARY
+set -euo pipefail
+
+caa=$1
+shim=$2
+: "${FAKE_EC2_URL:?run me under fake_ec2.py}"
+py=/usr/bin/python3
+work=$(mktemp -d /tmp/pp-caa-aws-XXXXXX)
+caa_pid=
+cleanup() {
+    [ -n "$caa_pid" ] && kill "$caa_pid" 2>/dev/null && wait "$caa_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*"
+    echo "--- cloud-api-adaptor log"
+    cat "$work/caa.log" || true
+    exit 1
+}
+
+ctl() { # ctl PATH [JSON]: the fake's control API (POST with a body)
+    $py -c '
+import sys, urllib.request
+url, body = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url, data=body.encode() if body else None,
+                             headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=30).read().decode())
+' "$FAKE_EC2_URL$1" "${2-}"
+}
+
+field() { # field JSON KEY
+    $py -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"
+}
+
+closed_port=$($py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+ctl /_fake/reset '{}' >/dev/null
+ctl /_fake/config '{"private_ip": "127.0.0.1"}' >/dev/null
+
+export CLOUD_PROVIDER=aws AWS_REGION=us-east-1 AWS_ENDPOINT_URL="$FAKE_EC2_URL" \
+    AWS_EC2_METADATA_SERVICE_ENDPOINT="$FAKE_EC2_URL" \
+    AWS_ACCESS_KEY_ID="$FAKE_EC2_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$FAKE_EC2_SECRET_KEY" \
+    PODVM_AMI_ID=ami-0123456789abcdef0 PODVM_INSTANCE_TYPES=m6a.large,m6a.xlarge \
+    REMOTE_HYPERVISOR_ENDPOINT="$work/hv.sock" PODS_DIR="$work/pods" NODE_NAME=node-caa \
+    FORWARDER_PORT="$closed_port" PROXY_TIMEOUT=2s PP_LOG_LEVEL=debug \
+    AWS_RETRY_BASE_DELAY_MS=5 AWS_RETRY_MAX_DELAY_MS=20
+unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL_EC2 \
+    AWS_ENDPOINT_URL_STS HTTPS_PROXY https_proxy http_proxy
+
+"$caa" >"$work/caa.log" 2>&1 &
+caa_pid=$!
+for _ in $(seq 100); do
+    [ -S "$work/hv.sock" ] && break
+    kill -0 "$caa_pid" 2>/dev/null || fail "cloud-api-adaptor exited"
+    sleep 0.1
+done
+[ -S "$work/hv.sock" ] || fail "no hypervisor socket"
+
+# 1. The instance is made, the forwarder never answers, StartVM fails.
+sid=0123456789abcdef0123456789abcdef
+"$shim" -socket "$work/hv.sock" create "$sid" -pod nginx -namespace default >/dev/null ||
+    fail "CreateVM"
+rc=0
+"$shim" -socket "$work/hv.sock" -timeout 60 start "$sid" 2>"$work/start.err" || rc=$?
+[ "$rc" -ne 0 ] || fail "StartVM succeeded without a forwarder"
+echo "StartVM failed as it must (status $rc): $(cat "$work/start.err")"
+"$shim" -socket "$work/hv.sock" stop "$sid" || fail "StopVM"
+rep=$(ctl /_fake/report)
+created=$(field "$rep" created)
+alive=$(field "$rep" alive_count)
+sigfail=$(field "$rep" signature_failures)
+echo "fake: $created instance(s) made, $alive left, $sigfail signature failures"
+[ "$created" -eq 1 ] || fail "expected one instance, got $created"
+[ "$alive" -eq 0 ] || fail "an instance outlived the failed StartVM"
+[ "$sigfail" -eq 0 ] || fail "signature failures"
+
+# 2. A capacity error: RESOURCE_EXHAUSTED (8) with EC2's code.
+ctl /_fake/config '{"capacity_types": ["m6a.xlarge"]}' >/dev/null
+sid2=fedcba9876543210fedcba9876543210
+"$shim" -socket "$work/hv.sock" create "$sid2" -pod big -namespace default \
+    -a io.katacontainers.config.hypervisor.machine_type=m6a.xlarge >/dev/null || fail "CreateVM 2"
+rc=0
+"$shim" -socket "$work/hv.sock" -timeout 60 start "$sid2" 2>"$work/start2.err" || rc=$?
+echo "StartVM with no capacity: status $rc: $(cat "$work/start2.err")"
+[ "$rc" -eq 8 ] || fail "expected RESOURCE_EXHAUSTED (8), got $rc"
+grep -q InsufficientInstanceCapacity "$work/start2.err" || fail "EC2's code is not in the message"
+"$shim" -socket "$work/hv.sock" stop "$sid2" || fail "StopVM 2"
+
+kill "$caa_pid"
+wait "$caa_pid" || true
+caa_pid=
+rep=$(ctl /_fake/report)
+[ "$(field "$rep" alive_count)" -eq 0 ] || fail "instances left"
+# The adaptor's log (at debug level) holds none of the credentials.
+$py - "$work/caa.log" "$rep" <<'EOF' || fail "a secret is in the log"
+import json, sys
+log = open(sys.argv[1]).read()
+for s in json.loads(sys.argv[2])["secrets"] + ["Signature="]:
+    if s in log:
+        sys.exit(1)
+EOF
+echo "ok: no instance left, no secret logged"

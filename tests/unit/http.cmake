@@ -1,0 +1,20 @@
+# The cloud HTTP layer against loopback servers the tests run themselves, and
+# the AWS provider's pure parts: SigV4 (test vectors, and a cross-check against
+# botocore when /usr/bin/python3 has it), the XML readers, the Query API
+# encoder, settings, instance type selection.
+if(TARGET pp_http AND TARGET pp_tls)
+  pp_unit_test(test_http_client ${CMAKE_CURRENT_LIST_DIR}/test_http_client.c
+               ${CMAKE_CURRENT_LIST_DIR}/test_http_server.c LIBS pp_http pp_tls Threads::Threads)
+  pp_unit_test(test_http_retry ${CMAKE_CURRENT_LIST_DIR}/test_http_retry.c LIBS pp_http)
+endif()
+if(TARGET pp_aws)
+  pp_unit_test(test_sigv4 ${CMAKE_CURRENT_LIST_DIR}/test_sigv4.c LIBS pp_aws PkgConfig::JANSSON)
+  target_compile_definitions(test_sigv4 PRIVATE
+    SIGV4_BOTOCORE_SCRIPT="${CMAKE_CURRENT_LIST_DIR}/sigv4_botocore.py")
+endif()
+if(TARGET pp_aws)
+  pp_unit_test(test_aws_parse ${CMAKE_CURRENT_LIST_DIR}/test_aws_parse.c LIBS pp_aws)
+  target_compile_definitions(test_aws_parse PRIVATE
+    AWS_CORPUS_DIR="${CMAKE_CURRENT_LIST_DIR}/../fuzz/corpus/fuzz_aws_xml")
+  pp_unit_test(test_aws_config ${CMAKE_CURRENT_LIST_DIR}/test_aws_config.c LIBS pp_providers pp_aws)
+endif()
