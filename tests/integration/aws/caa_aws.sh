@@ -94,6 +94,18 @@ echo "StartVM with no capacity: status $rc: $(cat "$work/start2.err")"
 grep -q InsufficientInstanceCapacity "$work/start2.err" || fail "EC2's code is not in the message"
 "$shim" -socket "$work/hv.sock" stop "$sid2" || fail "StopVM 2"
 
+# User data over EC2's 16 KiB limit fails at CreateVM, before any VM.
+big=$(head -c 30000 /dev/urandom | base64 -w 76)
+toml=$(printf 'algorithm = "sha256"\nversion = "0.1.0"\n[data]\n"policy.rego" = \x27\x27\x27\n%s\n\x27\x27\x27\n' "$big")
+set +e
+"$shim" -socket "$work/hv.sock" create "${sid}big" -pod huge -namespace default \
+    -a "io.katacontainers.config.hypervisor.cc_init_data=$toml" >/dev/null 2>"$work/create3.err"
+rc=$?
+set -e
+echo "CreateVM with oversize user data: status $rc: $(cat "$work/create3.err")"
+[ "$rc" -eq 3 ] || fail "expected INVALID_ARGUMENT (3), got $rc"
+grep -q "limit of 16384 bytes" "$work/create3.err" || fail "the limit is not in the message"
+
 kill "$caa_pid"
 wait "$caa_pid" || true
 caa_pid=
