@@ -21,7 +21,8 @@ the answer comes too late), a RunInstances that makes the instance and
 answers 500, or capacity errors.
 
 Control: POST /_fake/config (JSON, merged), POST /_fake/reset, GET
-/_fake/report. The report counts requests, faults, signature and
+/_fake/report, GET /_fake/user-data?sandbox=ID (the raw user data of that
+sandbox's newest live instance, 404 if none). The report counts requests, faults, signature and
 credential failures, live and created instances, sandboxes that ever had
 two instances, and the highest request rate seen.
 
@@ -342,6 +343,20 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_fake/report":
             with STATE.lock:
                 self.reply(200, json.dumps(STATE.report()), "application/json")
+            return
+        if self.path.startswith("/_fake/user-data?"):
+            # The user data, as sent, of the newest live instance of a
+            # sandbox (?sandbox=ID): what a pod VM would read. 404 if none.
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            sb = q.get("sandbox", [""])[0]
+            with STATE.lock:
+                found = [i for i in STATE.instances.values()
+                         if i["tags"].get("peerpod/sandbox-id") == sb
+                         and i["state"] in ("pending", "running")]
+                if found:
+                    self.reply(200, found[-1]["user_data_raw"], "application/octet-stream")
+                else:
+                    self.reply(404, "")
             return
         self.imds("GET")
 
@@ -665,7 +680,7 @@ def run_instances(p):
             "public_ip": f"198.51.{(n >> 8) & 255}.{n & 255}" if any(
                 ni.get("AssociatePublicIpAddress") for ni in nis) else "",
             "ip_shown": cfg["ip_delay"] == 0, "describes": 0, "volume": volume,
-            "user_data": raw.decode("utf-8", "replace"), "snp": snp,
+            "user_data": raw.decode("utf-8", "replace"), "user_data_raw": raw, "snp": snp,
             "imds_v2": md.get("HttpTokens") == "required"}
     STATE.instances[iid] = inst
     STATE.created += 1
