@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <errno.h>
 #include <ftw.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,8 @@ static void finish_gone(caa_sandbox_t *sb)
     }
     answer_stops(sb, NULL);
     sandbox_free(sb);
+    /* A node's pods come and go; give the freed heap back to the system. */
+    malloc_trim(0);
 }
 
 static void deleted_cb(int status, const pp_error_t *err, void *data)

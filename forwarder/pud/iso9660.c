@@ -188,7 +188,7 @@ int pud_iso9660_open(pud_iso_t *iso, pud_iso_read_fn rd, void *ctx, uint64_t siz
                     vd[VD_ESCAPES + 2] == 'E')) {
             /* Joliet (UCS-2 levels 1 to 3). It must share the block size
              * the extents are counted in. */
-            uint32_t block;
+            uint32_t block = 0;
             r = parse_block_size(vd, &block, err);
             if (r == 0 && block != iso->block)
                 r = pp_error_set(err, -EBADMSG, "iso9660: joliet block size differs");

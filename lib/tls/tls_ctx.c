@@ -364,7 +364,9 @@ static int ctx_setup(pp_tls_ctx_t *ctx, const pp_tls_config_t *cfg, pp_error_t *
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
     /* Send the chain as configured; the CAs trusted for verifying peers
      * are no part of it. */
-    SSL_CTX_set_mode(sc, SSL_MODE_NO_AUTO_CHAIN);
+    /* Idle connections (one per pod, mostly idle) give their record
+     * buffers back between reads and writes. */
+    SSL_CTX_set_mode(sc, SSL_MODE_NO_AUTO_CHAIN | SSL_MODE_RELEASE_BUFFERS);
     if (server)
         SSL_CTX_set_num_tickets(sc, 0);
     if (cfg->cipher_suites != NULL && *cfg->cipher_suites != '\0') {

@@ -6,7 +6,10 @@
 
 #include "ttrpc.h"
 
-#define PP__CONN_READ_CHUNK (64 * 1024)
+/* Small reads go through a scratch buffer of this size; a payload with at
+ * least this much left to come is read straight into its frame. Each
+ * connection holds one, so it stays modest: a node has two per pod. */
+#define PP__CONN_READ_CHUNK (16 * 1024)
 /* Bytes queued for writing past which the peer is deemed stuck. */
 #define PP__CONN_WRITE_QUEUE_MAX (64u << 20)
 

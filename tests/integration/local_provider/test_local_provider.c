@@ -205,7 +205,7 @@ static void on_listed(int status, const pp_instance_t *insts, size_t n, const pp
 
 static const char *user_data_for(const char *name)
 {
-    static char buf[256];
+    static char buf[1200];
     snprintf(buf, sizeof(buf),
              "#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n"
              "  content: '{\"pod-name\":\"%s\"}'\n",

@@ -1,11 +1,18 @@
 // chain-bench: the Go side of the agent-path benchmark, built on containerd's
 // Go ttrpc (Debian's v1.1.1).
 //
-//	chain-bench proxy -listen ADDR -upstream ADDR [-ready FILE]
-//	chain-bench load -socket PATH -conc N -size BYTES -warmup MS -duration MS
-//	chain-bench hold -timeout MS SOCKET...
+//	chain-bench certs -dir DIR
+//	chain-bench proxy -listen ADDR -upstream ADDR [-certs DIR] [-ready FILE]
+//	chain-bench load -socket PATH -conc N -size BYTES -warmup MS -duration MS -timeout MS
+//	chain-bench hold -timeout MS [-burst N] SOCKET...
 //
-// ADDR is unix:PATH or tcp:HOST:PORT.
+// ADDR is unix:PATH, tcp:HOST:PORT or tls:HOST:PORT.
+//
+// `certs` writes a CA and a server and a client certificate (ECDSA P-256)
+// into DIR, for the TCP hop of the reference chain: a tls: listener serves
+// with the server certificate and requires a client certificate from the CA,
+// a tls: upstream presents the client certificate and verifies the server's
+// (mutual TLS, as between the upstream cloud-api-adaptor and forwarder).
 //
 // `proxy` is one hop of the reference chain: a ttrpc server that forwards
 // every call it receives with one ttrpc client (one connection, multiplexed)
@@ -16,25 +23,37 @@
 // travel on through the context, as they do upstream.
 //
 // `load` keeps N calls of grpc.Health/Check in flight on one connection (the
-// request carries a service name sized so that the payload is BYTES long),
-// checks that each answer is SERVING, discards the warm-up, then records
+// request carries a service name sized so that the payload is BYTES long;
+// each call has a deadline of -timeout ms, as the kata shim's health checks
+// do), checks that each answer is SERVING, discards the warm-up, then records
 // every call that started and finished inside the measured window. It prints
-// one RESULT line in the format of tests/bench/ttrpc.
+// one RESULT line in the format of tests/bench/ttrpc, plus `total`: the calls
+// answered, warm-up included.
 //
 // `hold` opens one connection to each socket, makes one grpc.Health/Check on
-// each (as a kata shim does when its sandbox starts), prints "HELD n" and
-// keeps them open until SIGTERM/SIGINT or stdin closes.
+// each (as a kata shim does when its sandbox starts), then with -burst N, N
+// more at once on every connection; prints "HELD n" and keeps them open
+// until SIGTERM/SIGINT or stdin closes.
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -76,33 +95,153 @@ var services = map[string][]string{
 	},
 }
 
-func dial(addr string) (net.Conn, error) {
+// The server name in the server certificate, checked by the tls: client.
+const serverName = "podvm"
+
+func writePEM(path, kind string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
+}
+
+func certs(dir string) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "bench CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	for i, role := range []string{"server", "client"} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 2)),
+			Subject:      pkix.Name{CommonName: role},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+		}
+		if role == "server" {
+			tmpl.DNSNames = []string{serverName}
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		} else {
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(dir, role+".pem"), "CERTIFICATE", der); err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(dir, role+".key"), "EC PRIVATE KEY", kder); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tlsConfig loads the material `certs` wrote, for role "server" or "client".
+func tlsConfig(dir, role string) (*tls.Config, error) {
+	if dir == "" {
+		return nil, errors.New("tls: address without -certs")
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, role+".pem"), filepath.Join(dir, role+".key"))
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("tls: no CA certificate")
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if role == "server" {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = pool
+	} else {
+		c.RootCAs = pool
+		c.ServerName = serverName
+	}
+	return c, nil
+}
+
+func dial(addr, certDir string) (net.Conn, error) {
 	switch {
 	case strings.HasPrefix(addr, "unix:"):
 		return net.Dial("unix", addr[5:])
 	case strings.HasPrefix(addr, "tcp:"):
 		return net.Dial("tcp", addr[4:])
+	case strings.HasPrefix(addr, "tls:"):
+		c, err := tlsConfig(certDir, "client")
+		if err != nil {
+			return nil, err
+		}
+		conn, err := tls.Dial("tcp", addr[4:], c)
+		if err != nil {
+			return nil, err
+		}
+		// Handshake now, so that a TLS failure is the dial's.
+		if err := conn.Handshake(); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		st := conn.ConnectionState()
+		version := map[uint16]string{tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3"}[st.Version]
+		fmt.Fprintf(os.Stderr, "connected to %s: %s %s\n", addr[4:], version,
+			tls.CipherSuiteName(st.CipherSuite))
+		return conn, nil
 	}
-	return nil, fmt.Errorf("address %q: expected unix:PATH or tcp:HOST:PORT", addr)
+	return nil, fmt.Errorf("address %q: expected unix:PATH, tcp:HOST:PORT or tls:HOST:PORT", addr)
 }
 
-func listen(addr string) (net.Listener, error) {
+func listen(addr, certDir string) (net.Listener, error) {
 	switch {
 	case strings.HasPrefix(addr, "unix:"):
 		_ = os.Remove(addr[5:])
 		return net.Listen("unix", addr[5:])
 	case strings.HasPrefix(addr, "tcp:"):
 		return net.Listen("tcp", addr[4:])
+	case strings.HasPrefix(addr, "tls:"):
+		c, err := tlsConfig(certDir, "server")
+		if err != nil {
+			return nil, err
+		}
+		return tls.Listen("tcp", addr[4:], c)
 	}
-	return nil, fmt.Errorf("address %q: expected unix:PATH or tcp:HOST:PORT", addr)
+	return nil, fmt.Errorf("address %q: expected unix:PATH, tcp:HOST:PORT or tls:HOST:PORT", addr)
 }
 
 // upstream is the proxy's one client connection, dialled on first use and
 // again after it breaks.
 type upstream struct {
-	addr string
-	mu   sync.Mutex
-	cl   *ttrpc.Client
+	addr    string
+	certDir string
+	mu      sync.Mutex
+	cl      *ttrpc.Client
 }
 
 func (u *upstream) client() (*ttrpc.Client, error) {
@@ -111,7 +250,7 @@ func (u *upstream) client() (*ttrpc.Client, error) {
 	if u.cl != nil {
 		return u.cl, nil
 	}
-	conn, err := dial(u.addr)
+	conn, err := dial(u.addr, u.certDir)
 	if err != nil {
 		return nil, err
 	}
@@ -149,8 +288,8 @@ func (u *upstream) forward(service, method string) ttrpc.Method {
 	}
 }
 
-func proxy(listenAddr, upstreamAddr, ready string) error {
-	l, err := listen(listenAddr)
+func proxy(listenAddr, upstreamAddr, certDir, ready string) error {
+	l, err := listen(listenAddr, certDir)
 	if err != nil {
 		return err
 	}
@@ -158,7 +297,7 @@ func proxy(listenAddr, upstreamAddr, ready string) error {
 	if err != nil {
 		return err
 	}
-	up := &upstream{addr: upstreamAddr}
+	up := &upstream{addr: upstreamAddr, certDir: certDir}
 	for svc, methods := range services {
 		m := make(map[string]ttrpc.Method, len(methods))
 		for _, name := range methods {
@@ -205,7 +344,7 @@ const (
 	phaseStop
 )
 
-func load(sock string, conc, size int, warmup, duration time.Duration) error {
+func load(sock string, conc, size int, warmup, duration, timeout time.Duration) error {
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		return err
@@ -215,7 +354,7 @@ func load(sock string, conc, size int, warmup, duration time.Duration) error {
 
 	payload := checkRequest(size)
 	var phase int32
-	var errs int64
+	var errs, total int64
 	var firstErr atomic.Value
 	samples := make([][]time.Duration, conc)
 	var wg sync.WaitGroup
@@ -230,8 +369,10 @@ func load(sock string, conc, size int, warmup, duration time.Duration) error {
 				}
 				var out raw
 				t0 := time.Now()
-				err := cl.Call(context.Background(), "grpc.Health", "Check", &raw{b: payload}, &out)
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				err := cl.Call(ctx, "grpc.Health", "Check", &raw{b: payload}, &out)
 				el := time.Since(t0)
+				cancel()
 				if err == nil && !bytes.Equal(out.b, serving) {
 					err = fmt.Errorf("unexpected answer %x", out.b)
 				}
@@ -241,6 +382,7 @@ func load(sock string, conc, size int, warmup, duration time.Duration) error {
 					time.Sleep(time.Millisecond)
 					continue
 				}
+				atomic.AddInt64(&total, 1)
 				if p == phaseMeasure && atomic.LoadInt32(&phase) == phaseMeasure {
 					samples[i] = append(samples[i], el)
 				}
@@ -267,21 +409,32 @@ func load(sock string, conc, size int, warmup, duration time.Duration) error {
 	pct := func(q float64) float64 {
 		return float64(all[int(float64(len(all)-1)*q)].Nanoseconds()) / 1e3
 	}
-	fmt.Printf("RESULT calls=%d seconds=%.3f cps=%.0f p50_us=%.1f p99_us=%.1f errors=%d\n",
-		len(all), window.Seconds(), float64(len(all))/window.Seconds(), pct(0.50), pct(0.99), errs)
+	fmt.Printf("RESULT calls=%d seconds=%.3f cps=%.0f p50_us=%.1f p99_us=%.1f errors=%d total=%d\n",
+		len(all), window.Seconds(), float64(len(all))/window.Seconds(), pct(0.50), pct(0.99), errs,
+		atomic.LoadInt64(&total))
 	if errs > 0 {
 		return fmt.Errorf("%d calls failed, first: %v", errs, firstErr.Load())
 	}
 	return nil
 }
 
-func hold(socks []string, timeout time.Duration) error {
+func hold(socks []string, timeout time.Duration, burst int) error {
 	var clients []*ttrpc.Client
 	defer func() {
 		for _, c := range clients {
 			c.Close()
 		}
 	}()
+	check := func(cl *ttrpc.Client, size int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var out raw
+		err := cl.Call(ctx, "grpc.Health", "Check", &raw{b: checkRequest(size)}, &out)
+		if err == nil && !bytes.Equal(out.b, serving) {
+			err = fmt.Errorf("unexpected answer %x", out.b)
+		}
+		return err
+	}
 	for _, s := range socks {
 		conn, err := net.Dial("unix", s)
 		if err != nil {
@@ -289,15 +442,30 @@ func hold(socks []string, timeout time.Duration) error {
 		}
 		cl := ttrpc.NewClient(conn)
 		clients = append(clients, cl)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		var out raw
-		err = cl.Call(ctx, "grpc.Health", "Check", &raw{b: checkRequest(2)}, &out)
-		cancel()
-		if err == nil && !bytes.Equal(out.b, serving) {
-			err = fmt.Errorf("unexpected answer %x", out.b)
-		}
-		if err != nil {
+		if err := check(cl, 2); err != nil {
 			return fmt.Errorf("%s: %v", s, err)
+		}
+	}
+	// Then `burst` calls at once on every connection, so that each hop has
+	// had many frames in flight on it, as under real traffic.
+	if burst > 0 {
+		errs := make(chan error, len(clients)*burst)
+		var wg sync.WaitGroup
+		for _, cl := range clients {
+			for i := 0; i < burst; i++ {
+				wg.Add(1)
+				go func(cl *ttrpc.Client) {
+					defer wg.Done()
+					if err := check(cl, 129); err != nil {
+						errs <- err
+					}
+				}(cl)
+			}
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return fmt.Errorf("burst: %v", err)
 		}
 	}
 	fmt.Printf("HELD %d\n", len(clients))
@@ -323,29 +491,34 @@ func hold(socks []string, timeout time.Duration) error {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: chain-bench proxy|load|hold [...]")
+		fmt.Fprintln(os.Stderr, "usage: chain-bench certs|proxy|load|hold [...]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	listenAddr := fs.String("listen", "", "proxy: unix:PATH or tcp:HOST:PORT")
 	upstreamAddr := fs.String("upstream", "", "proxy: unix:PATH or tcp:HOST:PORT")
 	ready := fs.String("ready", "", "proxy: file written once listening")
+	certDir := fs.String("certs", "", "proxy: directory `certs` wrote; certs: where to write")
+	dir := fs.String("dir", "", "certs: directory to write")
 	sock := fs.String("socket", "", "load: unix socket path")
 	conc := fs.Int("conc", 1, "load: calls in flight on the connection")
 	size := fs.Int("size", 64, "load: request payload bytes (2..129)")
 	warmup := fs.Int("warmup", 1000, "load: warm-up, ms")
 	duration := fs.Int("duration", 3000, "load: measured window, ms")
-	timeout := fs.Int("timeout", 10000, "hold: deadline of each call, ms")
+	timeout := fs.Int("timeout", 10000, "load, hold: deadline of each call, ms")
+	burst := fs.Int("burst", 0, "hold: calls at once on every connection after the first")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
+	case "certs":
+		err = certs(*dir)
 	case "proxy":
-		err = proxy(*listenAddr, *upstreamAddr, *ready)
+		err = proxy(*listenAddr, *upstreamAddr, *certDir, *ready)
 	case "load":
 		err = load(*sock, *conc, *size, time.Duration(*warmup)*time.Millisecond,
-			time.Duration(*duration)*time.Millisecond)
+			time.Duration(*duration)*time.Millisecond, time.Duration(*timeout)*time.Millisecond)
 	case "hold":
-		err = hold(fs.Args(), time.Duration(*timeout)*time.Millisecond)
+		err = hold(fs.Args(), time.Duration(*timeout)*time.Millisecond, *burst)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
