@@ -103,6 +103,8 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 /* StartVM and StopVM: take the call and answer it when done. */
 void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
 void caa_sandbox_stop(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id);
+/* Removes a pod directory and everything in it (no symlink is followed). */
+void caa_remove_dir(const char *dir);
 /* Frees a sandbox that is not linked (or no longer). */
 void caa_sandbox_free(caa_sandbox_t *sb);
 /* Sets sb->dir and sb->socket_path from PODS_DIR and sb->id. */

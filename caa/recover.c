@@ -1,7 +1,6 @@
 /* Recovery at start: records against the provider's instances. */
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,15 +14,6 @@ typedef struct recovery_s {
     void (*cb)(caa_daemon_t *d, int status, const pp_error_t *err);
     caa_sandbox_t *loaded; /* records read, not linked yet */
 } recovery_t;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
 
 static void orphan_deleted(int status, const pp_error_t *err, void *data)
 {
@@ -163,7 +153,7 @@ int caa_recover(caa_daemon_t *d, void (*cb)(caa_daemon_t *d, int status, const p
             char path[600];
             snprintf(path, sizeof(path), "%s/%s", d->cfg.pods_dir, e->d_name);
             PP_WARN("caa", "removing `%s`: %s", path, lerr.message);
-            nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+            caa_remove_dir(path);
             continue;
         }
         /* Running pods get their agent socket back at once, before the

@@ -55,7 +55,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static void remove_dir(const char *dir)
+void caa_remove_dir(const char *dir)
 {
     if (dir[0] == '\0')
         return;
@@ -221,7 +221,7 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
                                        "sandbox `%s` exists and is %s", id,
                                        caa_state_name(old->state));
         /* A repeated CreateVM before StartVM prepares again from scratch. */
-        remove_dir(old->dir);
+        caa_remove_dir(old->dir);
         sandbox_free(old);
     }
     if (d->cfg.peerpods_limit > 0 && d->nsandboxes >= (size_t)d->cfg.peerpods_limit)
@@ -265,7 +265,7 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
         r = caa_state_save(sb, err);
     if (r < 0) {
         if (made_dir)
-            remove_dir(sb->dir);
+            caa_remove_dir(sb->dir);
         caa_sandbox_free(sb);
         return r;
     }
@@ -313,7 +313,7 @@ static void answer_start(caa_sandbox_t *sb, const pp_error_t *err)
 static void finish_gone(caa_sandbox_t *sb)
 {
     PP_INFO("caa", "sandbox `%s`: stopped", sb->id);
-    remove_dir(sb->dir);
+    caa_remove_dir(sb->dir);
     if (sb->start_call != NULL) {
         pp_error_t err;
         if (sb->start_error.code != 0)
