@@ -12,7 +12,7 @@ add_library(pp_aws STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sigv4.c
   ${CMAKE_CURRENT_LIST_DIR}/xml.c)
 target_include_directories(pp_aws PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../..)
-target_link_libraries(pp_aws PUBLIC peerpod pp_http pp_instance_type pp_userdata
+target_link_libraries(pp_aws PUBLIC peerpod pp_http pp_provider_util pp_userdata
                       PkgConfig::PP_LIBXML2 PkgConfig::JANSSON OpenSSL::Crypto)
 
 target_link_libraries(pp_providers PUBLIC pp_aws)

@@ -32,66 +32,14 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "providers/settings.h"
 #include "util/cleanup.h"
-
-static const char *env(const char *name)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : NULL;
-}
-
-static int set_str(const char *name, const char *v, char *out, size_t outlen, const char *chars,
-                   pp_error_t *err)
-{
-    if ((size_t)snprintf(out, outlen, "%s", v) >= outlen)
-        return pp_error_set(err, -EINVAL, "environment variable `%s`: longer than %zu bytes", name,
-                            outlen - 1);
-    if (chars != NULL && v[strspn(v, chars)] != '\0')
-        return pp_error_set(err, -EINVAL,
-                            "environment variable `%s`: `%s` has characters outside `%s`", name, v,
-                            chars);
-    return 0;
-}
 
 #define ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 
-static int get_bool(const char *name, int def, int *out, pp_error_t *err)
+static const char *env(const char *name)
 {
-    static const struct {
-        const char *word;
-        int value;
-    } words[] = {{"true", 1}, {"1", 1}, {"yes", 1}, {"false", 0}, {"0", 0}, {"no", 0}};
-    const char *v = env(name);
-    *out = def;
-    if (v == NULL)
-        return 0;
-    for (size_t i = 0; i < PP_ARRAY_SIZE(words); i++) {
-        if (strcasecmp(v, words[i].word) == 0) {
-            *out = words[i].value;
-            return 0;
-        }
-    }
-    return pp_error_set(err, -EINVAL, "environment variable `%s`: `%s` is not true or false", name,
-                        v);
-}
-
-static int get_u64(const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
-                   pp_error_t *err)
-{
-    const char *v = env(name);
-    *out = def;
-    if (v == NULL)
-        return 0;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || v[0] == '-' || x < min || x > max)
-        return pp_error_set(err, -EINVAL,
-                            "environment variable `%s`: `%s` is not a whole number from %llu to "
-                            "%llu",
-                            name, v, (unsigned long long)min, (unsigned long long)max);
-    *out = x;
-    return 0;
+    return pp_setting(name);
 }
 
 static int get_rate(const char *name, double def, double *out, pp_error_t *err)
@@ -308,10 +256,10 @@ static int credentials(pp__aws_config_t *c, pp_error_t *err)
                                 arn ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE",
                                 arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN");
         c->cred_mode = PP_AWS_CREDS_WEB_IDENTITY;
-        int r = set_str("AWS_ROLE_ARN", arn, c->role_arn, sizeof(c->role_arn), NULL, err);
+        int r = pp_setting_copy("AWS_ROLE_ARN", arn, c->role_arn, sizeof(c->role_arn), NULL, err);
         if (r == 0)
-            r = set_str("AWS_WEB_IDENTITY_TOKEN_FILE", file, c->token_file, sizeof(c->token_file),
-                        NULL, err);
+            r = pp_setting_copy("AWS_WEB_IDENTITY_TOKEN_FILE", file, c->token_file,
+                                sizeof(c->token_file), NULL, err);
         if (r == 0 && file[0] != '/')
             r = pp_error_set(err, -EINVAL,
                              "environment variable `AWS_WEB_IDENTITY_TOKEN_FILE`: `%s` is not an "
@@ -319,10 +267,10 @@ static int credentials(pp__aws_config_t *c, pp_error_t *err)
                              file);
         const char *sn = env("AWS_ROLE_SESSION_NAME");
         if (r == 0)
-            r = set_str("AWS_ROLE_SESSION_NAME", sn ? sn : "peerpod-cloud-api-adaptor",
-                        c->session_name, sizeof(c->session_name),
-                        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.@-_",
-                        err);
+            r = pp_setting_copy(
+                "AWS_ROLE_SESSION_NAME", sn ? sn : "peerpod-cloud-api-adaptor", c->session_name,
+                sizeof(c->session_name),
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.@-_", err);
         return r;
     }
     c->cred_mode = PP_AWS_CREDS_IMDS;
@@ -338,13 +286,13 @@ int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)
         return pp_error_set(err, -EINVAL,
                             "environment variable `AWS_REGION` is not set: expected a region such "
                             "as `us-east-1`");
-    int r = set_str(region_var, region, c->region, sizeof(c->region),
-                    "abcdefghijklmnopqrstuvwxyz0123456789-", err);
+    int r = pp_setting_copy(region_var, region, c->region, sizeof(c->region),
+                            "abcdefghijklmnopqrstuvwxyz0123456789-", err);
     if (r < 0)
         return r;
-    if ((r = get_bool("USE_PODVM_LAUNCHTEMPLATE", 0, &c->use_launch_template, err)) < 0 ||
-        (r = get_bool("USE_PUBLIC_IP", 0, &c->use_public_ip, err)) < 0 ||
-        (r = get_bool("DISABLECVM", 0, &c->disable_cvm, err)) < 0)
+    if ((r = pp_setting_bool("USE_PODVM_LAUNCHTEMPLATE", 0, &c->use_launch_template, err)) < 0 ||
+        (r = pp_setting_bool("USE_PUBLIC_IP", 0, &c->use_public_ip, err)) < 0 ||
+        (r = pp_setting_bool("DISABLECVM", 0, &c->disable_cvm, err)) < 0)
         return r;
 
     static const struct {
@@ -366,8 +314,8 @@ int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)
         const char *v = env(strs[i].name);
         if (v == NULL)
             v = strs[i].def;
-        if (v != NULL && (r = set_str(strs[i].name, v, (char *)c + strs[i].off, strs[i].size,
-                                      strs[i].chars, err)) < 0)
+        if (v != NULL && (r = pp_setting_copy(strs[i].name, v, (char *)c + strs[i].off,
+                                              strs[i].size, strs[i].chars, err)) < 0)
             return r;
     }
     if (c->image_id[0] == '\0' && !c->use_launch_template)
@@ -402,16 +350,16 @@ int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)
         {"AWS_IP_POLL_INTERVAL_MS", 2000, 1, 600000, &c->poll_ms},
     };
     for (size_t i = 0; i < PP_ARRAY_SIZE(nums); i++)
-        if ((r = get_u64(nums[i].name, nums[i].def, nums[i].min, nums[i].max, nums[i].dst, err)) <
-            0)
+        if ((r = pp_setting_u64(nums[i].name, nums[i].def, nums[i].min, nums[i].max, nums[i].dst,
+                                err)) < 0)
             return r;
-    if ((r = get_u64("ROOT_VOLUME_SIZE", 30, 0, 65536, &u, err)) < 0)
+    if ((r = pp_setting_u64("ROOT_VOLUME_SIZE", 30, 0, 65536, &u, err)) < 0)
         return r;
     c->root_volume_gib = (unsigned)u;
-    if ((r = get_u64("AWS_MAX_ATTEMPTS", 5, 1, 100, &u, err)) < 0)
+    if ((r = pp_setting_u64("AWS_MAX_ATTEMPTS", 5, 1, 100, &u, err)) < 0)
         return r;
     c->max_attempts = (unsigned)u;
-    if ((r = get_u64("AWS_API_BURST", 20, 1, 100000, &u, err)) < 0)
+    if ((r = pp_setting_u64("AWS_API_BURST", 20, 1, 100000, &u, err)) < 0)
         return r;
     c->burst = (unsigned)u;
     if ((r = get_rate("AWS_API_RATE_LIMIT", 10, &c->rate, err)) < 0)
