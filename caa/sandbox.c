@@ -643,6 +643,7 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
         .vcpus = sb->vcpus,
         .memory_mib = sb->memory_mib,
         .gpus = sb->gpus,
+        .initdata_digest = sb->initdata_digest[0] ? sb->initdata_digest : NULL,
     };
     PP_INFO("caa", "sandbox `%s`: creating instance `%s`", id, sb->instance_name);
     sb->provider_busy = 1;

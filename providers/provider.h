@@ -35,6 +35,7 @@ typedef struct pp_instance_spec_s {
     unsigned vcpus;           /* 0 = provider default */
     unsigned memory_mib;      /* 0 = provider default */
     unsigned gpus;
+    const char *initdata_digest; /* hex, or NULL: what a TEE binds at launch */
 } pp_instance_spec_t;
 
 typedef struct pp_instance_s {

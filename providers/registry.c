@@ -8,11 +8,17 @@
 #ifdef PP_PROVIDER_AWS
 extern const struct pp_provider_ops pp_provider_aws_ops;
 #endif
+#ifdef PP_PROVIDER_LIBVIRT
+extern const struct pp_provider_ops pp_provider_libvirt_ops;
+#endif
 
 const struct pp_provider_ops *const pp_providers[] = {
     &pp_provider_local_ops,
 #ifdef PP_PROVIDER_AWS
     &pp_provider_aws_ops,
+#endif
+#ifdef PP_PROVIDER_LIBVIRT
+    &pp_provider_libvirt_ops,
 #endif
     NULL,
 };

@@ -13,7 +13,7 @@ pkgs=(
     iproute2 procps valgrind
     libxml2-dev python3-botocore
     libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
-    libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libisofs-dev
+    libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libarchive-dev
     qemu-system-x86 qemu-utils dnsmasq-base debootstrap e2fsprogs fdisk
     dosfstools mtools syslinux syslinux-common extlinux packer
 )
