@@ -2,6 +2,7 @@
 #include "providers/libvirt/libvirt.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "providers/settings.h"
@@ -48,6 +49,17 @@ int pp__libvirt_config_load(pp__libvirt_config_t *c, pp_error_t *err)
                             "environment variable `LIBVIRT_CONSOLE_LOG_DIR`: `%s` is not an "
                             "absolute path",
                             c->console_dir);
+
+    const char *mode = pp_setting("LIBVIRT_CPU_MODE");
+    if (mode == NULL)
+        mode = "host-model";
+    if (strcmp(mode, "host-model") != 0 && strcmp(mode, "host-passthrough") != 0 &&
+        strcmp(mode, "default") != 0)
+        return pp_error_set(err, -EINVAL,
+                            "environment variable `LIBVIRT_CPU_MODE`: `%s` is not `host-model`, "
+                            "`host-passthrough` or `default`",
+                            mode);
+    snprintf(c->cpu_mode, sizeof(c->cpu_mode), "%s", strcmp(mode, "default") == 0 ? "" : mode);
 
     uint64_t u;
     if ((r = pp_setting_u64("LIBVIRT_CPU", 2, 1, 512, &u, err)) < 0)

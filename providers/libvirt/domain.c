@@ -153,8 +153,11 @@ int pp__libvirt_domain_xml(const pp__libvirt_domain_t *d, pp_buf_t *out)
         xw_printf(&w, "</loader>");
     }
     xw_printf(&w, "<boot dev='hd'/></os><features><acpi/><apic/></features>");
-    if (hw)
-        xw_printf(&w, "<cpu mode='host-passthrough'/>");
+    if (hw && d->cpu_mode != NULL && d->cpu_mode[0] != '\0') {
+        xw_printf(&w, "<cpu mode='");
+        xw_text(&w, d->cpu_mode);
+        xw_printf(&w, "'/>");
+    }
     xw_printf(&w, "<clock offset='utc'/><on_poweroff>destroy</on_poweroff>"
                   "<on_reboot>restart</on_reboot><on_crash>destroy</on_crash><devices>");
     disk(&w, d->pool, d->root_vol, "qcow2", "vda", 0);

@@ -389,6 +389,7 @@ static int create_volumes_and_domain(job_t *j, virConnectPtr c, virStoragePoolPt
         .network = lv->cfg.net,
         .firmware = lv->cfg.firmware,
         .console_log = strcmp(lv->type, "test") != 0 ? log : NULL,
+        .cpu_mode = lv->cfg.cpu_mode,
         .snp = lv->snp,
         .host_data = j->has_host_data ? j->host_data : NULL,
     };

@@ -36,7 +36,9 @@ enum pp__libvirt_launch {
  *   LIBVIRT_LAUNCH_SECURITY (empty: SEV-SNP where the host has it; `none`;
  *   `sev-snp`), DISABLECVM (false)
  * and ours: LIBVIRT_CONSOLE_LOG_DIR (/var/log/libvirt/qemu), where each VM's
- * serial console is written; LIBVIRT_IP_TIMEOUT_MS (180000) and
+ * serial console is written; LIBVIRT_CPU_MODE (host-model; host-passthrough;
+ * default, for the hypervisor's own model, where the host CPU cannot be
+ * passed on, as under some nested hypervisors); LIBVIRT_IP_TIMEOUT_MS (180000) and
  * LIBVIRT_IP_POLL_INTERVAL_MS (500), how long and how often to look for the
  * VM's DHCP lease. */
 typedef struct pp__libvirt_config_s {
@@ -50,6 +52,7 @@ typedef struct pp__libvirt_config_s {
     enum pp__libvirt_launch launch;
     int disable_cvm;
     char console_dir[PATH_MAX];
+    char cpu_mode[32]; /* host-model, host-passthrough, or "" for the hypervisor's default */
     uint64_t ip_timeout_ms;
     uint64_t ip_poll_ms;
 } pp__libvirt_config_t;
@@ -70,6 +73,7 @@ typedef struct pp__libvirt_domain_s {
     const char *network;
     const char *firmware;     /* NULL or "": BIOS */
     const char *console_log;  /* NULL: no serial log file */
+    const char *cpu_mode;     /* NULL or "": no <cpu> element */
     int snp;                  /* SEV-SNP launch security */
     const uint8_t *host_data; /* 32 bytes, or NULL */
 } pp__libvirt_domain_t;

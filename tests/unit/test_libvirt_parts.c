@@ -52,6 +52,7 @@ static pp__libvirt_domain_t dom(void)
         .cidata_vol = "podvm-web-5b0c1d2e-cidata.iso",
         .network = "default",
         .console_log = "/var/log/pp/podvm-web-5b0c1d2e-console.log",
+        .cpu_mode = "host-model",
     };
 }
 
@@ -100,7 +101,7 @@ static void test_domain_xml(void **state)
                         "/var/log/pp/podvm-web-5b0c1d2e-console.log");
     assert_string_equal(xpath(x, "count(/domain/launchSecurity)"), "0");
     assert_string_equal(xpath(x, "count(/domain/os/loader)"), "0");
-    assert_string_equal(xpath(x, "/domain/cpu/@mode"), "host-passthrough");
+    assert_string_equal(xpath(x, "/domain/cpu/@mode"), "host-model");
 
     /* Volumes found in it for removal are the two it names. */
     seen_t seen = {0};
@@ -294,6 +295,7 @@ static void test_config(void **state)
     assert_int_equal(c.vcpus, 2);
     assert_int_equal(c.memory_mib, 8192);
     assert_string_equal(c.firmware, "");
+    assert_string_equal(c.cpu_mode, "host-model");
     assert_int_equal(c.launch, PP_LIBVIRT_LAUNCH_AUTO);
     assert_int_equal(c.disable_cvm, 0);
 
@@ -311,6 +313,7 @@ static void test_config(void **state)
         {"DISABLECVM", "maybe"},
         {"LIBVIRT_IP_TIMEOUT_MS", "1"},
         {"LIBVIRT_CONSOLE_LOG_DIR", "logs"},
+        {"LIBVIRT_CPU_MODE", "custom"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         setenv(bad[i].var, bad[i].value, 1);
