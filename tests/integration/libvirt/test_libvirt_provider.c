@@ -9,6 +9,7 @@
  * a volume; the upload hook stands in and keeps the bytes, which are read
  * back as the pod VM would read its config drive. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,20 +48,25 @@ static struct {
 static int hook_step(void *arg, const char *step)
 {
     (void)arg;
-    hk.steps_seen++;
+    __atomic_fetch_add(&hk.steps_seen, 1, __ATOMIC_RELAXED);
     if (strcmp(step, "address") == 0 && hk.no_lease)
         return 1;
     return strcmp(step, hk.fail_at) == 0 ? -EIO : 0;
 }
 
+/* Uploads run on the thread pool, several at once. */
+static pthread_mutex_t hk_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int hook_upload(void *arg, const char *vol, const uint8_t *data, size_t len)
 {
     (void)arg;
+    pthread_mutex_lock(&hk_lock);
     free(hk.iso);
     hk.iso = malloc(len);
     memcpy(hk.iso, data, len);
     hk.iso_len = len;
     snprintf(hk.iso_vol, sizeof(hk.iso_vol), "%s", vol);
+    pthread_mutex_unlock(&hk_lock);
     return 0;
 }
 
@@ -123,8 +129,9 @@ static pp_provider_t *provider(void)
     if (pp_provider_new(&pp_provider_libvirt_ops, &loop, NODE, &p, &err) < 0)
         fail_msg("provider: %s", err.message);
     pp__libvirt_hooks_t h = {.step = hook_step, .upload = hook_upload};
-    pp__libvirt_set_hooks(p, &h);
+    free(hk.iso);
     memset(&hk, 0, sizeof(hk));
+    pp__libvirt_set_hooks(p, &h);
     return p;
 }
 
