@@ -117,7 +117,10 @@ for b in "${bins[@]}"; do
         die "\`$build_dir/bin/$b\` not found: build first (cmake -S . -B build && cmake --build build -j2) or pass --build-dir"
     bin_paths+=("$build_dir/bin/$b")
 done
-mapfile -t lib_packages < <("$here/runtime-packages.sh" "${bin_paths[@]}") ||
+# One base for both variants: the stand-in agent's libraries too, when built.
+lib_bins=("${bin_paths[@]}")
+[ "$variant" = default ] && [ -x "$build_dir/bin/pp-test-agent" ] && lib_bins+=("$build_dir/bin/pp-test-agent")
+mapfile -t lib_packages < <("$here/runtime-packages.sh" "${lib_bins[@]}") ||
     die "cannot derive the runtime packages of ${bins[*]}"
 [ ${#lib_packages[@]} -gt 0 ] || die "no runtime packages derived for ${bins[*]}"
 mapfile -t packages < <(printf '%s\n' "${PACKAGES[@]}" "${lib_packages[@]}" | sort -u)
