@@ -4,10 +4,18 @@
 # The pod VM image gets these, so the list follows the binaries instead of
 # being written down by hand.
 #
-# Usage: runtime-packages.sh BINARY...
+# With --direct, only the libraries the binaries name themselves (DT_NEEDED),
+# the list a package manager completes with their dependencies.
+#
+# Usage: runtime-packages.sh [--direct] BINARY...
 set -euo pipefail
 
-[ $# -gt 0 ] || { echo "usage: runtime-packages.sh BINARY..." >&2; exit 2; }
+direct=0
+if [ "${1:-}" = --direct ]; then
+    direct=1
+    shift
+fi
+[ $# -gt 0 ] || { echo "usage: runtime-packages.sh [--direct] BINARY..." >&2; exit 2; }
 
 libs=()
 for bin in "$@"; do
@@ -20,9 +28,13 @@ for bin in "$@"; do
     fi
     # "libx.so.1 => /path (0x...)" and "/lib64/ld-linux-x86-64.so.2 (0x...)";
     # the vDSO has no file.
+    needed=
+    [ $direct = 1 ] && needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | paste -sd' ')
     while read -r path; do
         libs+=("$path")
-    done < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$out")
+    done < <(awk -v needed=" $needed " '
+        $2 == "=>" && $3 ~ /^\// && (needed == "  " || index(needed, " " $1 " ")) { print $3 }
+        $1 ~ /^\// && needed == "  " { print $1 }' <<<"$out")
 done
 
 # One dpkg-query for every library, under both spellings: with the merged

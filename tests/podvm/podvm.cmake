@@ -1,8 +1,16 @@
 # The pod VM image (podvm/): built from Debian packages by podvm/build.sh
-# (cached by content) and booted with qemu.
+# (cached by content), booted with qemu, and the packer templates validated.
 # Label `podvm`. The build is the fixture `podvm_image`: tests that boot the
 # test image require it and read its path from
 # ${CMAKE_BINARY_DIR}/podvm/image-test.path.
+find_program(PP_PACKER packer)
+
+add_test(NAME podvm_packer_validate
+         COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/packer_test.sh ${CMAKE_SOURCE_DIR}/podvm/packer
+                 ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(podvm_packer_validate PROPERTIES TIMEOUT 300 LABELS podvm
+                     SKIP_RETURN_CODE 77)
+
 if(TARGET agent-protocol-forwarder AND TARGET process-user-data AND TARGET pp-test-agent)
   add_executable(podvm-call ${CMAKE_CURRENT_LIST_DIR}/podvm_call.c)
   target_link_libraries(podvm-call PRIVATE peerpod)
