@@ -134,13 +134,13 @@ mkdir -p "$cache" || die "cannot create the cache directory \`$cache\`"
 work=
 cleanup() {
     local rc=$?
+    [ $rc = 0 ] || echo "podvm build: failed (exit $rc)" >&2
     if [ -n "$work" ] && [ -d "$work" ]; then
         # Anything still mounted below the work tree first (only in this
         # mount namespace), then the tree, never crossing into a mount.
         findmnt -rn -o TARGET | grep -F "$work/" | sort -r | xargs -r umount -l 2>/dev/null || true
         rm -rf --one-file-system "$work"
     fi
-    [ $rc = 0 ] || echo "podvm build: failed (exit $rc)" >&2
     exit $rc
 }
 trap cleanup EXIT
@@ -153,6 +153,14 @@ if ! flock -n 9; then
     log "waiting for another build using $cache"
     flock 9
 fi
+
+# Work trees of builds killed too hard to clean up (SIGKILL, power loss);
+# holding the lock, nothing else uses them.
+for stale in "$cache"/work.*; do
+    [ -d "$stale" ] || continue
+    log "removing $stale, left by an interrupted build"
+    rm -rf --one-file-system "$stale"
+done
 
 # run NAME CMD...: runs CMD with its output in $work/NAME.log, shown on failure.
 run() {
