@@ -260,7 +260,7 @@ EOF
     # Each VM makes its own machine ID (and so its own DHCP client ID).
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id"
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+    rm -rf "${root:?}"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
         "$root"/var/cache/debconf/*-old "$root"/var/log/* "$root"/tmp/* "$root"/var/tmp/*
     find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
     find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
@@ -317,7 +317,7 @@ build_image() {
     mkdir -p "$work/boot"
     mv "$kernel" "$work/boot/vmlinuz"
     mv "$initrd" "$work/boot/initrd.img"
-    rm -rf "$root"/boot/* "$root"/vmlinuz* "$root"/initrd.img*
+    rm -rf "${root:?}"/boot/* "$root"/vmlinuz* "$root"/initrd.img*
     cat >"$work/boot/syslinux.cfg" <<EOF
 SERIAL 0 115200
 DEFAULT podvm
