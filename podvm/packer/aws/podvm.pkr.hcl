@@ -1,0 +1,1 @@
+../podvm.pkr.hcl
