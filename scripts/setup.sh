@@ -15,7 +15,7 @@ pkgs=(
     libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
     libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libarchive-dev
     qemu-system-x86 qemu-utils dnsmasq-base iptables debootstrap e2fsprogs fdisk
-    dosfstools mtools syslinux syslinux-common extlinux packer
+    dosfstools mtools syslinux syslinux-common extlinux packer zstd
 )
 
 missing=()

@@ -61,6 +61,14 @@ int pp__libvirt_config_load(pp__libvirt_config_t *c, pp_error_t *err)
                             mode);
     snprintf(c->cpu_mode, sizeof(c->cpu_mode), "%s", strcmp(mode, "default") == 0 ? "" : mode);
 
+    const char *type = pp_setting("LIBVIRT_DOMAIN_TYPE");
+    if (type != NULL && strcmp(type, "kvm") != 0 && strcmp(type, "qemu") != 0)
+        return pp_error_set(err, -EINVAL,
+                            "environment variable `LIBVIRT_DOMAIN_TYPE`: `%s` is not `kvm` or "
+                            "`qemu`",
+                            type);
+    snprintf(c->domain_type, sizeof(c->domain_type), "%s", type != NULL ? type : "");
+
     uint64_t u;
     if ((r = pp_setting_u64("LIBVIRT_CPU", 2, 1, 512, &u, err)) < 0)
         return r;

@@ -808,10 +808,18 @@ static void domain_type(lv_t *lv)
         snprintf(lv->type, sizeof(lv->type), "test");
         return;
     }
-    char *caps = virConnectGetDomainCapabilities(lv->conn, NULL, "x86_64", NULL, "kvm", 0);
-    snprintf(lv->type, sizeof(lv->type), "%s", caps != NULL ? "kvm" : "qemu");
+    const char *want = lv->cfg.domain_type;
+    char *caps = NULL;
+    if (want[0] == '\0' || strcmp(want, "kvm") == 0)
+        caps = virConnectGetDomainCapabilities(lv->conn, NULL, "x86_64", NULL, "kvm", 0);
     if (caps == NULL)
-        PP_WARN(LOG, "`%s` offers no KVM: pod VMs run emulated", lv->cfg.uri);
+        caps = virConnectGetDomainCapabilities(lv->conn, NULL, "x86_64", NULL, "qemu", 0);
+    else
+        want = "kvm";
+    snprintf(lv->type, sizeof(lv->type), "%s", want[0] != '\0' ? want : "qemu");
+    if (strcmp(lv->type, "qemu") == 0)
+        PP_WARN(LOG, "`%s`: pod VMs run emulated (%s)", lv->cfg.uri,
+                lv->cfg.domain_type[0] != '\0' ? "LIBVIRT_DOMAIN_TYPE=qemu" : "no KVM offered");
     else if (!lv->cfg.disable_cvm && lv->cfg.launch != PP_LIBVIRT_LAUNCH_NONE)
         lv->snp = pp__libvirt_caps_have_snp(caps);
     free(caps);

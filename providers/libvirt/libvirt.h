@@ -38,7 +38,9 @@ enum pp__libvirt_launch {
  * and ours: LIBVIRT_CONSOLE_LOG_DIR (/var/log/libvirt/qemu), where each VM's
  * serial console is written; LIBVIRT_CPU_MODE (host-model; host-passthrough;
  * default, for the hypervisor's own model, where the host CPU cannot be
- * passed on, as under some nested hypervisors); LIBVIRT_IP_TIMEOUT_MS (180000) and
+ * passed on, as under some nested hypervisors); LIBVIRT_DOMAIN_TYPE (kvm
+ * where the host offers it, else qemu; or either by name: qemu emulates,
+ * for hosts whose KVM cannot run an ordinary guest kernel); LIBVIRT_IP_TIMEOUT_MS (180000) and
  * LIBVIRT_IP_POLL_INTERVAL_MS (500), how long and how often to look for the
  * VM's DHCP lease. */
 typedef struct pp__libvirt_config_s {
@@ -52,7 +54,8 @@ typedef struct pp__libvirt_config_s {
     enum pp__libvirt_launch launch;
     int disable_cvm;
     char console_dir[PATH_MAX];
-    char cpu_mode[32]; /* host-model, host-passthrough, or "" for the hypervisor's default */
+    char cpu_mode[32];   /* host-model, host-passthrough, or "" for the hypervisor's default */
+    char domain_type[8]; /* kvm, qemu, or "" for kvm where the host offers it */
     uint64_t ip_timeout_ms;
     uint64_t ip_poll_ms;
 } pp__libvirt_config_t;

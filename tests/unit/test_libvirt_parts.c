@@ -314,6 +314,7 @@ static void test_config(void **state)
         {"LIBVIRT_IP_TIMEOUT_MS", "1"},
         {"LIBVIRT_CONSOLE_LOG_DIR", "logs"},
         {"LIBVIRT_CPU_MODE", "custom"},
+        {"LIBVIRT_DOMAIN_TYPE", "xen"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         setenv(bad[i].var, bad[i].value, 1);
