@@ -53,6 +53,7 @@ typedef struct job_s {
     size_t user_data_len;
     char node[256];
     char base_vol[256];
+    int base_from_pod; /* named by the pod's image annotation */
     unsigned vcpus, memory_mib;
     uint8_t host_data[32];
     int has_host_data;
@@ -313,8 +314,9 @@ static int create_volumes_and_domain(job_t *j, virConnectPtr c, virStoragePoolPt
     if (base == NULL && virStoragePoolRefresh(pool, 0) == 0)
         base = virStorageVolLookupByName(pool, j->base_vol); /* copied in behind libvirt */
     if (base == NULL)
-        return lv_fail(err, "base volume `%s` in pool `%s` (LIBVIRT_VOL_NAME, LIBVIRT_POOL)",
-                       j->base_vol, lv->cfg.pool);
+        return lv_fail(err, "base volume `%s` in pool `%s` (%s, LIBVIRT_POOL)", j->base_vol,
+                       lv->cfg.pool,
+                       j->base_from_pod ? "the pod's image annotation" : "LIBVIRT_VOL_NAME");
     virStorageVolInfo info;
     char *bxml = virStorageVolGetXMLDesc(base, 0);
     int r = bxml != NULL && virStorageVolGetInfo(base, &info) == 0
@@ -663,6 +665,7 @@ static int lv_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provid
         free(j);
         return -EINVAL;
     }
+    j->base_from_pod = base != lv->cfg.vol_name;
     j->vcpus = spec->vcpus > 0 ? spec->vcpus : lv->cfg.vcpus;
     j->memory_mib = spec->memory_mib > 0 ? spec->memory_mib : lv->cfg.memory_mib;
     if (lv->snp && spec->initdata_digest != NULL && spec->initdata_digest[0] != '\0')

@@ -169,6 +169,21 @@ for _ in $(seq 100); do
 done
 [ -S "$work/hv.sock" ] || fail "no hypervisor socket"
 
+# A pod whose image annotation names a volume the pool lacks: StartVM fails
+# at once, naming it, and leaves nothing in libvirt.
+bad=badbad00badbad00badbad00badbad00
+"$shim" -socket "$work/hv.sock" create "$bad" -pod bad -namespace default \
+    -a io.katacontainers.config.hypervisor.image=no-such-image.qcow2 >/dev/null || fail "CreateVM"
+rc=0
+"$shim" -socket "$work/hv.sock" -timeout 60 start "$bad" 2>"$work/bad.err" || rc=$?
+[ "$rc" -ne 0 ] || fail "StartVM with a missing base volume succeeded"
+grep -q "no-such-image.qcow2" "$work/bad.err" || fail "StartVM's error: $(cat "$work/bad.err")"
+"$shim" -socket "$work/hv.sock" stop "$bad" || fail "StopVM of the failed pod"
+[ -z "$(virsh list --all --name)" ] || fail "a domain outlived the failed StartVM"
+[ -z "$(virsh vol-list "$pool" | awk '{print $1}' | grep -v '^podvm-base.qcow2$')" ] ||
+    fail "volumes outlived the failed StartVM"
+echo "StartVM with a missing base volume: status $rc, nothing left: $(cat "$work/bad.err")"
+
 sock=$("$shim" -socket "$work/hv.sock" create "$sid" -pod web -namespace default \
     -netns "/run/netns/$podns") || fail "CreateVM"
 ts=$(date +%s.%N)
