@@ -10,6 +10,16 @@
 #       pod in its VM through the tunnel (bridge, veth, tc redirect, VXLAN
 #       over a veth underlay), against a plain veth pair between two
 #       namespaces with the same MTU (1450), in the same run; ratios.
+#       The goal row is node -> pod with the node's address on a bridge
+#       (ul0) that the VM's veth is a port of. Two more rows say where the
+#       cost is: the same tunnel the other way (pod in VM -> node), and
+#       node -> pod over a second node whose VM link is a routed veth with
+#       no bridge. A Linux bridge cannot pass VXLAN-encapsulated GSO
+#       packets on (it has no encapsulation offload), so on the goal path
+#       every 64 KiB send is cut into MTU-sized frames in software on the
+#       node, and each frame then crosses the bridge, the veth, the VM's
+#       IP/UDP receive, decapsulation and GRO on its own; the other two
+#       paths carry whole GSO packets end to end.
 #
 # Environment: PP_BENCH_BUILD (build tree; default build-bench/, configured
 # Release here when missing), PP_BENCH_NET_ITERATIONS (300),
@@ -78,6 +88,28 @@ ip -n "$P-pod" link set lo up
 ip -n "$P-pod" addr add 10.244.1.11/24 dev eth0
 ip -n "$P-pod" link set eth0 up
 ip -n "$P-pod" route add default via 10.244.1.1 dev eth0
+# A second node whose VM link is routed, with no bridge under the tunnel.
+ip netns add "$P-node2"
+N2="ip -n $P-node2"
+$N2 link set lo up
+$N2 link add cni0 type bridge
+$N2 addr add 10.244.1.1/24 dev cni0
+$N2 link set cni0 mtu 1450 up
+ip netns add "$P-vm2"
+$N2 link add vmu type veth peer name ens1 netns "$P-vm2"
+$N2 addr add 198.19.0.1/16 dev vmu
+$N2 link set vmu up
+$N2 route add default via 198.19.255.254 dev vmu onlink
+ip -n "$P-vm2" link set lo up
+ip -n "$P-vm2" addr add 198.19.0.11/16 dev ens1
+ip -n "$P-vm2" link set ens1 up
+ip netns add "$P-pod2"
+$N2 link add vp mtu 1450 type veth peer name eth0 mtu 1450 netns "$P-pod2"
+$N2 link set vp master cni0 up
+ip -n "$P-pod2" link set lo up
+ip -n "$P-pod2" addr add 10.244.1.11/24 dev eth0
+ip -n "$P-pod2" link set eth0 up
+ip -n "$P-pod2" route add default via 10.244.1.1 dev eth0
 # The baseline: a plain veth pair.
 ip netns add "$P-a"
 ip netns add "$P-b"
@@ -101,12 +133,27 @@ echo "--- (b) data path: tunnel vs plain veth pair"
 "$tool" vm-setup --host-netns "/run/netns/$P-vm" --pod-ns-name "$P-vmpod" --config "$work/pod.json"
 
 # `ip netns exec` execs the server, so $! is the server itself.
-ip netns exec "$P-vmpod" "$probe" serve 5001 vm "$work/ready-vm" >"$work/vm.log" 2>&1 &
-servers+=($!)
-ip netns exec "$P-b" "$probe" serve 5001 veth "$work/ready-b" >"$work/b.log" 2>&1 &
-servers+=($!)
-for _ in $(seq 50); do [ -e "$work/ready-vm" ] && [ -e "$work/ready-b" ] && break; sleep 0.1; done
+"$tool" inspect --pod-netns "/run/netns/$P-pod2" --host-netns "/run/netns/$P-node2" --index 1 \
+    >"$work/pod2.json"
+"$tool" node-setup --pod-netns "/run/netns/$P-pod2" --host-netns "/run/netns/$P-node2" \
+    --remote 198.19.0.11 --config "$work/pod2.json"
+"$tool" vm-setup --host-netns "/run/netns/$P-vm2" --pod-ns-name "$P-vmpod2" --config "$work/pod2.json"
+
+readies=()
+# Servers: `ip netns exec` execs them, so $! is the server itself.
+for s in vmpod node vmpod2 a b; do
+    ip netns exec "$P-$s" "$probe" serve 5001 "$s" "$work/ready-$s" >"$work/$s.log" 2>&1 &
+    servers+=($!)
+    readies+=("$work/ready-$s")
+done
+for _ in $(seq 50); do
+    all=1
+    for f in "${readies[@]}"; do [ -e "$f" ] || all=0; done
+    [ "$all" = 1 ] && break
+    sleep 0.1
+done
 ip netns exec "$P-node" ping -c 1 -W 2 10.244.1.11 >/dev/null
+ip netns exec "$P-node2" ping -c 1 -W 2 10.244.1.11 >/dev/null
 
 seconds=$(((duration_ms + 999) / 1000))
 field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
@@ -115,21 +162,34 @@ ip netns exec "$P-node" "$probe" stream 10.244.1.11 5001 1 >/dev/null
 ip netns exec "$P-a" "$probe" stream 10.244.200.2 5001 1 >/dev/null
 tun_gbps=$(ip netns exec "$P-node" "$probe" stream 10.244.1.11 5001 "$seconds" | field gbps)
 veth_gbps=$(ip netns exec "$P-a" "$probe" stream 10.244.200.2 5001 "$seconds" | field gbps)
+rev_gbps=$(ip netns exec "$P-vmpod" "$probe" stream 10.244.1.1 5001 "$seconds" | field gbps)
+vethrev_gbps=$(ip netns exec "$P-b" "$probe" stream 10.244.200.1 5001 "$seconds" | field gbps)
+routed_gbps=$(ip netns exec "$P-node2" "$probe" stream 10.244.1.11 5001 "$seconds" | field gbps)
 tun_rr=$(ip netns exec "$P-node" "$probe" rr 10.244.1.11 5001 "$rr_count")
 veth_rr=$(ip netns exec "$P-a" "$probe" rr 10.244.200.2 5001 "$rr_count")
 
-printf "  %-22s %10s %10s %8s\n" "" tunnel veth ratio
-printf "  %-22s %10.2f %10.2f %8.2f\n" "tcp stream Gbit/s" "$tun_gbps" "$veth_gbps" \
-    "$(awk -v a="$tun_gbps" -v b="$veth_gbps" 'BEGIN { print a / b }')"
+printf "  %-24s %10s %10s %8s\n" "" tunnel veth ratio
+row() {
+    printf "  %-24s %10.2f %10.2f %8.2f\n" "$1" "$2" "$3" \
+        "$(awk -v a="$2" -v b="$3" 'BEGIN { print a / b }')"
+}
+row "tcp stream Gbit/s" "$tun_gbps" "$veth_gbps"
 for k in p50 p99 mean; do
     t=$(field "$k" <<<"$tun_rr")
     v=$(field "$k" <<<"$veth_rr")
-    printf "  %-22s %10.1f %10.1f %8.2f\n" "64 B round trip $k us" "$t" "$v" \
+    printf "  %-24s %10.1f %10.1f %8.2f\n" "64 B round trip $k us" "$t" "$v" \
         "$(awk -v a="$t" -v b="$v" 'BEGIN { print a / b }')"
 done
 echo "  (ratio = tunnel / veth: below 1 for throughput and above 1 for latency is the tunnel's cost)"
+echo "  where the cost is (not the goal; veth is the same pair, each way):"
+row "  pod in VM -> node" "$rev_gbps" "$vethrev_gbps"
+row "  node -> pod, no bridge" "$routed_gbps" "$veth_gbps"
 
 "$tool" node-teardown --pod-netns "/run/netns/$P-pod" --host-netns "/run/netns/$P-node" \
     --config "$work/pod.json"
 "$tool" vm-teardown --host-netns "/run/netns/$P-vm" --pod-ns-name "$P-vmpod" \
     --config "$work/pod.json" --delete-netns
+"$tool" node-teardown --pod-netns "/run/netns/$P-pod2" --host-netns "/run/netns/$P-node2" \
+    --config "$work/pod2.json"
+"$tool" vm-teardown --host-netns "/run/netns/$P-vm2" --pod-ns-name "$P-vmpod2" \
+    --config "$work/pod2.json" --delete-netns

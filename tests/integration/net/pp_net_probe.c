@@ -3,11 +3,15 @@
  *   serve PORT IDENT [READY_FILE]   serves connections one at a time; the
  *                                   first byte picks: 'I' answer IDENT,
  *                                   'S' read to EOF and answer "<bytes>
- *                                   <fnv64>", 'E' echo 64-byte messages
+ *                                   <fnv64>", 'C' read to EOF and answer
+ *                                   "<bytes> 0" (no hash: the reader costs
+ *                                   no more than the copy), 'E' echo
+ *                                   64-byte messages
  *   ident HOST PORT                 prints the server's IDENT
  *   xfer HOST PORT BYTES            sends BYTES of a fixed pseudo-random
  *                                   stream; checks count and hash
- *   stream HOST PORT SECONDS        one stream, as fast as it goes: Gbit/s
+ *   stream HOST PORT SECONDS        one stream, as fast as it goes ('C'):
+ *                                   Gbit/s; checks the count
  *   rr HOST PORT COUNT              64-byte request/response: microseconds
  *
  * Every socket has a 10 s timeout, so a broken path fails instead of
@@ -92,12 +96,13 @@ static void serve_one(int c, const char *ident)
         char line[256];
         int n = snprintf(line, sizeof(line), "%s\n", ident);
         write_all(c, line, (size_t)n);
-    } else if (cmd == 'S') {
-        uint64_t count = 0, h = 0xcbf29ce484222325ull;
+    } else if (cmd == 'S' || cmd == 'C') {
+        uint64_t count = 0, h = cmd == 'S' ? 0xcbf29ce484222325ull : 0;
         ssize_t r;
         while ((r = read(c, buf, sizeof(buf))) > 0) {
             count += (uint64_t)r;
-            h = fnv(h, buf, (size_t)r);
+            if (cmd == 'S')
+                h = fnv(h, buf, (size_t)r);
         }
         char line[64];
         int n = snprintf(line, sizeof(line), "%llu %016llx\n", (unsigned long long)count,
@@ -223,7 +228,7 @@ static int xfer(const char *host, int port, uint64_t bytes)
 
 static int stream(const char *host, int port, double seconds)
 {
-    int s = dial(host, port, 'S');
+    int s = dial(host, port, 'C');
     if (s < 0)
         return 1;
     static uint8_t buf[1 << 17];
