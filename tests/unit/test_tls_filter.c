@@ -330,6 +330,46 @@ static void test_chunked_tls12(void **state)
     assert_int_equal(pp_tls_filter_key_update(fx->c.filter, 1), -ENOTSUP);
 }
 
+/* Small writes wait for the flush and are sealed together; more than the
+ * filter gathers at once is sealed on the way; the socket takes only part
+ * of each write (a small send buffer), so the rest is queued behind it. */
+static void test_gathered_writes_partial(void **state)
+{
+    fx_t *fx = *state;
+    handshake_pair(fx, NULL, hs_cb);
+    raw_start(&fx->s);
+    raw_start(&fx->c);
+    uv_os_fd_t cfd;
+    assert_int_equal(uv_fileno((uv_handle_t *)fx->c.pipe, &cfd), 0);
+    int sndbuf = 4096;
+    assert_int_equal(setsockopt(cfd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    enum { N = 700, SZ = 997 };
+    for (unsigned k = 0; k < 10; k++)
+        assert_int_equal(fx->c.filter->write(fx->c.filter, pattern(SZ, k), SZ), 0);
+    for (int i = 0; i < 5; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->s.raw.len, 0); /* gathered, not sent */
+    for (unsigned k = 10; k < N; k++)
+        assert_int_equal(fx->c.filter->write(fx->c.filter, pattern(SZ, k), SZ), 0);
+    assert_int_equal(fx->c.filter->flush(fx->c.filter), 0);
+    assert_true(uv_stream_get_write_queue_size((uv_stream_t *)fx->c.pipe) > 0);
+    static const size_t odd[] = {3, 7000, 5, 40000};
+    while (fx->s.plain.len < (size_t)N * SZ) {
+        wait_raw(fx, &fx->s, 1);
+        assert_int_equal(feed(&fx->s, odd, 4), 0);
+    }
+    assert_int_equal(fx->s.plain.len, (size_t)N * SZ);
+    for (unsigned k = 0; k < N; k++) {
+        uint8_t *want = pattern(SZ, k);
+        assert_memory_equal(fx->s.plain.data + (size_t)k * SZ, want, SZ);
+        free(want);
+    }
+    /* A flush with nothing gathered sends nothing. */
+    assert_int_equal(fx->c.filter->flush(fx->c.filter), 0);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->s.raw.len, 0);
+}
+
 static void test_key_update(void **state)
 {
     fx_t *fx = *state;
@@ -487,6 +527,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunked_tls13, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_tls12, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gathered_writes_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_after_handshake_stay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),

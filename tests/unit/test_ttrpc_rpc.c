@@ -765,6 +765,129 @@ static void test_even_stream_and_malformed(void **state)
     raw_stop(&raw);
 }
 
+/* ---- corked writes: answers wait for the loop, in order, per connection -- */
+
+static uint8_t *hold_frame(uint32_t id, const char *body, size_t *len)
+{
+    pp_ttrpc_request_t req = {.service = {SVC, strlen(SVC)},
+                              .method = {"Hold", 4},
+                              .payload = (const uint8_t *)body,
+                              .payload_len = strlen(body)};
+    uint8_t *frame;
+    assert_int_equal(pp_ttrpc_request_frame(&req, &frame, len), 0);
+    pp_ttrpc_frame_set_stream(frame, id);
+    return frame;
+}
+
+/* Two raw connections, each with three calls held by the server; the calls
+ * are numbered by their payloads "<conn><k>" and stream ids 1, 3, 5. */
+static void hold_six(fx_t *fx, int fd[2], pp_ttrpc_call_t *calls[2][3])
+{
+    for (int c = 0; c < 2; c++) {
+        fd[c] = raw_connect(fx->sock);
+        for (int k = 0; k < 3; k++) {
+            char body[8];
+            snprintf(body, sizeof(body), "%d%d", c, k);
+            size_t len;
+            uint8_t *frame = hold_frame((uint32_t)(2 * k + 1), body, &len);
+            write_all(fd[c], frame, len);
+            free(frame);
+        }
+    }
+    while (fx->nheld < 6)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 6; i++) {
+        const pp_ttrpc_request_t *r = pp_ttrpc_call_request(fx->held[i]);
+        assert_int_equal(r->payload_len, 2);
+        calls[r->payload[0] - '0'][r->payload[1] - '0'] = fx->held[i];
+        fx->held[i] = NULL;
+    }
+    fx->nheld = 0;
+}
+
+static int readable_now(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void test_corked_answers_keep_order(void **state)
+{
+    fx_t *fx = *state;
+    int fd[2];
+    pp_ttrpc_call_t *calls[2][3];
+    hold_six(fx, fd, calls);
+    /* Answered outside any read, interleaved across the connections and
+     * backwards within each. */
+    const int order[6][2] = {{0, 2}, {1, 1}, {0, 0}, {1, 2}, {0, 1}, {1, 0}};
+    for (int i = 0; i < 6; i++) {
+        char ans[8];
+        snprintf(ans, sizeof(ans), "a%d%d", order[i][0], order[i][1]);
+        assert_int_equal(pp_ttrpc_call_reply(calls[order[i][0]][order[i][1]], ans, 3), 0);
+    }
+    /* Nothing has left yet: the answers wait for the loop. */
+    assert_false(readable_now(fd[0]));
+    assert_false(readable_now(fd[1]));
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_true(readable_now(fd[0]));
+    assert_true(readable_now(fd[1]));
+    /* Each connection gets its answers in the order they were made. */
+    for (int c = 0; c < 2; c++) {
+        for (int i = 0; i < 6; i++) {
+            if (order[i][0] != c)
+                continue;
+            uint32_t id;
+            uint8_t *pl;
+            size_t plen;
+            assert_int_equal(read_response(fd[c], &id, &pl, &plen), 0);
+            assert_int_equal(id, (uint32_t)(2 * order[i][1] + 1));
+            char want[8];
+            snprintf(want, sizeof(want), "a%d%d", c, order[i][1]);
+            assert_int_equal(plen, 3);
+            assert_memory_equal(pl, want, 3);
+            free(pl);
+        }
+        assert_false(readable_now(fd[c]));
+        close(fd[c]);
+    }
+}
+
+static void test_close_with_corked_answers(void **state)
+{
+    fx_t *fx = *state;
+    int fd[2];
+    pp_ttrpc_call_t *calls[2][3];
+    hold_six(fx, fd, calls);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(pp_ttrpc_call_reply(calls[0][k], "done", 4), 0);
+    pp_ttrpc_call_reply(calls[1][0], "done", 4);
+    assert_false(readable_now(fd[0]));
+    /* The server closes while both connections have answers corked: they
+     * still go out, then the connections end; the calls still held are
+     * cancelled, and their answers dropped. The teardown's uv_loop_close()
+     * checks that every handle of the connections was closed. */
+    pp_ttrpc_server_close(fx->srv, 0, server_closed_cb, fx);
+    fx->srv = NULL;
+    assert_int_equal(pp_ttrpc_call_reply(calls[1][1], "late", 4), -ECANCELED);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    /* The server is freed once the last held call is answered. */
+    assert_int_equal(fx->server_closed, 0);
+    assert_int_equal(pp_ttrpc_call_reply(calls[1][2], "late", 4), -ECANCELED);
+    run_until(fx, &fx->server_closed, 2000);
+    uint32_t id;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(read_response(fd[0], &id, NULL, NULL), 0);
+        assert_int_equal(id, (uint32_t)(2 * k + 1));
+    }
+    assert_int_equal(read_response(fd[1], &id, NULL, NULL), 0);
+    assert_int_equal(id, 1);
+    char c;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(read(fd[i], &c, 1), 0);
+        close(fd[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -784,6 +907,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_answer_from_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_limit_and_oversize, setup, teardown),
         cmocka_unit_test_setup_teardown(test_even_stream_and_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corked_answers_keep_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_corked_answers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
