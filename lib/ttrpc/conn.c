@@ -38,7 +38,9 @@ void pp__conn_init(pp__conn_t *c, uv_stream_t *stream, const pp__conn_ops_t *ops
     stream->data = c;
     uv_prepare_init(stream->loop, &c->flusher);
     c->flusher.data = c;
-    c->open_handles = 2;
+    uv_timer_init(stream->loop, &c->deadlines);
+    c->deadlines.data = c;
+    c->open_handles = 3;
     pp_ttrpc_decoder_init(&c->dec, PP_TTRPC_MAX_MESSAGE, on_frame, on_oversize, c);
 }
 
@@ -91,6 +93,7 @@ void pp__conn_close(pp__conn_t *c)
     drop_batch(c);
     uv_close((uv_handle_t *)c->stream, close_cb);
     uv_close((uv_handle_t *)&c->flusher, close_cb);
+    uv_close((uv_handle_t *)&c->deadlines, close_cb);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -140,6 +143,24 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->direct = NULL;
     if (r < 0)
         fail(c, r);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    pp__conn_t *c = t->data;
+    c->deadline_due = 0;
+    uint64_t next = c->ops->expire ? c->ops->expire(c, uv_now(t->loop)) : 0;
+    if (next != 0)
+        pp__conn_deadline(c, next);
+}
+
+void pp__conn_deadline(pp__conn_t *c, uint64_t due)
+{
+    if (c->closing || (c->deadline_due != 0 && c->deadline_due <= due))
+        return;
+    uint64_t now = uv_now(c->deadlines.loop);
+    c->deadline_due = due;
+    uv_timer_start(&c->deadlines, deadline_cb, due > now ? due - now : 0, 0);
 }
 
 int pp__conn_start(pp__conn_t *c)

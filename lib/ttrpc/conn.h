@@ -9,8 +9,8 @@
  * many requests, or one read of many answers on another connection, costs
  * one writev here (one TLS seal and write through a filter), tried with
  * uv_try_write() first so that nothing is queued when the socket takes it
- * all. Each connection owns two handles, the stream and the prepare handle,
- * and is closed once both are. */
+ * all. Each connection owns three handles, the stream, the prepare handle
+ * and a deadline timer, and is closed once all three are. */
 #ifndef PP_TTRPC_CONN_H
 #define PP_TTRPC_CONN_H
 
@@ -37,6 +37,9 @@ typedef struct pp__conn_ops_s {
     void (*ended)(pp__conn_t *c, int status);
     /* The handle is closed; the owner may free the conn now. */
     void (*closed)(pp__conn_t *c);
+    /* Optional: the deadline timer fired at loop time `now`. Ends what is
+     * due and returns the next deadline (loop time), or 0 for none. */
+    uint64_t (*expire)(pp__conn_t *c, uint64_t now);
 } pp__conn_ops_t;
 
 struct pp__conn_s {
@@ -52,8 +55,13 @@ struct pp__conn_s {
     uint8_t *batch[PP__CONN_BATCH_MAX];
     uv_buf_t batch_bufs[PP__CONN_BATCH_MAX];
     size_t nbatch;
-    uv_prepare_t flusher;  /* started while writes wait to be flushed */
-    unsigned open_handles; /* the stream and the flusher, until closed */
+    uv_prepare_t flusher; /* started while writes wait to be flushed */
+    /* One timer for the deadlines of all the calls on the connection, set
+     * for the earliest; calls that end first leave it be (it finds nothing
+     * due when it fires), so a call costs no timer of its own. */
+    uv_timer_t deadlines;
+    uint64_t deadline_due; /* loop time the timer is set for; 0 when unset */
+    unsigned open_handles; /* stream, flusher, timer: until closed */
     unsigned flush_queued : 1;
     unsigned ended : 1;
     unsigned closing : 1;
@@ -66,6 +74,8 @@ int pp__conn_start(pp__conn_t *c);
 int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len);
 /* Sends what is corked now, without waiting for the prepare handle. */
 int pp__conn_flush(pp__conn_t *c);
+/* Makes the deadline timer fire no later than loop time `due`. */
+void pp__conn_deadline(pp__conn_t *c, uint64_t due);
 /* Sends what is corked (as far as the socket takes it), stops reading
  * (calling ops->ended if not yet) and closes the handles. */
 void pp__conn_close(pp__conn_t *c);

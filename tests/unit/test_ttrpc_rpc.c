@@ -437,6 +437,98 @@ static void test_client_enforces_deadline(void **state)
     uv_run(&fx->loop, UV_RUN_NOWAIT);
 }
 
+/* Deadlines out of order on one connection, each side with one timer for
+ * all of them: each call ends at its own deadline, earliest first, and a
+ * call without one is left alone. */
+static void test_server_deadlines_out_of_order(void **state)
+{
+    fx_t *fx = *state;
+    const int ms[3] = {300, 100, 200}, order[3] = {1, 2, 0};
+    result_t r[3], none;
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    for (int i = 0; i < 3; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        pp_ttrpc_request_t req = {.service = {SVC, strlen(SVC)},
+                                  .method = {"Hold", 4},
+                                  .timeout_nano = ms[i] * 1000000LL};
+        uint8_t *frame;
+        size_t len;
+        assert_int_equal(pp_ttrpc_request_frame(&req, &frame, &len), 0);
+        /* No local timeout: what ends these calls is the server. */
+        assert_int_equal(pp_ttrpc_client_call_frame(fx->cli, frame, len, 0, result_cb, &r[i]), 0);
+    }
+    call(fx, "Hold", "n", 1, 0, &none);
+    for (int k = 0; k < 3; k++) {
+        int i = order[k];
+        run_until(fx, &r[i].done, 2000);
+        uint64_t dt = uv_now(&fx->loop) - t0;
+        assert_int_equal(r[i].code, PP_GRPC_DEADLINE_EXCEEDED);
+        assert_true(dt >= (uint64_t)ms[i]);
+        for (int j = k + 1; j < 3; j++)
+            assert_int_equal(r[order[j]].done, 0);
+        free(r[i].payload);
+    }
+    assert_int_equal(none.done, 0);
+    assert_int_equal(fx->nheld, 4);
+    for (int i = 0; i < 4; i++) {
+        const pp_ttrpc_request_t *req = pp_ttrpc_call_request(fx->held[i]);
+        int expired = req->timeout_nano != 0;
+        assert_int_equal(pp_ttrpc_call_is_cancelled(fx->held[i]), expired);
+        assert_int_equal(pp_ttrpc_call_reply(fx->held[i], "ok", 2), expired ? -ECANCELED : 0);
+        fx->held[i] = NULL;
+    }
+    fx->nheld = 0;
+    run_until(fx, &none.done, 2000);
+    assert_int_equal(none.code, 0);
+    free(none.payload);
+}
+
+static void test_client_deadlines_out_of_order(void **state)
+{
+    fx_t *fx = *state;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/mute.sock", fx->dir);
+    uv_pipe_t mute;
+    uv_pipe_init(&fx->loop, &mute, 0);
+    assert_int_equal(uv_pipe_bind(&mute, path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&mute, 4, mute_accept), 0);
+    pp_ttrpc_client_t *c;
+    assert_int_equal(pp_ttrpc_client_new(&fx->loop, &c), 0);
+    fx->connected = 0;
+    assert_int_equal(pp_ttrpc_client_connect_unix(c, path, connect_cb, fx), 0);
+    run_until(fx, &fx->connected, 2000);
+    const int ms[3] = {240, 80, 160}, order[3] = {1, 2, 0};
+    result_t r[3] = {0}, none = {0};
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    for (int i = 0; i < 3; i++) {
+        pp_ttrpc_call_opts_t o = {SVC, "Echo", "x", 1, ms[i] * 1000000LL, NULL, 0};
+        assert_int_equal(pp_ttrpc_client_call(c, &o, result_cb, &r[i]), 0);
+    }
+    pp_ttrpc_call_opts_t o = {SVC, "Echo", "x", 1, 0, NULL, 0};
+    assert_int_equal(pp_ttrpc_client_call(c, &o, result_cb, &none), 0);
+    for (int k = 0; k < 3; k++) {
+        int i = order[k];
+        run_until(fx, &r[i].done, 2000);
+        assert_int_equal(r[i].code, PP_GRPC_DEADLINE_EXCEEDED);
+        assert_true(uv_now(&fx->loop) - t0 >= (uint64_t)ms[i]);
+        for (int j = k + 1; j < 3; j++)
+            assert_int_equal(r[order[j]].done, 0);
+        free(r[i].payload);
+    }
+    assert_int_equal(none.done, 0);
+    assert_int_equal(pp_ttrpc_client_in_flight(c), 1);
+    pp_ttrpc_client_close(c, (pp_ttrpc_client_close_cb)NULL, NULL);
+    assert_int_equal(none.code, PP_GRPC_CANCELLED);
+    free(none.payload);
+    int closed = 1;
+    uv_close((uv_handle_t *)&mute_conn, NULL);
+    uv_close((uv_handle_t *)&mute, NULL);
+    run_until(fx, &closed, 100);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+}
+
 static void test_connection_drop_fails_in_flight(void **state)
 {
     fx_t *fx = *state;
@@ -900,6 +992,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_propagates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_enforces_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_enforces_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_deadlines_out_of_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_deadlines_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_drop_fails_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_close_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_cancels, setup, teardown),
