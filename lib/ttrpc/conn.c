@@ -149,6 +149,10 @@ static void deadline_cb(uv_timer_t *t)
 {
     pp__conn_t *c = t->data;
     c->deadline_due = 0;
+    if (c->deferred_error != 0) {
+        fail(c, c->deferred_error);
+        return;
+    }
     uint64_t next = c->ops->expire ? c->ops->expire(c, uv_now(t->loop)) : 0;
     if (next != 0)
         pp__conn_deadline(c, next);
@@ -187,7 +191,7 @@ static void drop_batch(pp__conn_t *c)
 }
 
 /* Writes the batched frames: what the socket takes now with one writev,
- * the rest with one uv_write. */
+ * the rest with one uv_write. On failure the caller ends the connection. */
 static int flush(pp__conn_t *c)
 {
     size_t n = c->nbatch, first = 0;
@@ -196,7 +200,6 @@ static int flush(pp__conn_t *c)
     int t = uv_try_write(c->stream, c->batch_bufs, (unsigned)n);
     if (t < 0 && t != UV_EAGAIN) {
         drop_batch(c);
-        fail(c, t);
         return t;
     }
     if (t > 0) {
@@ -219,7 +222,6 @@ static int flush(pp__conn_t *c)
         c->nbatch = 0;
         for (size_t i = first; i < n; i++)
             free(c->batch[i]);
-        fail(c, -ENOMEM);
         return -ENOMEM;
     }
     w->conn = c;
@@ -231,7 +233,6 @@ static int flush(pp__conn_t *c)
         for (size_t i = 0; i < left; i++)
             free(w->frames[i]);
         free(w);
-        fail(c, r);
     }
     return r;
 }
@@ -248,15 +249,23 @@ int pp__conn_flush(pp__conn_t *c)
         return flush(c);
     if (c->filter->flush == NULL)
         return 0;
-    int r = c->filter->flush(c->filter);
-    if (r < 0)
-        fail(c, r);
-    return r;
+    return c->filter->flush(c->filter);
 }
 
+/* A failed flush does not end the connection from here: ending it runs the
+ * owner's callbacks, which may answer on other connections whose prepare
+ * handles already ran in this loop iteration, and those answers would wait
+ * for the next event. The deadline timer, due at once, ends it instead:
+ * timers run before the prepare handles, so what its callbacks write goes
+ * out in the same iteration. */
 static void flusher_cb(uv_prepare_t *p)
 {
-    pp__conn_flush(p->data);
+    pp__conn_t *c = p->data;
+    int r = pp__conn_flush(c);
+    if (r < 0 && !c->closing && c->deferred_error == 0) {
+        c->deferred_error = r;
+        pp__conn_deadline(c, 1);
+    }
 }
 
 /* Flushes before the loop next waits. The prepare handle keeps the loop
@@ -300,5 +309,8 @@ int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
         queue_flush(c);
         return 0;
     }
-    return flush(c);
+    int r = flush(c);
+    if (r < 0)
+        fail(c, r);
+    return r;
 }

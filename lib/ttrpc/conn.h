@@ -61,6 +61,7 @@ struct pp__conn_s {
      * due when it fires), so a call costs no timer of its own. */
     uv_timer_t deadlines;
     uint64_t deadline_due; /* loop time the timer is set for; 0 when unset */
+    int deferred_error;    /* a failed corked flush, to end the connection */
     unsigned open_handles; /* stream, flusher, timer: until closed */
     unsigned flush_queued : 1;
     unsigned ended : 1;
@@ -72,7 +73,8 @@ int pp__conn_start(pp__conn_t *c);
 /* Writes a frame and frees it when done (also on failure). The frame goes
  * out before the loop next waits for events, in order with the others. */
 int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len);
-/* Sends what is corked now, without waiting for the prepare handle. */
+/* Sends what is corked now, without waiting for the prepare handle. A
+ * negative errno when the stream failed; the caller ends the connection. */
 int pp__conn_flush(pp__conn_t *c);
 /* Makes the deadline timer fire no later than loop time `due`. */
 void pp__conn_deadline(pp__conn_t *c, uint64_t due);
