@@ -676,6 +676,10 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
             rv = deliver(ctx, hs->plain, got);
             if (rv < 0)
                 break;
+            /* Nothing left to read, in the window or inside OpenSSL: the
+             * next call could only ask for more. */
+            if (hs->in_len == 0 && !SSL_has_pending(hs->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(hs->ssl, 0);
