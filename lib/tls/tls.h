@@ -5,9 +5,10 @@
  * ttrpc (pp_ttrpc_server_serve_filtered(), pp_ttrpc_client_open_filtered()).
  * The filter encrypts what ttrpc writes and decrypts what it reads, and
  * answers post-handshake messages (TLS 1.3 KeyUpdate) by itself. Small
- * writes made while it delivers a read (answers to the requests just read)
- * are sealed together and sent in one write when the read is done; other
- * writes go out at once. Errors on an established connection are logged
+ * writes are gathered until the filter's flush (which the ttrpc connection
+ * calls once per loop iteration in which it wrote) and sealed together and
+ * sent in one write; large ones go out at once, after what was gathered.
+ * Errors on an established connection are logged
  * here (ttrpc only sees an errno: -EACCES for a refused certificate,
  * -EPROTO for other TLS failures, UV_EOF for close_notify).
  *

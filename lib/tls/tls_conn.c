@@ -28,8 +28,12 @@
 /* The largest write buffer kept for reuse (what a 1 MiB write grows to):
  * a connection holds at most this much while idle. */
 #define SPARE_MAX ((size_t)2 << 20)
-/* Writes below this size made during a read are gathered into one. */
+/* Writes below this size are gathered until the connection flushes, and
+ * sealed together: one seal and one write for many small frames. */
 #define COALESCE_MAX 16384
+/* Gathered plaintext past which it is sealed without waiting for the flush,
+ * so that a burst of small writes does not grow one buffer unbounded. */
+#define PEND_MAX ((size_t)256 << 10)
 /* After a failed handshake, how long to wait for the peer to read our
  * alert and close, so that closing does not reset the connection under
  * the alert. */
@@ -53,8 +57,7 @@ struct pp_tls_handshake_s {
      * that are freed and allocated again cost a page fault per page. */
     uint8_t *spare;
     size_t spare_cap;
-    pp_buf_t pend; /* small plaintext written during a read, sealed at its end */
-    int in_read;
+    pp_buf_t pend; /* small plaintext written since the last flush */
     int write_error;
     int broken; /* a fatal TLS error ended the connection */
 
@@ -196,7 +199,9 @@ static void write_cb(uv_write_t *req, int status)
     hs_unref(hs);
 }
 
-/* Hands the ciphertext OpenSSL produced to the stream. */
+/* Hands the ciphertext OpenSSL produced to the stream: what the socket
+ * takes now directly (the buffer then stays for the next records), the rest
+ * with a uv_write that owns the buffer until it is done. */
 static int flush_out(pp_tls_handshake_t *hs)
 {
     if (hs->out.len == 0)
@@ -204,6 +209,21 @@ static int flush_out(pp_tls_handshake_t *hs)
     if (hs->stream == NULL || hs->write_error != 0) {
         hs->out.len = 0;
         return hs->write_error ? hs->write_error : -ENOTCONN;
+    }
+    size_t off = 0;
+    uv_buf_t tb = uv_buf_init((char *)hs->out.data, (unsigned)hs->out.len);
+    int t = uv_try_write(hs->stream, &tb, 1);
+    if (t < 0 && t != UV_EAGAIN) {
+        hs->out.len = 0;
+        hs->write_error = t;
+        return t;
+    }
+    if (t > 0) {
+        off = (size_t)t;
+        if (off == hs->out.len) {
+            hs->out.len = 0;
+            return 0;
+        }
     }
     wreq_t *w = malloc(sizeof(*w));
     if (w == NULL) {
@@ -219,7 +239,7 @@ static int flush_out(pp_tls_handshake_t *hs)
         hs->out.cap = hs->spare_cap;
         hs->spare = NULL;
     }
-    uv_buf_t b = uv_buf_init((char *)w->buf, (unsigned)len);
+    uv_buf_t b = uv_buf_init((char *)w->buf + off, (unsigned)(len - off));
     int r = uv_write(&w->req, hs->stream, &b, 1, write_cb);
     if (r < 0) {
         free(w->buf);
@@ -594,6 +614,18 @@ static int seal_pending(pp_tls_handshake_t *hs)
     return r;
 }
 
+static int f_flush(pp_stream_filter_t *f)
+{
+    pp_tls_handshake_t *hs = container_of(f, pp_tls_handshake_t, filter);
+    if (hs->write_error != 0 || hs->broken) {
+        hs->pend.len = 0;
+        return hs->write_error ? hs->write_error : -EPROTO;
+    }
+    int r = seal_pending(hs);
+    int w = flush_out(hs);
+    return r < 0 ? r : w;
+}
+
 static int f_write(pp_stream_filter_t *f, uint8_t *data, size_t len)
 {
     pp_tls_handshake_t *hs = container_of(f, pp_tls_handshake_t, filter);
@@ -602,21 +634,26 @@ static int f_write(pp_stream_filter_t *f, uint8_t *data, size_t len)
         return hs->write_error ? hs->write_error : -EPROTO;
     }
     int r;
-    if (hs->in_read && len < COALESCE_MAX) {
-        /* Answers made while a read is handled: gathered, and sealed and
-         * sent together when the read is done, in as few records and one
-         * write. */
+    if (len < COALESCE_MAX) {
+        /* Gathered, and sealed and sent with the others at the flush, in
+         * as few records as they fit and one write. */
+        if (hs->pend.len + len > PEND_MAX && (r = f_flush(f)) < 0) {
+            free(data);
+            return r;
+        }
         r = pp_buf_append(&hs->pend, data, len);
         free(data);
         return r;
     }
+    /* A large write is sealed and sent at once, after what was gathered,
+     * rather than copied into an ever larger buffer. */
     r = seal_pending(hs);
     if (r == 0)
         r = seal(hs, data, len);
     free(data);
     if (r < 0)
         return r;
-    return hs->in_read ? 0 : flush_out(hs);
+    return flush_out(hs);
 }
 
 static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_deliver_cb deliver,
@@ -631,7 +668,6 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
         return -ENOMEM;
     hs->in = in;
     hs->in_len = n;
-    hs->in_read = 1;
     int rv = 0;
     for (;;) {
         size_t got = 0;
@@ -639,6 +675,10 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
         if (SSL_read_ex(hs->ssl, hs->plain, PLAIN_CHUNK, &got)) {
             rv = deliver(ctx, hs->plain, got);
             if (rv < 0)
+                break;
+            /* Nothing left to read, in the window or inside OpenSSL: the
+             * next call could only ask for more. */
+            if (hs->in_len == 0 && !SSL_has_pending(hs->ssl))
                 break;
             continue;
         }
@@ -654,16 +694,11 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
     }
     hs->in = NULL;
     hs->in_len = 0;
-    hs->in_read = 0;
-    if (hs->pend.len > 0 && !hs->broken) {
-        int r = seal_pending(hs);
-        if (rv == 0)
-            rv = r;
-    }
-    /* A KeyUpdate that asked for ours is answered now, not at our next
-     * write, which may be far off: OpenSSL only notes it as pending, and
-     * scheduling the same update ourselves is what lets SSL_do_handshake()
-     * send it. */
+    /* Answers written while delivering wait in hs->pend for the
+     * connection's flush. A KeyUpdate that asked for ours is answered now,
+     * not at our next write, which may be far off: OpenSSL only notes it as
+     * pending, and scheduling the same update ourselves is what lets
+     * SSL_do_handshake() send it. */
     if (rv == 0 && SSL_get_key_update_type(hs->ssl) != SSL_KEY_UPDATE_NONE) {
         ERR_clear_error();
         if (!SSL_key_update(hs->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) ||
@@ -768,6 +803,7 @@ int pp_tls_handshake(pp_tls_ctx_t *ctx, uv_stream_t *stream, const char *server_
     hs->filter.write = f_write;
     hs->filter.read = f_read;
     hs->filter.destroy = f_destroy;
+    hs->filter.flush = f_flush;
     hs->filter.last_error = f_last_error;
     /* No maximum: a write is at most one ttrpc frame, and the connection
      * bounds what is queued. */

@@ -17,8 +17,7 @@ typedef struct pending_s {
     uint32_t id;
     pp_ttrpc_result_cb cb;
     void *data;
-    uv_timer_t timer;
-    unsigned has_timer : 1;
+    uint64_t deadline; /* loop time, or 0; the connection's timer enforces it */
 } pending_t;
 
 struct pp_ttrpc_client_s {
@@ -28,7 +27,7 @@ struct pp_ttrpc_client_s {
     uint32_t next_id;
     pending_t *buckets[BUCKETS];
     size_t in_flight;
-    size_t pending_closes; /* the stream and call timers still closing */
+    size_t pending_closes; /* the connection's handles still closing */
     uv_connect_t connect_req;
     pp_ttrpc_connect_cb connect_cb;
     void *connect_data;
@@ -95,23 +94,9 @@ static pending_t *take_pending(pp_ttrpc_client_t *c, uint32_t id)
     return NULL;
 }
 
-static void pending_free_cb(uv_handle_t *h)
-{
-    pending_t *p = container_of((uv_timer_t *)h, pending_t, timer);
-    pp_ttrpc_client_t *c = p->client;
-    free(p);
-    c->pending_closes--;
-    maybe_free(c);
-}
-
 static void pending_release(pending_t *p)
 {
-    if (p->has_timer) {
-        p->client->pending_closes++;
-        uv_close((uv_handle_t *)&p->timer, pending_free_cb);
-    } else {
-        free(p);
-    }
+    free(p);
 }
 
 /* Completes a call that was taken out of the table. */
@@ -147,13 +132,33 @@ static void fail_all(pp_ttrpc_client_t *c, int code, const char *msg)
     }
 }
 
-static void call_timeout_cb(uv_timer_t *t)
+/* The first call in the table whose deadline is at or before `now`. */
+static pending_t *find_due(pp_ttrpc_client_t *c, uint64_t now)
 {
-    pending_t *p = container_of(t, pending_t, timer);
-    pp_ttrpc_client_t *c = p->client;
-    if (take_pending(c, p->id) != p)
-        return;
-    complete_local(p, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    for (size_t i = 0; i < BUCKETS; i++)
+        for (pending_t *p = c->buckets[i]; p != NULL; p = p->next)
+            if (p->deadline != 0 && p->deadline <= now)
+                return p;
+    return NULL;
+}
+
+/* The connection's deadline timer: completes every call whose deadline has
+ * passed. A callback may make or end calls, or close the client, so the
+ * table is searched again after each one. */
+static uint64_t cconn_expire(pp__conn_t *conn, uint64_t now)
+{
+    pp_ttrpc_client_t *c = conn->owner;
+    pending_t *p;
+    while ((p = find_due(c, now)) != NULL) {
+        take_pending(c, p->id);
+        complete_local(p, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+    }
+    uint64_t next = 0;
+    for (size_t i = 0; i < BUCKETS; i++)
+        for (p = c->buckets[i]; p != NULL; p = p->next)
+            if (p->deadline != 0 && (next == 0 || p->deadline < next))
+                next = p->deadline;
+    return next;
 }
 
 /* ---- connection -------------------------------------------------------- */
@@ -234,6 +239,7 @@ static const pp__conn_ops_t cconn_ops = {
     .oversize = cconn_oversize,
     .ended = cconn_ended,
     .closed = cconn_closed,
+    .expire = cconn_expire,
 };
 
 int pp_ttrpc_client_open(pp_ttrpc_client_t *c, uv_stream_t *stream)
@@ -379,9 +385,8 @@ static int send_frame(pp_ttrpc_client_t *c, uint8_t *frame, size_t len, int64_t 
     if (timeout_nano > 0) {
         /* The loop's cached time may be stale if the caller blocked. */
         uv_update_time(c->loop);
-        uv_timer_init(c->loop, &p->timer);
-        p->has_timer = 1;
-        uv_timer_start(&p->timer, call_timeout_cb, ((uint64_t)timeout_nano + 999999) / 1000000, 0);
+        p->deadline = uv_now(c->loop) + ((uint64_t)timeout_nano + 999999) / 1000000;
+        pp__conn_deadline(&c->conn, p->deadline);
     }
     return 0;
 }

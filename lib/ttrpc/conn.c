@@ -36,6 +36,11 @@ void pp__conn_init(pp__conn_t *c, uv_stream_t *stream, const pp__conn_ops_t *ops
     c->ops = ops;
     c->owner = owner;
     stream->data = c;
+    uv_prepare_init(stream->loop, &c->flusher);
+    c->flusher.data = c;
+    uv_timer_init(stream->loop, &c->deadlines);
+    c->deadlines.data = c;
+    c->open_handles = 3;
     pp_ttrpc_decoder_init(&c->dec, PP_TTRPC_MAX_MESSAGE, on_frame, on_oversize, c);
 }
 
@@ -48,11 +53,24 @@ static void end(pp__conn_t *c, int status)
     c->ops->ended(c, status);
 }
 
+/* Ends the connection after a failure on it, unless it is closing already. */
+static void fail(pp__conn_t *c, int status)
+{
+    if (c->closing)
+        return;
+    end(c, status);
+    pp__conn_close(c);
+}
+
 static void close_cb(uv_handle_t *h)
 {
     pp__conn_t *c = h->data;
-    free(h);
-    c->stream = NULL;
+    if (h == (uv_handle_t *)c->stream) {
+        free(h);
+        c->stream = NULL;
+    }
+    if (--c->open_handles > 0)
+        return;
     if (c->filter != NULL)
         c->filter->destroy(c->filter);
     c->filter = NULL;
@@ -67,9 +85,15 @@ void pp__conn_close(pp__conn_t *c)
     if (c->closing)
         return;
     c->closing = 1;
+    /* Answers written just before the close still go out, as far as the
+     * socket takes them now (writes left queued are cancelled by the
+     * close). */
+    pp__conn_flush(c);
     end(c, UV_ECANCELED);
     drop_batch(c);
     uv_close((uv_handle_t *)c->stream, close_cb);
+    uv_close((uv_handle_t *)&c->flusher, close_cb);
+    uv_close((uv_handle_t *)&c->deadlines, close_cb);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -100,14 +124,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pp__conn_t *c = s->data;
     if (nread < 0) {
-        end(c, (int)nread);
-        pp__conn_close(c);
+        /* What was answered before the peer stopped sending still goes. */
+        if (nread == UV_EOF)
+            pp__conn_flush(c);
+        fail(c, (int)nread);
         return;
     }
     if (nread == 0)
         return;
     int r;
-    c->in_read = 1;
     if (c->filter != NULL)
         r = c->filter->read(c->filter, (const uint8_t *)buf->base, (size_t)nread, feed_plain,
                             &c->dec);
@@ -116,13 +141,30 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     else
         r = pp_ttrpc_decoder_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread);
     c->direct = NULL;
-    c->in_read = 0;
-    if (r < 0 && !c->closing) {
-        end(c, r);
-        pp__conn_close(c);
+    if (r < 0)
+        fail(c, r);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    pp__conn_t *c = t->data;
+    c->deadline_due = 0;
+    if (c->deferred_error != 0) {
+        fail(c, c->deferred_error);
+        return;
     }
-    if (!c->closing)
-        flush(c);
+    uint64_t next = c->ops->expire ? c->ops->expire(c, uv_now(t->loop)) : 0;
+    if (next != 0)
+        pp__conn_deadline(c, next);
+}
+
+void pp__conn_deadline(pp__conn_t *c, uint64_t due)
+{
+    if (c->closing || (c->deadline_due != 0 && c->deadline_due <= due))
+        return;
+    uint64_t now = uv_now(c->deadlines.loop);
+    c->deadline_due = due;
+    uv_timer_start(&c->deadlines, deadline_cb, due > now ? due - now : 0, 0);
 }
 
 int pp__conn_start(pp__conn_t *c)
@@ -137,10 +179,8 @@ static void write_cb(uv_write_t *req, int status)
     for (size_t i = 0; i < w->nframes; i++)
         free(w->frames[i]);
     free(w);
-    if (status < 0 && status != UV_ECANCELED && !c->closing) {
-        end(c, status);
-        pp__conn_close(c);
-    }
+    if (status < 0 && status != UV_ECANCELED)
+        fail(c, status);
 }
 
 static void drop_batch(pp__conn_t *c)
@@ -150,32 +190,92 @@ static void drop_batch(pp__conn_t *c)
     c->nbatch = 0;
 }
 
-/* Writes the batched frames with one uv_write. */
+/* Writes the batched frames: what the socket takes now with one writev,
+ * the rest with one uv_write. On failure the caller ends the connection. */
 static int flush(pp__conn_t *c)
 {
-    if (c->nbatch == 0)
+    size_t n = c->nbatch, first = 0;
+    if (n == 0)
         return 0;
-    size_t n = c->nbatch;
-    write_req_t *w = malloc(sizeof(*w) + n * sizeof(w->frames[0]));
-    if (w == NULL) {
+    int t = uv_try_write(c->stream, c->batch_bufs, (unsigned)n);
+    if (t < 0 && t != UV_EAGAIN) {
         drop_batch(c);
+        return t;
+    }
+    if (t > 0) {
+        size_t done = (size_t)t;
+        while (first < n && done >= c->batch_bufs[first].len) {
+            done -= c->batch_bufs[first].len;
+            free(c->batch[first]);
+            first++;
+        }
+        if (first == n) {
+            c->nbatch = 0;
+            return 0;
+        }
+        c->batch_bufs[first].base += done;
+        c->batch_bufs[first].len -= done;
+    }
+    size_t left = n - first;
+    write_req_t *w = malloc(sizeof(*w) + left * sizeof(w->frames[0]));
+    if (w == NULL) {
+        c->nbatch = 0;
+        for (size_t i = first; i < n; i++)
+            free(c->batch[i]);
         return -ENOMEM;
     }
     w->conn = c;
-    w->nframes = n;
-    memcpy(w->frames, c->batch, n * sizeof(w->frames[0]));
+    w->nframes = left;
+    memcpy(w->frames, c->batch + first, left * sizeof(w->frames[0]));
     c->nbatch = 0;
-    int r = uv_write(&w->req, c->stream, c->batch_bufs, (unsigned)n, write_cb);
+    int r = uv_write(&w->req, c->stream, c->batch_bufs + first, (unsigned)left, write_cb);
     if (r < 0) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < left; i++)
             free(w->frames[i]);
         free(w);
-        if (!c->closing) {
-            end(c, r);
-            pp__conn_close(c);
-        }
     }
     return r;
+}
+
+int pp__conn_flush(pp__conn_t *c)
+{
+    if (c->flush_queued) {
+        c->flush_queued = 0;
+        uv_prepare_stop(&c->flusher);
+    }
+    if (c->stream == NULL)
+        return -ENOTCONN;
+    if (c->filter == NULL)
+        return flush(c);
+    if (c->filter->flush == NULL)
+        return 0;
+    return c->filter->flush(c->filter);
+}
+
+/* A failed flush does not end the connection from here: ending it runs the
+ * owner's callbacks, which may answer on other connections whose prepare
+ * handles already ran in this loop iteration, and those answers would wait
+ * for the next event. The deadline timer, due at once, ends it instead:
+ * timers run before the prepare handles, so what its callbacks write goes
+ * out in the same iteration. */
+static void flusher_cb(uv_prepare_t *p)
+{
+    pp__conn_t *c = p->data;
+    int r = pp__conn_flush(c);
+    if (r < 0 && !c->closing && c->deferred_error == 0) {
+        c->deferred_error = r;
+        pp__conn_deadline(c, 1);
+    }
+}
+
+/* Flushes before the loop next waits. The prepare handle keeps the loop
+ * alive while it is started, so corked bytes are never left behind. */
+static void queue_flush(pp__conn_t *c)
+{
+    if (c->flush_queued)
+        return;
+    c->flush_queued = 1;
+    uv_prepare_start(&c->flusher, flusher_cb);
 }
 
 int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
@@ -189,22 +289,28 @@ int pp__conn_write(pp__conn_t *c, uint8_t *frame, size_t len)
         free(frame);
         PP_WARN("ttrpc", "peer is not reading: write queue over %u bytes, closing",
                 PP__CONN_WRITE_QUEUE_MAX);
-        end(c, -ENOBUFS);
-        pp__conn_close(c);
+        fail(c, -ENOBUFS);
         return -ENOBUFS;
     }
     if (c->filter != NULL) {
         int r = c->filter->write(c->filter, frame, len);
-        if (r < 0 && !c->closing) {
-            end(c, r);
-            pp__conn_close(c);
+        if (r < 0) {
+            fail(c, r);
+            return r;
         }
-        return r;
+        if (c->filter->flush != NULL)
+            queue_flush(c);
+        return 0;
     }
     c->batch[c->nbatch] = frame;
     c->batch_bufs[c->nbatch] = uv_buf_init((char *)frame, (unsigned)len);
     c->nbatch++;
-    if (c->in_read && c->nbatch < PP__CONN_BATCH_MAX)
+    if (c->nbatch < PP__CONN_BATCH_MAX) {
+        queue_flush(c);
         return 0;
-    return flush(c);
+    }
+    int r = flush(c);
+    if (r < 0)
+        fail(c, r);
+    return r;
 }

@@ -32,11 +32,9 @@ struct pp_ttrpc_call_s {
     uint8_t *frame; /* header + the encoded request; NULL once stolen */
     size_t raw_len;
     pp_ttrpc_request_t req;
-    uint64_t deadline;
-    uv_timer_t timer;
+    uint64_t deadline; /* loop time, or 0; the connection's timer enforces it */
     void (*cancel_cb)(pp_ttrpc_call_t *, void *);
     void *cancel_data;
-    unsigned has_timer : 1;
     unsigned cancelled : 1; /* no answer can be sent any more */
 };
 
@@ -175,11 +173,6 @@ static void unlink_call(pp_ttrpc_call_t *call)
     sc->ncalls--;
 }
 
-static void call_free_cb(uv_handle_t *h)
-{
-    free(container_of((uv_timer_t *)h, pp_ttrpc_call_t, timer));
-}
-
 /* The handler has answered: release everything the call holds. */
 static void call_finish(pp_ttrpc_call_t *call)
 {
@@ -190,10 +183,7 @@ static void call_finish(pp_ttrpc_call_t *call)
     free(call->frame);
     call->frame = NULL;
     srv->in_flight--;
-    if (call->has_timer)
-        uv_close((uv_handle_t *)&call->timer, call_free_cb);
-    else
-        free(call);
+    free(call);
     if (sc != NULL && sc->ncalls == 0) {
         if (sc->closed)
             free(sc); /* the last call held it after its handle closed */
@@ -310,15 +300,28 @@ int pp_ttrpc_call_is_cancelled(const pp_ttrpc_call_t *call)
     return call->cancelled;
 }
 
-static void deadline_cb(uv_timer_t *t)
+/* The connection's deadline timer: answers every call whose deadline has
+ * passed (the handler's later answer is dropped) and tells its handler.
+ * A cancel callback may answer, and so unlink, any call, so the list is
+ * searched from its head again after each one. */
+static uint64_t sconn_expire(pp__conn_t *c, uint64_t now)
 {
-    pp_ttrpc_call_t *call = container_of(t, pp_ttrpc_call_t, timer);
-    if (call->cancelled)
-        return;
-    /* Answer now; the handler's later answer is dropped. */
-    if (call->sc != NULL && !call->sc->closed)
-        send_status(call->sc, call->stream_id, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-    cancel_call(call);
+    sconn_t *sc = c->owner;
+    for (;;) {
+        pp_ttrpc_call_t *due = NULL;
+        for (pp_ttrpc_call_t *call = sc->calls; call != NULL && due == NULL; call = call->next)
+            if (!call->cancelled && call->deadline != 0 && call->deadline <= now)
+                due = call;
+        if (due == NULL || c->closing)
+            break;
+        send_status(sc, due->stream_id, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+        cancel_call(due);
+    }
+    uint64_t next = 0;
+    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
+        if (!call->cancelled && call->deadline != 0 && (next == 0 || call->deadline < next))
+            next = call->deadline;
+    return next;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -384,9 +387,7 @@ static int dispatch(sconn_t *sc, uint32_t stream_id, uint8_t *frame, size_t len)
     if (call->req.timeout_nano > 0) {
         uint64_t ms = ((uint64_t)call->req.timeout_nano + 999999) / 1000000;
         call->deadline = uv_now(srv->loop) + ms;
-        uv_timer_init(srv->loop, &call->timer);
-        call->has_timer = 1;
-        uv_timer_start(&call->timer, deadline_cb, ms, 0);
+        pp__conn_deadline(&sc->conn, call->deadline);
     }
     cb(call, data);
     return 0;
@@ -467,6 +468,7 @@ static const pp__conn_ops_t sconn_ops = {
     .oversize = sconn_oversize,
     .ended = sconn_ended,
     .closed = sconn_closed,
+    .expire = sconn_expire,
 };
 
 static void sconn_close(sconn_t *sc)

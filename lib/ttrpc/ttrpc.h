@@ -134,8 +134,14 @@ typedef int (*pp_filter_deliver_cb)(void *ctx, const uint8_t *plain, size_t n);
 typedef struct pp_stream_filter_s pp_stream_filter_t;
 struct pp_stream_filter_s {
     /* Sends `len` bytes of `data` (taking ownership of the malloc'd buffer)
-     * on the filter's stream. 0 or a negative errno. */
+     * on the filter's stream. 0 or a negative errno. With a `flush`, the
+     * filter may hold the bytes back until it is called. */
     int (*write)(pp_stream_filter_t *f, uint8_t *data, size_t len);
+    /* Optional: sends whatever write() held back. The connection calls it
+     * once per loop iteration in which it wrote, before the loop waits for
+     * events, so that many small writes cost one seal and one syscall.
+     * 0 or a negative errno (which ends the connection). */
+    int (*flush)(pp_stream_filter_t *f);
     /* Takes bytes read from the stream and calls `deliver` with what they
      * carry (zero or more times). A negative return ends the connection. */
     int (*read)(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_deliver_cb deliver,

@@ -165,6 +165,14 @@ static void hs_cb(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *filter
     }
 }
 
+/* Writes through the filter and flushes: small writes wait for a flush,
+ * which a ttrpc connection makes once per loop iteration. */
+static int filter_send(pp_stream_filter_t *f, uint8_t *p, size_t n)
+{
+    int r = f->write(f, p, n);
+    return r < 0 ? r : f->flush(f);
+}
+
 /* The client writes right after its handshake, before the server is done:
  * those bytes must wait in the socket for whoever reads next. */
 static void hs_cb_write_early(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *filter,
@@ -173,7 +181,7 @@ static void hs_cb_write_early(pp_tls_handshake_t *hs, int status, pp_stream_filt
     hs_cb(hs, status, filter, err_msg, data);
     if (status == 0) {
         char *m = strdup("early bird");
-        assert_int_equal(filter->write(filter, (uint8_t *)m, strlen(m)), 0);
+        assert_int_equal(filter_send(filter, (uint8_t *)m, strlen(m)), 0);
     }
 }
 
@@ -279,7 +287,7 @@ static void check_chunkings(fx_t *fx)
             if (pl == 0 && sizes[k] > 20000)
                 continue;
             uint8_t *p = pattern(sizes[k], (unsigned)k);
-            assert_int_equal(fx->c.filter->write(fx->c.filter, p, sizes[k]), 0);
+            assert_int_equal(filter_send(fx->c.filter, p, sizes[k]), 0);
             total += sizes[k];
         }
         wait_raw(fx, &fx->s, total);
@@ -322,6 +330,46 @@ static void test_chunked_tls12(void **state)
     assert_int_equal(pp_tls_filter_key_update(fx->c.filter, 1), -ENOTSUP);
 }
 
+/* Small writes wait for the flush and are sealed together; more than the
+ * filter gathers at once is sealed on the way; the socket takes only part
+ * of each write (a small send buffer), so the rest is queued behind it. */
+static void test_gathered_writes_partial(void **state)
+{
+    fx_t *fx = *state;
+    handshake_pair(fx, NULL, hs_cb);
+    raw_start(&fx->s);
+    raw_start(&fx->c);
+    uv_os_fd_t cfd;
+    assert_int_equal(uv_fileno((uv_handle_t *)fx->c.pipe, &cfd), 0);
+    int sndbuf = 4096;
+    assert_int_equal(setsockopt(cfd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    enum { N = 700, SZ = 997 };
+    for (unsigned k = 0; k < 10; k++)
+        assert_int_equal(fx->c.filter->write(fx->c.filter, pattern(SZ, k), SZ), 0);
+    for (int i = 0; i < 5; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->s.raw.len, 0); /* gathered, not sent */
+    for (unsigned k = 10; k < N; k++)
+        assert_int_equal(fx->c.filter->write(fx->c.filter, pattern(SZ, k), SZ), 0);
+    assert_int_equal(fx->c.filter->flush(fx->c.filter), 0);
+    assert_true(uv_stream_get_write_queue_size((uv_stream_t *)fx->c.pipe) > 0);
+    static const size_t odd[] = {3, 7000, 5, 40000};
+    while (fx->s.plain.len < (size_t)N * SZ) {
+        wait_raw(fx, &fx->s, 1);
+        assert_int_equal(feed(&fx->s, odd, 4), 0);
+    }
+    assert_int_equal(fx->s.plain.len, (size_t)N * SZ);
+    for (unsigned k = 0; k < N; k++) {
+        uint8_t *want = pattern(SZ, k);
+        assert_memory_equal(fx->s.plain.data + (size_t)k * SZ, want, SZ);
+        free(want);
+    }
+    /* A flush with nothing gathered sends nothing. */
+    assert_int_equal(fx->c.filter->flush(fx->c.filter), 0);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_int_equal(fx->s.raw.len, 0);
+}
+
 static void test_key_update(void **state)
 {
     fx_t *fx = *state;
@@ -333,7 +381,7 @@ static void test_key_update(void **state)
          * the server must answer while it reads. */
         assert_int_equal(pp_tls_filter_key_update(fx->c.filter, 1), 0);
         uint8_t *p = pattern(5000, 9);
-        assert_int_equal(fx->c.filter->write(fx->c.filter, p, 5000), 0);
+        assert_int_equal(filter_send(fx->c.filter, p, 5000), 0);
         wait_raw(fx, &fx->s, 5000);
         fx->s.plain.len = 0;
         assert_int_equal(feed(&fx->s, (const size_t[]){777}, 1), 0);
@@ -342,7 +390,7 @@ static void test_key_update(void **state)
         wait_raw(fx, &fx->c, 1);
         size_t ku = fx->c.raw.len;
         p = pattern(70000, 3);
-        assert_int_equal(fx->s.filter->write(fx->s.filter, p, 70000), 0);
+        assert_int_equal(filter_send(fx->s.filter, p, 70000), 0);
         wait_raw(fx, &fx->c, ku + 70000);
         fx->c.plain.len = 0;
         assert_int_equal(feed(&fx->c, (const size_t[]){1, 50000}, 2), 0);
@@ -354,7 +402,7 @@ static void test_key_update(void **state)
     /* And the server on its own, without asking. */
     assert_int_equal(pp_tls_filter_key_update(fx->s.filter, 0), 0);
     uint8_t *p = pattern(10, 1);
-    assert_int_equal(fx->s.filter->write(fx->s.filter, p, 10), 0);
+    assert_int_equal(filter_send(fx->s.filter, p, 10), 0);
     wait_raw(fx, &fx->c, 10);
     fx->c.plain.len = 0;
     assert_int_equal(feed(&fx->c, (const size_t[]){64}, 1), 0);
@@ -381,14 +429,14 @@ static void test_corrupt_record(void **state)
     raw_start(&fx->s);
     raw_start(&fx->c);
     uint8_t *p = pattern(1000, 2);
-    assert_int_equal(fx->c.filter->write(fx->c.filter, p, 1000), 0);
+    assert_int_equal(filter_send(fx->c.filter, p, 1000), 0);
     wait_raw(fx, &fx->s, 1000);
     fx->s.raw.data[fx->s.raw.len - 3] ^= 1;
     assert_true(feed(&fx->s, (const size_t[]){100000}, 1) < 0);
     assert_int_equal(fx->s.plain.len, 0);
     /* The connection is broken for good, both ways. */
     p = pattern(10, 2);
-    assert_true(fx->s.filter->write(fx->s.filter, p, 10) < 0);
+    assert_true(filter_send(fx->s.filter, p, 10) < 0);
 }
 
 static void test_timeout(void **state)
@@ -479,6 +527,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunked_tls13, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_tls12, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gathered_writes_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_after_handshake_stay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),

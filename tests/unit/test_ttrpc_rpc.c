@@ -437,6 +437,98 @@ static void test_client_enforces_deadline(void **state)
     uv_run(&fx->loop, UV_RUN_NOWAIT);
 }
 
+/* Deadlines out of order on one connection, each side with one timer for
+ * all of them: each call ends at its own deadline, earliest first, and a
+ * call without one is left alone. */
+static void test_server_deadlines_out_of_order(void **state)
+{
+    fx_t *fx = *state;
+    const int ms[3] = {300, 100, 200}, order[3] = {1, 2, 0};
+    result_t r[3], none;
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    for (int i = 0; i < 3; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        pp_ttrpc_request_t req = {.service = {SVC, strlen(SVC)},
+                                  .method = {"Hold", 4},
+                                  .timeout_nano = ms[i] * 1000000LL};
+        uint8_t *frame;
+        size_t len;
+        assert_int_equal(pp_ttrpc_request_frame(&req, &frame, &len), 0);
+        /* No local timeout: what ends these calls is the server. */
+        assert_int_equal(pp_ttrpc_client_call_frame(fx->cli, frame, len, 0, result_cb, &r[i]), 0);
+    }
+    call(fx, "Hold", "n", 1, 0, &none);
+    for (int k = 0; k < 3; k++) {
+        int i = order[k];
+        run_until(fx, &r[i].done, 2000);
+        uint64_t dt = uv_now(&fx->loop) - t0;
+        assert_int_equal(r[i].code, PP_GRPC_DEADLINE_EXCEEDED);
+        assert_true(dt >= (uint64_t)ms[i]);
+        for (int j = k + 1; j < 3; j++)
+            assert_int_equal(r[order[j]].done, 0);
+        free(r[i].payload);
+    }
+    assert_int_equal(none.done, 0);
+    assert_int_equal(fx->nheld, 4);
+    for (int i = 0; i < 4; i++) {
+        const pp_ttrpc_request_t *req = pp_ttrpc_call_request(fx->held[i]);
+        int expired = req->timeout_nano != 0;
+        assert_int_equal(pp_ttrpc_call_is_cancelled(fx->held[i]), expired);
+        assert_int_equal(pp_ttrpc_call_reply(fx->held[i], "ok", 2), expired ? -ECANCELED : 0);
+        fx->held[i] = NULL;
+    }
+    fx->nheld = 0;
+    run_until(fx, &none.done, 2000);
+    assert_int_equal(none.code, 0);
+    free(none.payload);
+}
+
+static void test_client_deadlines_out_of_order(void **state)
+{
+    fx_t *fx = *state;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/mute.sock", fx->dir);
+    uv_pipe_t mute;
+    uv_pipe_init(&fx->loop, &mute, 0);
+    assert_int_equal(uv_pipe_bind(&mute, path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&mute, 4, mute_accept), 0);
+    pp_ttrpc_client_t *c;
+    assert_int_equal(pp_ttrpc_client_new(&fx->loop, &c), 0);
+    fx->connected = 0;
+    assert_int_equal(pp_ttrpc_client_connect_unix(c, path, connect_cb, fx), 0);
+    run_until(fx, &fx->connected, 2000);
+    const int ms[3] = {240, 80, 160}, order[3] = {1, 2, 0};
+    result_t r[3] = {0}, none = {0};
+    uv_update_time(&fx->loop);
+    uint64_t t0 = uv_now(&fx->loop);
+    for (int i = 0; i < 3; i++) {
+        pp_ttrpc_call_opts_t o = {SVC, "Echo", "x", 1, ms[i] * 1000000LL, NULL, 0};
+        assert_int_equal(pp_ttrpc_client_call(c, &o, result_cb, &r[i]), 0);
+    }
+    pp_ttrpc_call_opts_t o = {SVC, "Echo", "x", 1, 0, NULL, 0};
+    assert_int_equal(pp_ttrpc_client_call(c, &o, result_cb, &none), 0);
+    for (int k = 0; k < 3; k++) {
+        int i = order[k];
+        run_until(fx, &r[i].done, 2000);
+        assert_int_equal(r[i].code, PP_GRPC_DEADLINE_EXCEEDED);
+        assert_true(uv_now(&fx->loop) - t0 >= (uint64_t)ms[i]);
+        for (int j = k + 1; j < 3; j++)
+            assert_int_equal(r[order[j]].done, 0);
+        free(r[i].payload);
+    }
+    assert_int_equal(none.done, 0);
+    assert_int_equal(pp_ttrpc_client_in_flight(c), 1);
+    pp_ttrpc_client_close(c, (pp_ttrpc_client_close_cb)NULL, NULL);
+    assert_int_equal(none.code, PP_GRPC_CANCELLED);
+    free(none.payload);
+    int closed = 1;
+    uv_close((uv_handle_t *)&mute_conn, NULL);
+    uv_close((uv_handle_t *)&mute, NULL);
+    run_until(fx, &closed, 100);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+}
+
 static void test_connection_drop_fails_in_flight(void **state)
 {
     fx_t *fx = *state;
@@ -765,6 +857,129 @@ static void test_even_stream_and_malformed(void **state)
     raw_stop(&raw);
 }
 
+/* ---- corked writes: answers wait for the loop, in order, per connection -- */
+
+static uint8_t *hold_frame(uint32_t id, const char *body, size_t *len)
+{
+    pp_ttrpc_request_t req = {.service = {SVC, strlen(SVC)},
+                              .method = {"Hold", 4},
+                              .payload = (const uint8_t *)body,
+                              .payload_len = strlen(body)};
+    uint8_t *frame;
+    assert_int_equal(pp_ttrpc_request_frame(&req, &frame, len), 0);
+    pp_ttrpc_frame_set_stream(frame, id);
+    return frame;
+}
+
+/* Two raw connections, each with three calls held by the server; the calls
+ * are numbered by their payloads "<conn><k>" and stream ids 1, 3, 5. */
+static void hold_six(fx_t *fx, int fd[2], pp_ttrpc_call_t *calls[2][3])
+{
+    for (int c = 0; c < 2; c++) {
+        fd[c] = raw_connect(fx->sock);
+        for (int k = 0; k < 3; k++) {
+            char body[8];
+            snprintf(body, sizeof(body), "%d%d", c, k);
+            size_t len;
+            uint8_t *frame = hold_frame((uint32_t)(2 * k + 1), body, &len);
+            write_all(fd[c], frame, len);
+            free(frame);
+        }
+    }
+    while (fx->nheld < 6)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 6; i++) {
+        const pp_ttrpc_request_t *r = pp_ttrpc_call_request(fx->held[i]);
+        assert_int_equal(r->payload_len, 2);
+        calls[r->payload[0] - '0'][r->payload[1] - '0'] = fx->held[i];
+        fx->held[i] = NULL;
+    }
+    fx->nheld = 0;
+}
+
+static int readable_now(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void test_corked_answers_keep_order(void **state)
+{
+    fx_t *fx = *state;
+    int fd[2];
+    pp_ttrpc_call_t *calls[2][3];
+    hold_six(fx, fd, calls);
+    /* Answered outside any read, interleaved across the connections and
+     * backwards within each. */
+    const int order[6][2] = {{0, 2}, {1, 1}, {0, 0}, {1, 2}, {0, 1}, {1, 0}};
+    for (int i = 0; i < 6; i++) {
+        char ans[8];
+        snprintf(ans, sizeof(ans), "a%d%d", order[i][0], order[i][1]);
+        assert_int_equal(pp_ttrpc_call_reply(calls[order[i][0]][order[i][1]], ans, 3), 0);
+    }
+    /* Nothing has left yet: the answers wait for the loop. */
+    assert_false(readable_now(fd[0]));
+    assert_false(readable_now(fd[1]));
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    assert_true(readable_now(fd[0]));
+    assert_true(readable_now(fd[1]));
+    /* Each connection gets its answers in the order they were made. */
+    for (int c = 0; c < 2; c++) {
+        for (int i = 0; i < 6; i++) {
+            if (order[i][0] != c)
+                continue;
+            uint32_t id;
+            uint8_t *pl;
+            size_t plen;
+            assert_int_equal(read_response(fd[c], &id, &pl, &plen), 0);
+            assert_int_equal(id, (uint32_t)(2 * order[i][1] + 1));
+            char want[8];
+            snprintf(want, sizeof(want), "a%d%d", c, order[i][1]);
+            assert_int_equal(plen, 3);
+            assert_memory_equal(pl, want, 3);
+            free(pl);
+        }
+        assert_false(readable_now(fd[c]));
+        close(fd[c]);
+    }
+}
+
+static void test_close_with_corked_answers(void **state)
+{
+    fx_t *fx = *state;
+    int fd[2];
+    pp_ttrpc_call_t *calls[2][3];
+    hold_six(fx, fd, calls);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(pp_ttrpc_call_reply(calls[0][k], "done", 4), 0);
+    pp_ttrpc_call_reply(calls[1][0], "done", 4);
+    assert_false(readable_now(fd[0]));
+    /* The server closes while both connections have answers corked: they
+     * still go out, then the connections end; the calls still held are
+     * cancelled, and their answers dropped. The teardown's uv_loop_close()
+     * checks that every handle of the connections was closed. */
+    pp_ttrpc_server_close(fx->srv, 0, server_closed_cb, fx);
+    fx->srv = NULL;
+    assert_int_equal(pp_ttrpc_call_reply(calls[1][1], "late", 4), -ECANCELED);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    /* The server is freed once the last held call is answered. */
+    assert_int_equal(fx->server_closed, 0);
+    assert_int_equal(pp_ttrpc_call_reply(calls[1][2], "late", 4), -ECANCELED);
+    run_until(fx, &fx->server_closed, 2000);
+    uint32_t id;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(read_response(fd[0], &id, NULL, NULL), 0);
+        assert_int_equal(id, (uint32_t)(2 * k + 1));
+    }
+    assert_int_equal(read_response(fd[1], &id, NULL, NULL), 0);
+    assert_int_equal(id, 1);
+    char c;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(read(fd[i], &c, 1), 0);
+        close(fd[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +992,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_propagates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_enforces_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_enforces_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_deadlines_out_of_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_deadlines_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_drop_fails_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_close_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_close_cancels, setup, teardown),
@@ -784,6 +1001,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_answer_from_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_limit_and_oversize, setup, teardown),
         cmocka_unit_test_setup_teardown(test_even_stream_and_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corked_answers_keep_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_corked_answers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,10 +82,18 @@ static int rc_connect(fx_t *fx, raw_client_t *rc, pp_tls_ctx_t *ctx, int port, c
     return rc->dial.status;
 }
 
+/* Writes through the filter and flushes: small writes wait for a flush,
+ * which a ttrpc connection makes once per loop iteration. */
+static int filter_send(pp_stream_filter_t *f, uint8_t *p, size_t n)
+{
+    int r = f->write(f, p, n);
+    return r < 0 ? r : f->flush(f);
+}
+
 static void rc_write(raw_client_t *rc, const char *s)
 {
     char *p = strdup(s);
-    assert_int_equal(rc->filter->write(rc->filter, (uint8_t *)p, strlen(s)), 0);
+    assert_int_equal(filter_send(rc->filter, (uint8_t *)p, strlen(s)), 0);
 }
 
 static void rc_closed(uv_handle_t *h)
