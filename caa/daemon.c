@@ -129,11 +129,11 @@ static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
 int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 {
     d->loop = loop;
-    const struct pp_provider_ops *ops = pp_provider_find(d->cfg.provider);
-    if (ops == NULL)
-        return pp_error_set(err, -EINVAL, "`CLOUD_PROVIDER`: unknown provider `%s`",
-                            d->cfg.provider);
-    int r = pp_provider_new(ops, loop, d->cfg.node_name, &d->provider, err);
+    const struct pp_provider_ops *ops;
+    int r = pp_provider_load(d->cfg.provider, d->cfg.module_dir, &ops, &d->provider_module, err);
+    if (r < 0)
+        return pp_error_wrap(err, "`CLOUD_PROVIDER`");
+    r = pp_provider_new(ops, loop, d->cfg.node_name, &d->provider, err);
     if (r < 0)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
@@ -185,6 +185,8 @@ void caa_daemon_fini(caa_daemon_t *d)
     if (d->provider != NULL)
         pp_provider_free(d->provider);
     d->provider = NULL;
+    pp_module_close(d->provider_module);
+    d->provider_module = NULL;
     while (d->sandboxes != NULL) {
         caa_sandbox_t *sb = d->sandboxes;
         d->sandboxes = sb->next;
