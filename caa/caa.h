@@ -89,6 +89,11 @@ struct caa_daemon_s {
     int exit_code;
 };
 
+/* daemon.c: makes the CA and the TLS context at the first call (the TLS
+ * module, and OpenSSL, are mapped then: tls/lazy.h); 0 at once when they
+ * exist or TLS is disabled. */
+int caa_tls_ready(caa_daemon_t *d, pp_error_t *err);
+
 /* hypervisor.c: registers the service methods on d->hv. Calls that come
  * while d->recovering wait, and are handled by caa_hypervisor_resume(). */
 int caa_hypervisor_register(caa_daemon_t *d);
