@@ -1,4 +1,5 @@
 /* Daemon lifetime: start-up, signals, graceful shutdown. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -138,10 +139,26 @@ int caa_tls_ready(caa_daemon_t *d, pp_error_t *err)
     return r;
 }
 
+/* Whether PODS_DIR holds pods from before (dot names are the daemon's own). */
+static int has_pods(const caa_daemon_t *d)
+{
+    DIR *dir = opendir(d->cfg.pods_dir);
+    if (dir == NULL)
+        return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(dir)) != NULL)
+        found = e->d_name[0] != '.';
+    closedir(dir);
+    return found;
+}
+
 /* Checks the TLS settings at start-up the way the first pod will use them,
  * in a child process: the daemon itself maps OpenSSL only when that pod
  * comes (tls/lazy.h), yet a bad setting still stops it at start-up, named.
- * In automatic mode the child also creates the CA when there is none. */
+ * In automatic mode the child also creates the CA when there is none. When
+ * there are pods to recover, whose proxies need TLS at once, the daemon
+ * makes its TLS context right away instead. */
 static int tls_check(caa_daemon_t *d, pp_error_t *err)
 {
     if (d->cfg.disable_tls) {
@@ -149,6 +166,8 @@ static int tls_check(caa_daemon_t *d, pp_error_t *err)
                        "plaintext; for debugging only");
         return 0;
     }
+    if (has_pods(d))
+        return caa_tls_ready(d, err);
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) < 0)
         return pp_error_set(err, -errno, "check TLS settings: pipe: %s", strerror(errno));

@@ -21,7 +21,8 @@
 # Environment: PP_BENCH_BUILD (build tree; default build-bench/, configured
 # Release here when missing), PP_BENCH_SANDBOXES (100), PP_BENCH_BATCH (10
 # calls in parallel), PP_BENCH_SKIP_BUILD (set: use the binaries already in
-# the tree), PP_BENCH_CAA_WRAP (a command line to run the daemon under, such
+# the tree), PP_BENCH_SNAPSHOTS (a directory: the daemon's smaps at each
+# measurement, numbered), PP_BENCH_CAA_WRAP (a command line to run the daemon under, such
 # as "valgrind --tool=massif"; it must exec the daemon in its own process, or
 # the figures are the wrapper's). Needs root (network namespaces).
 set -euo pipefail
@@ -167,9 +168,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# rss: "VmRSS_kib Pss_kib" of cloud-api-adaptor.
+# rss: "VmRSS_kib Pss_kib" of cloud-api-adaptor; with PP_BENCH_SNAPSHOTS set
+# (a directory), also keeps its smaps there as <n>.smaps, numbered in order.
 rss() {
-    local v p
+    local v p n
+    if [ -n "${PP_BENCH_SNAPSHOTS:-}" ]; then
+        # Called in subshells: the count lives in the directory.
+        mkdir -p "$PP_BENCH_SNAPSHOTS"
+        n=$(find "$PP_BENCH_SNAPSHOTS" -name '*.smaps' | wc -l)
+        cp "/proc/$caa_pid/smaps" "$PP_BENCH_SNAPSHOTS/$(printf %03d $((n + 1))).smaps"
+    fi
     v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$caa_pid/status")
     p=$(awk '/^Pss:/ { print $2 }' "/proc/$caa_pid/smaps_rollup")
     echo "$v $p"
