@@ -68,6 +68,23 @@ struct caa_sandbox_s {
     unsigned stop_requested : 1;
 };
 
+/* heap.c: the heap policy. caa_heap_tune() sets malloc's thresholds (call
+ * it first thing); the handles give free pages back once the loop goes quiet
+ * after a busy spell. */
+typedef struct caa_heap_s {
+    uv_check_t check; /* counts loop iterations */
+    uv_timer_t timer; /* runs while there is activity */
+    unsigned long iterations;
+    size_t trims;
+    unsigned started : 1;
+    unsigned ticked : 1;
+} caa_heap_t;
+
+void caa_heap_tune(void);
+int caa_heap_start(caa_heap_t *h, uv_loop_t *loop);
+/* Closes the handles; run the loop once more before freeing `h`. */
+void caa_heap_stop(caa_heap_t *h);
+
 struct caa_daemon_s {
     uv_loop_t *loop;
     caa_config_t cfg;
@@ -83,6 +100,7 @@ struct caa_daemon_s {
     caa_sandbox_t *sandboxes;
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
+    caa_heap_t heap;
     caa_waiting_call_t *parked; /* hypervisor calls that came during recovery */
     int recovering;
     int stopping;

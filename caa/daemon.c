@@ -53,6 +53,7 @@ void caa_daemon_shutdown(caa_daemon_t *d)
             d->hv ? pp_ttrpc_server_in_flight(d->hv) : (size_t)0);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    caa_heap_stop(&d->heap);
     if (d->hv != NULL)
         pp_ttrpc_server_close(d->hv, 1, hv_closed_cb, d);
 }
@@ -259,6 +260,8 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
     uv_signal_start(&d->sigint, signal_cb, SIGINT);
+    if ((r = caa_heap_start(&d->heap, loop)) < 0)
+        return pp_error_set(err, r, "heap policy: %s", uv_strerror(r));
     PP_INFO("caa", "cloud-api-adaptor %s: provider `%s`, node `%s`, serving `%s`", CAA_VERSION,
             ops->name, d->cfg.node_name, d->cfg.socket);
     return 0;
@@ -266,6 +269,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 
 void caa_daemon_fini(caa_daemon_t *d)
 {
+    caa_heap_stop(&d->heap);
     /* Tunnel deletions still running in the background finish first. */
     if (d->net_ready)
         pp_podindex_close(&d->index);
