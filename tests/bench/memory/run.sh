@@ -276,6 +276,7 @@ start_all 1
 start_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 sleep 1
 read -r full_rss full_pss <<<"$(rss)"
+read -r full_anon full_file full_ssl <<<"$(breakdown "$caa_pid")"
 
 # hold_measure BURST: one shim connection per sandbox, each having made one
 # agent call and then BURST more at once; sets held_rss and held_pss while
@@ -391,6 +392,8 @@ per=$(awk -v a="$full_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f"
 per_conn=$(awk -v a="$conn_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
 per_pss=$(awk -v a="$conn_pss" -v b="$idle_pss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
 per_burst=$(awk -v a="$burst_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
+echo "with $count running: $full_anon + $full_file KiB, of which $full_ssl KiB libcrypto/libssl" \
+    "pages (mapped at the first CreateVM when idle has none)"
 echo "VmRSS (KiB) after each batch, sandboxes:KiB:"
 printf '%s\n' "${cycle1_curve[@]}" | awk '{ printf "%s%d:%d", (NR % 8 == 1) ? "  " : " ", $1, $2
     if (NR % 8 == 0) print "" } END { if (NR % 8) print "" }'
