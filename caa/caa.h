@@ -68,12 +68,30 @@ struct caa_sandbox_s {
     unsigned stop_requested : 1;
 };
 
+/* heap.c: the heap policy. caa_heap_tune() sets malloc's thresholds (call
+ * it first thing); the handles give free pages back once the loop goes quiet
+ * after a busy spell. */
+typedef struct caa_heap_s {
+    uv_check_t check; /* counts loop iterations */
+    uv_timer_t timer; /* runs while there is activity */
+    unsigned long iterations;
+    size_t trims;
+    unsigned started : 1;
+    unsigned ticked : 1;
+} caa_heap_t;
+
+void caa_heap_tune(void);
+int caa_heap_start(caa_heap_t *h, uv_loop_t *loop);
+/* Closes the handles; run the loop once more before freeing `h`. */
+void caa_heap_stop(caa_heap_t *h);
+
 struct caa_daemon_s {
     uv_loop_t *loop;
     caa_config_t cfg;
     pp_provider_t *provider;
-    pp_node_net_t net;   /* node side of pod networks */
-    pp_podindex_t index; /* pod indexes, kept under PODS_DIR/.indexes */
+    pp_module_t *provider_module; /* the provider's module; NULL when built in */
+    pp_node_net_t net;            /* node side of pod networks */
+    pp_podindex_t index;          /* pod indexes, kept under PODS_DIR/.indexes */
     int net_inited;
     int net_ready;         /* indexes open: pod networks can be made */
     pp_ca_t *ca;           /* issues pod VM certificates; NULL with TLS off */
@@ -82,11 +100,17 @@ struct caa_daemon_s {
     caa_sandbox_t *sandboxes;
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
+    caa_heap_t heap;
     caa_waiting_call_t *parked; /* hypervisor calls that came during recovery */
     int recovering;
     int stopping;
     int exit_code;
 };
+
+/* daemon.c: makes the CA and the TLS context at the first call (the TLS
+ * module, and OpenSSL, are mapped then: tls/lazy.h); 0 at once when they
+ * exist or TLS is disabled. */
+int caa_tls_ready(caa_daemon_t *d, pp_error_t *err);
 
 /* hypervisor.c: registers the service methods on d->hv. Calls that come
  * while d->recovering wait, and are handled by caa_hypervisor_resume(). */

@@ -41,6 +41,9 @@ typedef struct setting_s {
 
 static const setting_t settings[] = {
     STR("provider", "CLOUD_PROVIDER", provider, "local", "cloud provider"),
+    STR("module-dir", "PP_MODULE_DIR", module_dir, "",
+        "where provider and TLS modules are (default <bin>/../lib/peerpod, else the installed "
+        "libdir)"),
     STR("socket", "REMOTE_HYPERVISOR_ENDPOINT", socket, "/run/peerpod/hypervisor.sock",
         "unix socket the kata shim calls"),
     STR("pods-dir", "PODS_DIR", pods_dir, "/run/peerpod/pods", "per-pod directories"),

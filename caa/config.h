@@ -10,8 +10,9 @@
 
 typedef struct caa_config_s {
     char provider[64];
-    char socket[256];   /* REMOTE_HYPERVISOR_ENDPOINT */
-    char pods_dir[256]; /* PODS_DIR */
+    char module_dir[256]; /* PP_MODULE_DIR: provider and TLS modules */
+    char socket[256];     /* REMOTE_HYPERVISOR_ENDPOINT */
+    char pods_dir[256];   /* PODS_DIR */
     char node_name[128];
     char initdata[65536]; /* INITDATA: gzip+base64 default initdata */
     char tls_min_version[16];

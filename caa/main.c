@@ -9,6 +9,7 @@
 
 int main(int argc, char **argv)
 {
+    caa_heap_tune();
     caa_daemon_t *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return 1;

@@ -445,6 +445,8 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
         pp_error_t e = {0};
         int r = forwarder_addr(sb, &ss);
         if (r == 0)
+            r = caa_tls_ready(sb->d, &e);
+        if (r == 0)
             r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, sb->d->tls,
                               sb->instance_name, &sb->proxy);
         if (r == 0)
@@ -547,9 +549,13 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
 
 static void start_proxy(caa_sandbox_t *sb)
 {
-    pp_error_t e;
+    pp_error_t e = {0};
     struct sockaddr_storage ss;
     int r = forwarder_addr(sb, &ss);
+    if (r == 0 && caa_tls_ready(sb->d, &e) < 0) {
+        start_failed(sb, &e);
+        return;
+    }
     if (r == 0)
         r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, sb->d->tls,
                           sb->instance_name, &sb->proxy);

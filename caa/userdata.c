@@ -10,15 +10,18 @@
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "net/net.h"
+#include "tls/lazy.h"
 #include "util/buf.h"
 
 /* The forwarder's certificate, issued for the instance name, and the CA
  * that CAA's client certificate comes from. */
 static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_error_t *err)
 {
+    int r = caa_tls_ready(d, err);
+    if (r < 0)
+        return r;
     if (d->ca == NULL)
         return 0;
-    int r = 0;
     if (pp_ca_can_issue(d->ca)) {
         char *cert = NULL, *key = NULL;
         r = pp_ca_issue_server(d->ca, sb->instance_name, NULL, PP_CA_ISSUE_VALIDITY_S, &cert, &key,
@@ -154,6 +157,12 @@ static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, 
         return r;
     }
     pp_initdata_t id;
+    /* The digest comes from the TLS module (tls/lazy.h). */
+    r = pp_tls_lazy_load(d->cfg.module_dir, err);
+    if (r < 0) {
+        pp_buf_free(&toml);
+        return r;
+    }
     r = pp_initdata_parse(toml.data, toml.len, &id, err);
     if (r < 0) {
         pp_buf_free(&toml);

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "util/error.h"
+#include "util/module.h"
 
 #define PP_PROVIDER_CAP_CVM       (1u << 0) /* can launch confidential VMs */
 #define PP_PROVIDER_CAP_USER_DATA (1u << 1) /* passes user data to the VM */
@@ -78,14 +79,32 @@ struct pp_provider_s {
     void *state;           /* ops->state_size bytes */
 };
 
-/* The back ends. */
+/* The back ends built in. */
 extern const struct pp_provider_ops pp_provider_local_ops;
 
-/* The registry: NULL-terminated, in build order; the first is the default. */
+/* The built-in registry: NULL-terminated; the first is the default. */
 extern const struct pp_provider_ops *const pp_providers[];
 
-/* The provider called `name`; NULL or "" give the default. NULL if unknown. */
+/* The built-in provider called `name`; NULL or "" give the default. NULL
+ * if none is built in by that name. */
 const struct pp_provider_ops *pp_provider_find(const char *name);
+
+/* Provider modules (providers/README.md): every provider but the built-in
+ * ones is a module `pp-provider-<name>.so` that exports
+ * `const struct pp_provider_ops pp_provider_<name>_ops`, looked for in the
+ * directory pp_module_dir(module_dir) gives (util/module.h).
+ *
+ * Finds the provider `name` (NULL or "" give the default): built in, with
+ * *module NULL; or loaded from its module, with *module the module, which
+ * must stay open (pp_module_close()) until the provider is freed. Fails
+ * with -ENOENT and `err` listing the providers there are when there is no
+ * provider by that name, with -ENOEXEC when its module does not load, lacks
+ * the symbol, or holds another provider. */
+int pp_provider_load(const char *name, const char *module_dir, const struct pp_provider_ops **ops,
+                     pp_module_t **module, pp_error_t *err);
+/* Appends the names of the providers there are, built in first, to `out`
+ * (", "-separated). */
+void pp_provider_names(const char *module_dir, char *out, size_t size);
 /* Allocates the provider (node_name is copied) and runs ops->init; on
  * failure nothing is left and `err` says which setting is wrong. */
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,

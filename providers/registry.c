@@ -1,25 +1,18 @@
-/* The provider registry: one table, guarded by build options. */
+/* The provider registry: the built-in table, and provider modules. */
 #include "providers/provider.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef PP_PROVIDER_AWS
-extern const struct pp_provider_ops pp_provider_aws_ops;
-#endif
-#ifdef PP_PROVIDER_LIBVIRT
-extern const struct pp_provider_ops pp_provider_libvirt_ops;
-#endif
+#include "util/module.h"
+
+#define MODULE_PREFIX "pp-provider-"
 
 const struct pp_provider_ops *const pp_providers[] = {
     &pp_provider_local_ops,
-#ifdef PP_PROVIDER_AWS
-    &pp_provider_aws_ops,
-#endif
-#ifdef PP_PROVIDER_LIBVIRT
-    &pp_provider_libvirt_ops,
-#endif
     NULL,
 };
 
@@ -33,6 +26,80 @@ const struct pp_provider_ops *pp_provider_find(const char *name)
     return NULL;
 }
 
+void pp_provider_names(const char *module_dir, char *out, size_t size)
+{
+    if (size == 0)
+        return;
+    for (size_t i = 0; pp_providers[i] != NULL; i++) {
+        size_t used = strnlen(out, size);
+        if (used < size)
+            snprintf(out + used, size - used, "%s%s", used > 0 ? ", " : "", pp_providers[i]->name);
+    }
+    char dir[PATH_MAX];
+    if (pp_module_dir(module_dir, dir, sizeof(dir)) == 0)
+        pp_module_list(dir, MODULE_PREFIX, out, size);
+}
+
+/* Names are file and symbol names: keep them to [a-z0-9_-]. */
+static int valid_name(const char *name)
+{
+    if (name[0] == '\0' || strlen(name) > 32)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static int unknown(const char *name, const char *dir, pp_error_t *err)
+{
+    char names[512] = "";
+    pp_provider_names(dir, names, sizeof(names));
+    char where[PATH_MAX];
+    if (pp_module_dir(dir, where, sizeof(where)) < 0)
+        where[0] = '\0';
+    return pp_error_set(err, -ENOENT, "unknown provider `%s`; available: %s (modules from `%s`)",
+                        name, names, where);
+}
+
+int pp_provider_load(const char *name, const char *module_dir, const struct pp_provider_ops **ops,
+                     pp_module_t **module, pp_error_t *err)
+{
+    *ops = pp_provider_find(name);
+    *module = NULL;
+    if (*ops != NULL)
+        return 0;
+    if (!valid_name(name))
+        return unknown(name, module_dir, err);
+    char dir[PATH_MAX], file[64], sym[64];
+    int r = pp_module_dir(module_dir, dir, sizeof(dir));
+    if (r < 0)
+        return pp_error_set(err, r, "module directory `%s` is too long", module_dir);
+    snprintf(file, sizeof(file), MODULE_PREFIX "%s" PP_MODULE_SUFFIX, name);
+    /* The symbol is a C identifier. */
+    snprintf(sym, sizeof(sym), "pp_provider_%s_ops", name);
+    for (char *p = sym; *p; p++)
+        if (*p == '-')
+            *p = '_';
+    pp_module_t *m = NULL;
+    if ((r = pp_module_open(dir, file, &m, err)) < 0)
+        return r == -ENOENT ? unknown(name, module_dir, err) : r;
+    const struct pp_provider_ops *o = pp_module_sym(m, sym, err);
+    if (o == NULL) {
+        pp_module_close(m);
+        return -ENOEXEC;
+    }
+    if (o->name == NULL || strcmp(o->name, name) != 0 || o->init == NULL ||
+        o->create_instance == NULL || o->delete_instance == NULL || o->list_instances == NULL) {
+        pp_error_set(err, -ENOEXEC, "module `%s`: `%s` is not the `%s` provider's table",
+                     pp_module_path(m), sym, name);
+        pp_module_close(m);
+        return -ENOEXEC;
+    }
+    *ops = o;
+    *module = m;
+    return 0;
+}
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
                     pp_provider_t **out, pp_error_t *err)
 {

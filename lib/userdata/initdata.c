@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 #include <zlib.h>
 
 #include "../util/cleanup.h"
@@ -22,11 +21,10 @@
 static const struct {
     const char *name;
     pp_initdata_alg_t alg;
-    const EVP_MD *(*md)(void);
 } algorithms[] = {
-    {"sha256", PP_INITDATA_SHA256, EVP_sha256},
-    {"sha384", PP_INITDATA_SHA384, EVP_sha384},
-    {"sha512", PP_INITDATA_SHA512, EVP_sha512},
+    {"sha256", PP_INITDATA_SHA256},
+    {"sha384", PP_INITDATA_SHA384},
+    {"sha512", PP_INITDATA_SHA512},
 };
 
 static const char *const data_keys[PP_INITDATA_NKEYS] = {
@@ -56,22 +54,6 @@ int pp_initdata_alg_parse(const char *name, pp_initdata_alg_t *alg)
 const char *pp_initdata_key_name(enum pp_initdata_key key)
 {
     return (unsigned)key < PP_INITDATA_NKEYS ? data_keys[key] : NULL;
-}
-
-int pp_initdata_digest(pp_initdata_alg_t alg, const void *data, size_t len, uint8_t *out,
-                       size_t *out_len)
-{
-    const EVP_MD *md = NULL;
-    for (size_t i = 0; i < PP_ARRAY_SIZE(algorithms); i++)
-        if (algorithms[i].alg == alg)
-            md = algorithms[i].md();
-    if (md == NULL)
-        return -EINVAL;
-    unsigned int n = 0;
-    if (EVP_Digest(data, len, out, &n, md, NULL) != 1)
-        return -ENOMEM;
-    *out_len = n;
-    return 0;
 }
 
 void pp_initdata_free(pp_initdata_t *id)

@@ -67,7 +67,10 @@ int pp_initdata_alg_parse(const char *name, pp_initdata_alg_t *alg);
 const char *pp_initdata_key_name(enum pp_initdata_key key);
 
 /* Hashes `len` bytes: fills `out` (PP_INITDATA_DIGEST_MAX bytes) and
- * `*out_len`. 0, or -ENOMEM / -EINVAL when the hash cannot run. */
+ * `*out_len`. 0, or -ENOMEM / -EINVAL when the hash cannot run. It lives in
+ * its own library, pp_initdata_digest (OpenSSL), part of pp_userdata;
+ * cloud-api-adaptor links pp_userdata_core and takes it from the TLS module
+ * instead (tls/lazy.h). */
 int pp_initdata_digest(pp_initdata_alg_t alg, const void *data, size_t len, uint8_t *out,
                        size_t *out_len);
 

@@ -723,6 +723,109 @@ static void test_tls(void **state)
     caa_cleanup(&c);
 }
 
+/* Whether the process maps a file whose path holds `needle`. */
+static int maps(pid_t pid, const char *needle)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    char *text = slurp(path);
+    assert_non_null(text);
+    int found = strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+/* With the local provider the daemon never maps the cloud providers'
+ * libraries, and maps OpenSSL (through the TLS module) only when the first
+ * pod needs it. */
+static void test_libraries_on_demand(void **state)
+{
+    (void)state;
+    static caa_t c;
+    memset(&c, 0, sizeof(c));
+    caa_start(&c, "maps", NULL);
+    const char *never[] = {"libcurl", "libxml2", "libgnutls", "pp-provider-", "libvirt"};
+    const char *later[] = {"libssl.so", "libcrypto.so", "pp-tls.so"};
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (maps(c.pid, never[i]))
+            fail_msg("idle cloud-api-adaptor maps %s", never[i]);
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+        if (maps(c.pid, later[i]))
+            fail_msg("idle cloud-api-adaptor maps %s", later[i]);
+    /* The CA was checked (and made) at start-up all the same. */
+    char ca[300];
+    snprintf(ca, sizeof(ca), "%s/.ca/ca.crt", c.pods);
+    assert_int_equal(access(ca, R_OK), 0);
+
+    char id[65], sock[256], msg[512];
+    make_id(id, "maps");
+    assert_int_equal(create_vm(&c, id, "maps", "ns", NULL, sock, sizeof(sock), msg, sizeof(msg)),
+                     0);
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+        if (!maps(c.pid, later[i]))
+            fail_msg("cloud-api-adaptor does not map %s after CreateVM", later[i]);
+    assert_int_equal(id_call(&c, "StartVM", id, 60000, msg, sizeof(msg)), 0);
+    assert_int_equal(health(sock), 0);
+    assert_int_equal(id_call(&c, "StopVM", id, 60000, NULL, 0), 0);
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (maps(c.pid, never[i]))
+            fail_msg("cloud-api-adaptor maps %s", never[i]);
+    assert_nothing_left(&c);
+    caa_stop(&c);
+    caa_cleanup(&c);
+}
+
+/* Runs cloud-api-adaptor with `env` (a shell word list) and what it needs to
+ * start; returns its exit status and its output in `out`. */
+static int start_fails(const char *env, char *out, size_t size)
+{
+    char dir[] = "/tmp/pp-e2e-start-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CLOUD_PROVIDER=local "
+             "REMOTE_HYPERVISOR_ENDPOINT=%s/hv.sock PODS_DIR=%s/pods LOCAL_STATE_DIR=%s/vms "
+             "LOCAL_NETNS_DIR=%s/netns %s timeout 20 %s/cloud-api-adaptor 2>&1; echo \"exit $?\"",
+             dir, dir, dir, dir, env, e2e_bin_dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    char *last = strstr(out, "exit ");
+    assert_non_null(last);
+    int code = (int)strtol(last + 5, NULL, 10);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    printf("%s: %s", env, out);
+    return code;
+}
+
+/* Bad settings stop the daemon at start-up with the setting named, also
+ * those only the lazily loaded modules can check. */
+static void test_startup_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *env, *needle;
+    } cases[] = {
+        {"CLOUD_PROVIDER=nocloud",
+         "`CLOUD_PROVIDER`: unknown provider `nocloud`; available: local"},
+        {"CACERT_FILE=/nonexistent/ca.pem CERT_FILE=/nonexistent/c CERT_KEY=/nonexistent/k",
+         "CACERT_FILE: read `/nonexistent/ca.pem`"},
+        {"TLS_CIPHER_SUITES=TLS_NOT_A_SUITE", "unknown cipher suite `TLS_NOT_A_SUITE`"},
+        {"PP_MODULE_DIR=/nonexistent", "module `/nonexistent/pp-tls.so`"},
+    };
+    char out[4096];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int code = start_fails(cases[i].env, out, sizeof(out));
+        assert_int_not_equal(code, 0);
+        assert_int_not_equal(code, 124); /* not the timeout: it exited by itself */
+        if (strstr(out, cases[i].needle) == NULL)
+            fail_msg("`%s` not in \"%s\"", cases[i].needle, out);
+    }
+}
+
 int main(void)
 {
     e2e_init();
@@ -736,6 +839,8 @@ int main(void)
         cmocka_unit_test(test_forwarder_killed_mid_call),
         cmocka_unit_test(test_forwarder_never_up),
         cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_libraries_on_demand),
+        cmocka_unit_test(test_startup_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -210,7 +210,8 @@ static void test_secrets_not_in_messages(void **state)
     assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "n", &p, &err), 0);
     assert_string_equal(p->ops->name, "aws");
     assert_int_equal(p->ops->user_data_max, 16384);
-    assert_ptr_equal(pp_provider_find("aws"), &pp_provider_aws_ops);
+    /* AWS is a module, not built in. */
+    assert_null(pp_provider_find("aws"));
     pp_provider_free(p);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);

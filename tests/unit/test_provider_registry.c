@@ -63,6 +63,64 @@ static void test_table(void **state)
     }
 }
 
+static void expect_load_error(const char *name, const char *dir, int code, const char *needle)
+{
+    const struct pp_provider_ops *ops = &pp_provider_local_ops;
+    pp_module_t *m = (pp_module_t *)&ops; /* must be cleared */
+    pp_error_t err = {0};
+    int rc = pp_provider_load(name, dir, &ops, &m, &err);
+    printf("CLOUD_PROVIDER=%s from %s: %d \"%s\"\n", name, dir, rc, err.message);
+    assert_int_equal(rc, code);
+    assert_null(m);
+    if (strstr(err.message, needle) == NULL)
+        fail_msg("`%s` not in \"%s\"", needle, err.message);
+}
+
+/* Every provider but the built-in ones is a module; bad modules and
+ * unknown names are refused with what is wrong and what there is. */
+static void test_modules(void **state)
+{
+    (void)state;
+    const struct pp_provider_ops *ops = NULL;
+    pp_module_t *m = (pp_module_t *)&ops;
+    pp_error_t err = {0};
+    /* Built in: no module. */
+    assert_int_equal(pp_provider_load("local", TEST_MODULE_DIR, &ops, &m, &err), 0);
+    assert_ptr_equal(ops, &pp_provider_local_ops);
+    assert_null(m);
+    assert_int_equal(pp_provider_load("", TEST_MODULE_DIR, &ops, &m, &err), 0);
+    assert_ptr_equal(ops, &pp_provider_local_ops);
+
+    expect_load_error("gcp", MODULE_DIR, -ENOENT, "unknown provider `gcp`; available: local");
+#if HAVE_AWS
+    expect_load_error("gcp", MODULE_DIR, -ENOENT, "available: local, aws (modules from `");
+    /* A provider module: its table, from its own copy of the code. */
+    assert_int_equal(pp_provider_load("aws", MODULE_DIR, &ops, &m, &err), 0);
+    assert_non_null(m);
+    assert_string_equal(ops->name, "aws");
+    assert_non_null(ops->create_instance);
+    assert_true(ops->user_data_max > 0);
+    pp_module_close(m);
+#endif
+    /* Not there, in another directory. */
+    expect_load_error(
+        "aws", TEST_MODULE_DIR, -ENOENT,
+        "available: local, broken, foreign, impostor (modules from `" TEST_MODULE_DIR);
+    expect_load_error("aws", "/nonexistent", -ENOENT,
+                      "available: local (modules from `/nonexistent`)");
+    /* Names that are no file names. */
+    expect_load_error("../modules/pp-provider-broken", TEST_MODULE_DIR, -ENOENT,
+                      "unknown provider");
+    expect_load_error("Broken", TEST_MODULE_DIR, -ENOENT, "unknown provider `Broken`");
+    /* Bad modules. */
+    expect_load_error("broken", TEST_MODULE_DIR, -ENOEXEC,
+                      "pp-provider-broken.so` has no symbol `pp_provider_broken_ops`");
+    expect_load_error("foreign", TEST_MODULE_DIR, -ENOEXEC,
+                      "has no `pp_module_abi`: not a peerpod module");
+    expect_load_error("impostor", TEST_MODULE_DIR, -ENOEXEC,
+                      "`pp_provider_impostor_ops` is not the `impostor` provider's table");
+}
+
 /* A bad setting fails init, and the message names it. */
 static void expect_setting_error(const char *var, const char *value, const char *needle)
 {
@@ -191,6 +249,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_modules),
         cmocka_unit_test(test_settings_errors),
         cmocka_unit_test(test_calls_without_instances),
     };

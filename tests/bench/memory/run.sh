@@ -21,7 +21,8 @@
 # Environment: PP_BENCH_BUILD (build tree; default build-bench/, configured
 # Release here when missing), PP_BENCH_SANDBOXES (100), PP_BENCH_BATCH (10
 # calls in parallel), PP_BENCH_SKIP_BUILD (set: use the binaries already in
-# the tree), PP_BENCH_CAA_WRAP (a command line to run the daemon under, such
+# the tree), PP_BENCH_SNAPSHOTS (a directory: the daemon's smaps at each
+# measurement, numbered), PP_BENCH_CAA_WRAP (a command line to run the daemon under, such
 # as "valgrind --tool=massif"; it must exec the daemon in its own process, or
 # the figures are the wrapper's). Needs root (network namespaces).
 set -euo pipefail
@@ -167,9 +168,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# rss: "VmRSS_kib Pss_kib" of cloud-api-adaptor.
+# rss: "VmRSS_kib Pss_kib" of cloud-api-adaptor; with PP_BENCH_SNAPSHOTS set
+# (a directory), also keeps its smaps there as <n>.smaps, numbered in order.
 rss() {
-    local v p
+    local v p n
+    if [ -n "${PP_BENCH_SNAPSHOTS:-}" ]; then
+        # Called in subshells: the count lives in the directory.
+        mkdir -p "$PP_BENCH_SNAPSHOTS"
+        n=$(find "$PP_BENCH_SNAPSHOTS" -name '*.smaps' | wc -l)
+        cp "/proc/$caa_pid/smaps" "$PP_BENCH_SNAPSHOTS/$(printf %03d $((n + 1))).smaps"
+    fi
     v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$caa_pid/status")
     p=$(awk '/^Pss:/ { print $2 }' "/proc/$caa_pid/smaps_rollup")
     echo "$v $p"
@@ -268,6 +276,7 @@ start_all 1
 start_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 sleep 1
 read -r full_rss full_pss <<<"$(rss)"
+read -r full_anon full_file full_ssl <<<"$(breakdown "$caa_pid")"
 
 # hold_measure BURST: one shim connection per sandbox, each having made one
 # agent call and then BURST more at once; sets held_rss and held_pss while
@@ -383,6 +392,8 @@ per=$(awk -v a="$full_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f"
 per_conn=$(awk -v a="$conn_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
 per_pss=$(awk -v a="$conn_pss" -v b="$idle_pss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
 per_burst=$(awk -v a="$burst_rss" -v b="$idle_rss" -v n="$count" 'BEGIN { printf "%.1f", (a - b) / n }')
+echo "with $count running: $full_anon + $full_file KiB, of which $full_ssl KiB libcrypto/libssl" \
+    "pages (mapped at the first CreateVM when idle has none)"
 echo "VmRSS (KiB) after each batch, sandboxes:KiB:"
 printf '%s\n' "${cycle1_curve[@]}" | awk '{ printf "%s%d:%d", (NR % 8 == 1) ? "  " : " ", $1, $2
     if (NR % 8 == 0) print "" } END { if (NR % 8) print "" }'

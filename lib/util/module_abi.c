@@ -1,0 +1,4 @@
+/* Linked into every module by pp_module(): the loader checks it. */
+#include "util/module.h"
+
+const unsigned pp_module_abi = PP_MODULE_ABI;

@@ -1,0 +1,6 @@
+# cloud-api-adaptor's own parts that need no root.
+if(TARGET caa_core)
+  pp_unit_test(test_caa_heap ${CMAKE_CURRENT_LIST_DIR}/test_caa_heap.c LIBS caa_core)
+  # Resident memory figures mean nothing under a sanitizer's allocator.
+  set_tests_properties(test_caa_heap PROPERTIES LABELS "unit;nosan")
+endif()
