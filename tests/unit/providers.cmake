@@ -20,8 +20,13 @@ set(aws 0)
 if(TARGET pp-provider-aws)
   set(aws 1)
 endif()
+set(libvirt 0)
+if(TARGET pp-provider-libvirt)
+  set(libvirt 1)
+endif()
 target_compile_definitions(test_provider_registry PRIVATE
-  TEST_MODULE_DIR="${PP_TEST_MODULE_DIR}" MODULE_DIR="${PP_MODULE_OUTPUT_DIR}" HAVE_AWS=${aws})
+  TEST_MODULE_DIR="${PP_TEST_MODULE_DIR}" MODULE_DIR="${PP_MODULE_OUTPUT_DIR}" HAVE_AWS=${aws}
+  HAVE_LIBVIRT=${libvirt})
 # The libvirt provider's XML, settings and config drive (no libvirt daemon).
 if(TARGET pp_libvirt)
   pp_unit_test(test_libvirt_parts ${CMAKE_CURRENT_LIST_DIR}/test_libvirt_parts.c
