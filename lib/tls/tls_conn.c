@@ -27,7 +27,10 @@
 #define PLAIN_CHUNK 16384
 /* The largest write buffer kept for reuse (what a 1 MiB write grows to):
  * a connection holds at most this much while idle. */
-#define SPARE_MAX ((size_t)2 << 20)
+/* Buffers larger than this are given back once empty rather than kept for
+ * the next write: a burst must not leave every connection holding its peak.
+ * The decryption scratch is taken per read for the same reason. */
+#define KEEP_MAX ((size_t)8 << 10)
 /* Writes below this size are gathered until the connection flushes, and
  * sealed together: one seal and one write for many small frames. */
 #define COALESCE_MAX 16384
@@ -77,7 +80,7 @@ struct pp_tls_handshake_s {
     int cert_requested;       /* client: the server asked for our certificate */
     char peer_cn[128];
 
-    uint8_t *plain; /* decryption scratch, PLAIN_CHUNK bytes */
+    uint8_t *plain; /* decryption scratch, PLAIN_CHUNK bytes, during f_read only */
 };
 
 typedef struct wreq_s {
@@ -184,7 +187,7 @@ static void write_cb(uv_write_t *req, int status)
 {
     wreq_t *w = container_of(req, wreq_t, req);
     pp_tls_handshake_t *hs = w->hs;
-    if (hs->spare == NULL && hs->stream != NULL && w->cap <= SPARE_MAX) {
+    if (hs->spare == NULL && hs->stream != NULL && w->cap <= KEEP_MAX) {
         hs->spare = w->buf;
         hs->spare_cap = w->cap;
     } else {
@@ -222,6 +225,8 @@ static int flush_out(pp_tls_handshake_t *hs)
         off = (size_t)t;
         if (off == hs->out.len) {
             hs->out.len = 0;
+            if (hs->out.cap > KEEP_MAX)
+                pp_buf_free(&hs->out);
             return 0;
         }
     }
@@ -611,6 +616,8 @@ static int seal_pending(pp_tls_handshake_t *hs)
 {
     int r = seal(hs, hs->pend.data, hs->pend.len);
     hs->pend.len = 0;
+    if (hs->pend.cap > KEEP_MAX)
+        pp_buf_free(&hs->pend);
     return r;
 }
 
@@ -694,6 +701,8 @@ static int f_read(pp_stream_filter_t *f, const uint8_t *in, size_t n, pp_filter_
     }
     hs->in = NULL;
     hs->in_len = 0;
+    free(hs->plain);
+    hs->plain = NULL;
     /* Answers written while delivering wait in hs->pend for the
      * connection's flush. A KeyUpdate that asked for ours is answered now,
      * not at our next write, which may be far off: OpenSSL only notes it as

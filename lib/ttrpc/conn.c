@@ -141,6 +141,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     else
         r = pp_ttrpc_decoder_feed(&c->dec, (const uint8_t *)buf->base, (size_t)nread);
     c->direct = NULL;
+    /* The scratch is taken per read: an idle connection holds none. */
+    free(c->scratch);
+    c->scratch = NULL;
     if (r < 0)
         fail(c, r);
 }
