@@ -273,9 +273,8 @@ static int domain_remove(lv_t *lv, virConnectPtr c, virDomainPtr dom, pp_error_t
 
 /* The sandbox a domain's metadata names for this node: 1 with it, 0 when
  * the domain is not one of this node's pod VMs. */
-static int domain_owner(lv_t *lv, const char *node, virDomainPtr dom, char *sandbox, size_t len)
+static int domain_owner(const char *node, virDomainPtr dom, char *sandbox, size_t len)
 {
-    (void)lv;
     char *md = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, PP_LIBVIRT_NS, 0);
     if (md == NULL)
         return 0;
@@ -437,8 +436,7 @@ static void create_work(uv_work_t *w)
         /* Asked again (a retry, or after a restart): the same VM, if it is
          * this sandbox's. */
         char sb[128] = "";
-        if (!domain_owner(lv, j->node, dom, sb, sizeof(sb)) ||
-            strcmp(sb, j->inst.sandbox_id) != 0) {
+        if (!domain_owner(j->node, dom, sb, sizeof(sb)) || strcmp(sb, j->inst.sandbox_id) != 0) {
             j->status = pp_error_set(err, -EEXIST,
                                      "a domain named `%s` exists and is not this sandbox's pod VM",
                                      j->inst.name);
@@ -468,15 +466,11 @@ static void create_work(uv_work_t *w)
         pp_error_clear(&e2);
         if (dom != NULL && domain_remove(NULL, c, dom, &e2) < 0)
             PP_ERR(LOG, "undo create of `%s`: %s", j->inst.name, e2.message);
-        char vname[128];
-        if (made & 1) {
-            snprintf(vname, sizeof(vname), "%s" PP_LIBVIRT_ROOT, j->inst.name);
-            if (vol_delete(c, lv->cfg.pool, vname, &e2) < 0)
-                PP_ERR(LOG, "undo create of `%s`: %s", j->inst.name, e2.message);
-        }
-        if (made & 2) {
-            snprintf(vname, sizeof(vname), "%s" PP_LIBVIRT_CIDATA, j->inst.name);
-            if (vol_delete(c, lv->cfg.pool, vname, &e2) < 0)
+        static const char *const suffix[] = {PP_LIBVIRT_ROOT, PP_LIBVIRT_CIDATA};
+        for (size_t i = 0; i < PP_ARRAY_SIZE(suffix); i++) {
+            char vname[128];
+            snprintf(vname, sizeof(vname), "%s%s", j->inst.name, suffix[i]);
+            if ((made & (1 << i)) && vol_delete(c, lv->cfg.pool, vname, &e2) < 0)
                 PP_ERR(LOG, "undo create of `%s`: %s", j->inst.name, e2.message);
         }
     }
@@ -733,8 +727,7 @@ static void list_work(uv_work_t *w)
         j->status = pp_error_set(&j->err, -ENOMEM, "list domains: out of memory");
     for (int i = 0; i < n; i++) {
         pp_instance_t *in = j->insts != NULL ? &j->insts[j->ninsts] : NULL;
-        if (in != NULL &&
-            domain_owner(j->lv, j->node, doms[i], in->sandbox_id, sizeof(in->sandbox_id)) &&
+        if (in != NULL && domain_owner(j->node, doms[i], in->sandbox_id, sizeof(in->sandbox_id)) &&
             virDomainGetUUIDString(doms[i], in->id) == 0) {
             snprintf(in->name, sizeof(in->name), "%s", virDomainGetName(doms[i]));
             pp_error_t e;
