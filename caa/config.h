@@ -31,6 +31,7 @@ typedef struct caa_config_s {
     int tls_skip_verify;
     int disable_tls;
     int peerpods_limit; /* 0 = no limit */
+    int busy_poll_us;   /* 0 = never (util/loop.h) */
     char failpoint[64]; /* PP_FAILPOINT: for crash tests only */
 } caa_config_t;
 

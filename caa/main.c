@@ -6,6 +6,7 @@
 
 #include "daemon.h"
 #include "util/log.h"
+#include "util/loop.h"
 
 int main(int argc, char **argv)
 {
@@ -30,7 +31,7 @@ int main(int argc, char **argv)
         free(d);
         return 1;
     }
-    uv_run(&loop, UV_RUN_DEFAULT);
+    pp_loop_run(&loop, (unsigned)d->cfg.busy_poll_us);
     int code = d->exit_code;
     caa_daemon_fini(d);
     free(d);

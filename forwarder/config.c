@@ -9,8 +9,9 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/loop.h"
 
-enum flag_kind { FLAG_STRING, FLAG_BOOL, FLAG_DURATION };
+enum flag_kind { FLAG_STRING, FLAG_BOOL, FLAG_DURATION, FLAG_BUSY_POLL };
 
 static const struct flag_s {
     const char *name;
@@ -27,6 +28,9 @@ static const struct flag_s {
      "path to the network namespace where the pod runs"},
     {"kata-agent-timeout", FLAG_DURATION, offsetof(apf_config_t, agent_wait_ms),
      "how long to wait for the kata agent socket (e.g. 150s, 500ms)"},
+    {"busy-poll-us", FLAG_BUSY_POLL, offsetof(apf_config_t, busy_poll_us),
+     "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never "
+     "(default: BUSY_POLL_US, else 200)"},
     {"disable-tls", FLAG_BOOL, offsetof(apf_config_t, disable_tls),
      "serve without TLS (for testing)"},
     {"version", FLAG_BOOL, offsetof(apf_config_t, show_version), "print the version and exit"},
@@ -53,6 +57,7 @@ int apf_config_init(apf_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->agent_wait_ms = APF_DEFAULT_AGENT_WAIT_MS;
+    cfg->busy_poll_us = PP_LOOP_BUSY_POLL_US;
     if (set_string(&cfg->listen, APF_DEFAULT_LISTEN) < 0 ||
         set_string(&cfg->agent_socket, APF_DEFAULT_AGENT_SOCKET) < 0 ||
         set_string(&cfg->config_path, APF_DEFAULT_CONFIG) < 0 ||
@@ -145,6 +150,13 @@ static const struct flag_s *find_flag(const char *name, size_t len)
 
 int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *err)
 {
+    /* The one setting also taken from the environment, under the name
+     * cloud-api-adaptor uses for it; the flag wins. */
+    const char *env = getenv("BUSY_POLL_US");
+    if (env != NULL && pp_loop_busy_poll_parse(env, &cfg->busy_poll_us) < 0)
+        return pp_error_set(err, -EINVAL,
+                            "`BUSY_POLL_US`: expected microseconds from 0 to %u, got `%s`",
+                            PP_LOOP_BUSY_POLL_MAX_US, env);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (arg[0] != '-' || arg[1] == '\0')
@@ -179,6 +191,14 @@ int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *
                                     "flag `-%s`: expected a duration such as 150s or 500ms, got "
                                     "`%s`",
                                     fl->name, value);
+            continue;
+        }
+        if (fl->kind == FLAG_BUSY_POLL) {
+            unsigned *slot = (unsigned *)((char *)cfg + fl->offset);
+            if (pp_loop_busy_poll_parse(value, slot) < 0)
+                return pp_error_set(err, -EINVAL,
+                                    "flag `-%s`: expected microseconds from 0 to %u, got `%s`",
+                                    fl->name, PP_LOOP_BUSY_POLL_MAX_US, value);
             continue;
         }
         if (value[0] == '\0')

@@ -31,6 +31,7 @@ typedef struct apf_config_s {
     int show_help;
     int show_version;
     uint64_t agent_wait_ms; /* -kata-agent-timeout */
+    unsigned busy_poll_us;  /* -busy-poll-us */
 
     /* From the file; NULL when absent. */
     int file_loaded;

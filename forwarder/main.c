@@ -9,6 +9,7 @@
 #include "forwarder.h"
 #include "net/net.h"
 #include "util/log.h"
+#include "util/loop.h"
 
 #ifndef PP_VERSION
 #define PP_VERSION "dev"
@@ -179,9 +180,10 @@ int main(int argc, char **argv)
             uv_close((uv_handle_t *)&m.sigint, NULL);
         }
     }
+    unsigned busy_poll_us = cfg.busy_poll_us;
     apf_config_fini(&cfg);
 
-    uv_run(&m.loop, UV_RUN_DEFAULT);
+    pp_loop_run(&m.loop, busy_poll_us);
     r = uv_loop_close(&m.loop);
     if (r < 0)
         PP_WARN(COMPONENT, "loop close: %s", uv_strerror(r));

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/loop.h"
 #include "peer.h"
 #include "ttrpc/ttrpc.h"
 #include "util/cleanup.h"
@@ -207,8 +208,9 @@ int main(int argc, char **argv)
     server_ctx_t ctx = {.loop = uv_default_loop()};
     pp_error_t err = {0};
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: c_server SOCKET\n");
+    unsigned busy_poll_us;
+    if (argc != 2 || pp_loop_busy_poll_parse(getenv("BUSY_POLL_US"), &busy_poll_us) < 0) {
+        fprintf(stderr, "usage: [BUSY_POLL_US=microseconds] c_server SOCKET\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -231,7 +233,7 @@ int main(int argc, char **argv)
     uv_signal_start(&ctx.sigint, signal_cb, SIGINT);
     printf("c server: listening on %s\n", argv[1]);
     fflush(stdout);
-    uv_run(ctx.loop, UV_RUN_DEFAULT);
+    pp_loop_run(ctx.loop, busy_poll_us);
     uv_loop_close(ctx.loop);
     return 0;
 }

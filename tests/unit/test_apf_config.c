@@ -51,6 +51,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->config_path, "/run/peerpod/apf.json");
     assert_string_equal(cfg->netns_path, "/run/netns/podns");
     assert_int_equal(cfg->agent_wait_ms, 150000);
+    assert_int_equal(cfg->busy_poll_us, 200);
     assert_false(cfg->disable_tls);
     assert_false(cfg->file_loaded);
     assert_null(cfg->pod_name);
@@ -75,6 +76,16 @@ static void test_flags(void **state)
     assert_false(cfg->disable_tls);
     assert_int_equal(cfg->agent_wait_ms, 120000);
     assert_int_equal(parse(cfg, &err, "-kata-agent-timeout", "3", NULL), 0);
+    assert_int_equal(parse(cfg, &err, "-busy-poll-us", "0", NULL), 0);
+    assert_int_equal(cfg->busy_poll_us, 0);
+    assert_int_equal(parse(cfg, &err, "-busy-poll-us=100000", NULL), 0);
+    assert_int_equal(cfg->busy_poll_us, 100000);
+    setenv("BUSY_POLL_US", "0", 1);
+    assert_int_equal(parse(cfg, &err, NULL), 0);
+    assert_int_equal(cfg->busy_poll_us, 0);
+    assert_int_equal(parse(cfg, &err, "-busy-poll-us", "50", NULL), 0);
+    assert_int_equal(cfg->busy_poll_us, 50); /* the flag wins */
+    unsetenv("BUSY_POLL_US");
     assert_int_equal(parse(cfg, &err, "-listen", "[::1]:15150", NULL), 0);
     assert_int_equal(cfg->agent_wait_ms, 3000);
     assert_int_equal(parse(cfg, &err, "-help", NULL), 0);
@@ -107,7 +118,15 @@ static void test_bad_flags(void **state)
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "soon", NULL);
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "5h", NULL);
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "-5s", NULL);
+    assert_rejected(cfg, "`-busy-poll-us`: expected microseconds from 0 to 100000", "-busy-poll-us",
+                    "100001", NULL);
+    assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "-1", NULL);
+    assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "200us", NULL);
+    assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "", NULL);
     assert_rejected(cfg, "unexpected argument `stray`", "stray", NULL);
+    setenv("BUSY_POLL_US", "soon", 1);
+    assert_rejected(cfg, "`BUSY_POLL_US`: expected microseconds", NULL);
+    unsetenv("BUSY_POLL_US");
     assert_rejected(cfg, "`-pod-namespace`: expected an absolute path", "-pod-namespace", "podns",
                     NULL);
 }
