@@ -62,7 +62,7 @@ if [ -z "${PP_BENCH_SKIP_BUILD:-}" ]; then
         cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
     fi
     if ! log=$(cmake --build "$build" -j"$(nproc)" --target cloud-api-adaptor \
-        agent-protocol-forwarder process-user-data pp-test-agent pp-shim 2>&1); then
+        agent-protocol-forwarder process-user-data pp-test-agent pp-shim pp_bench_pingpong 2>&1); then
         echo "$log"
         die "build failed"
     fi
@@ -216,6 +216,10 @@ start_caa() {
 
 start_caa tls
 start_caa plain DISABLE_TLS=true
+# The default deployment with busy polling off in both daemons (the
+# forwarder the local provider starts takes BUSY_POLL_US from the adaptor's
+# environment).
+start_caa tls0 BUSY_POLL_US=0
 grep -q "TLS DISABLED" "$work/plain/caa.log" || die "DISABLE_TLS was not taken"
 
 # The Go chains: their second hops and agent B in a namespace of their own,
@@ -289,15 +293,17 @@ load() {
         print v["cps"], v["p50_us"], v["p99_us"], (v["total"] > 0 ? c / 1000 / v["total"] : 0) }'
 }
 
-rows=(da ours_tls ours_plain db go_tls go_plain)
+rows=(da ours_tls ours_plain ours_tls0 db go_tls go_plain)
 declare -A sock=([da]=$agent_tls [ours_tls]=$caa_sock_tls [ours_plain]=$caa_sock_plain
-    [db]=$agent_b [go_tls]=$go_sock_tls [go_plain]=$go_sock_plain)
+    [ours_tls0]=$caa_sock_tls0 [db]=$agent_b [go_tls]=$go_sock_tls [go_plain]=$go_sock_plain)
 declare -A procs=([da]="" [ours_tls]=$procs_tls [ours_plain]=$procs_plain
-    [db]="" [go_tls]=$go_procs_tls [go_plain]=$go_procs_plain)
+    [ours_tls0]=$procs_tls0 [db]="" [go_tls]=$go_procs_tls [go_plain]=$go_procs_plain)
 results=$work/results
 : >"$results"
 start=$(date +%s)
 load_before=$(cut -d' ' -f1 /proc/loadavg)
+floor=$("$build/tests/bench/ttrpc/pp_bench_pingpong" | awk '/^RESULT/ {
+    split($2, a, "="); split($3, b, "="); print a[2] " us sleeping, " b[2] " us polling" }')
 for _ in $(seq "$rounds"); do
     for conc in 1 64; do
         for row in "${rows[@]}"; do
@@ -310,7 +316,7 @@ elapsed=$(($(date +%s) - start))
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 # Every pod still answers through its whole chain after the load.
-for s in "$caa_sock_tls" "$caa_sock_plain"; do
+for s in "$caa_sock_tls" "$caa_sock_plain" "$caa_sock_tls0"; do
     "$bin/pp-shim" -timeout 10 health "$s" >/dev/null || die "health check on $s after the load failed"
 done
 
@@ -343,7 +349,10 @@ echo "per row and round: ${warmup} ms warm-up, ${duration} ms measured; median o
 echo "of the two proxies of the chain (CAA + forwarder, or the two Go proxies) per call, in us."
 echo "machine: $(nproc) CPUs, load average ${load_before} before the load, ${load_after} after;" \
     "other work on the machine shows in every row, the ratios suffer less."
-echo "ours: CAA (unix) -> TCP over a veth -> forwarder in the pod VM netns -> agent A"
+echo "machine floor, one round trip between two processes over a socketpair: $floor"
+echo "(a chain crosses three such hops each way where the direct call crosses one)"
+echo "ours: CAA (unix) -> TCP over a veth -> forwarder in the pod VM netns -> agent A; both daemons"
+echo "      with busy polling as by default (BUSY_POLL_US=200), and the mTLS chain once more without"
 echo "Go:   Go ttrpc proxy (unix) -> TCP over a veth -> Go ttrpc proxy in a netns -> agent B"
 echo "mTLS: Go negotiated $(grep -m1 -o 'TLSv[0-9.]* [A-Z0-9_]*' "$g/caa-tls.log" || echo '?');" \
     "ours OpenSSL's default (PP_LOG_LEVEL=debug logs it)"
@@ -383,12 +392,17 @@ for conc in 1 64; do
     row "client -> agent A (direct)" "$conc" "$da"
     row "ours mTLS:  CAA -> APF -> agent A" "$conc" "$(get ours_tls "$conc")" "$da"
     row "ours plain: CAA -> APF -> agent A'" "$conc" "$(get ours_plain "$conc")" "$da"
+    row "ours mTLS, no busy polling" "$conc" "$(get ours_tls0 "$conc")" "$da"
     row "client -> agent B (direct)" "$conc" "$db"
     row "Go mTLS:  proxy -> proxy -> B" "$conc" "$(get go_tls "$conc")" "$db"
     row "Go plain: proxy -> proxy -> B" "$conc" "$(get go_plain "$conc")" "$db"
-    for mode in tls plain; do
-        label="ours/Go $([ $mode = tls ] && echo mTLS || echo plain)"
-        v=$(ratio "$label" "$conc" "$(get "ours_$mode" "$conc")" "$(get "go_$mode" "$conc")" \
+    for mode in tls plain tls0; do
+        case $mode in
+        tls) label="ours/Go mTLS" ;;
+        plain) label="ours/Go plain" ;;
+        tls0) label="ours/Go mTLS, no busy polling" ;;
+        esac
+        v=$(ratio "$label" "$conc" "$(get "ours_$mode" "$conc")" "$(get "go_${mode%0}" "$conc")" \
             "$da" "$db")
         echo "$v" | grep -v '^|'
         verdicts+=("$(echo "$v" | grep '^|' | cut -c2-)")

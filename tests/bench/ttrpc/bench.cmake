@@ -20,3 +20,6 @@ if(PP_GO AND EXISTS ${PP_GOPATH}/src/github.com/containerd/ttrpc/client.go)
     COMMENT "go build ttrpc-bench")
   add_custom_target(ttrpc_bench_go ALL DEPENDS ${PP_BENCH_GO})
 endif()
+
+add_executable(pp_bench_pingpong ${CMAKE_CURRENT_LIST_DIR}/pingpong.c)
+set_target_properties(pp_bench_pingpong PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PP_BENCH_TTRPC_DIR})

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/loop.h"
 #include "ttrpc/ttrpc.h"
 
 enum phase { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
@@ -144,8 +145,10 @@ static long parse_arg(const char *s, long min, long max)
 int main(int argc, char **argv)
 {
     bench_t b = {.loop = uv_default_loop(), .connect_status = 1};
-    if (argc != 6) {
-        fprintf(stderr, "usage: ttrpc_bench_client SOCKET CONC SIZE WARMUP_MS DURATION_MS\n");
+    unsigned busy_poll_us;
+    if (argc != 6 || pp_loop_busy_poll_parse(getenv("BUSY_POLL_US"), &busy_poll_us) < 0) {
+        fprintf(stderr, "usage: [BUSY_POLL_US=microseconds] ttrpc_bench_client SOCKET CONC SIZE "
+                        "WARMUP_MS DURATION_MS\n");
         return 2;
     }
     long conc = parse_arg(argv[2], 1, 4096), size = parse_arg(argv[3], 0, 1 << 20);
@@ -181,7 +184,7 @@ int main(int argc, char **argv)
         slots[i].b = &b;
         issue(&slots[i]);
     }
-    uv_run(b.loop, UV_RUN_DEFAULT);
+    pp_loop_run(b.loop, busy_poll_us);
     uv_loop_close(b.loop);
 
     if (b.nsamples == 0) {
