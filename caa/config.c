@@ -73,7 +73,7 @@ static const setting_t settings[] = {
         "tests only: die with SIGKILL at this named step"),
     INT("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", peerpods_limit, "0", 0, 100000,
         "most pod VMs on this node (0: no limit)"),
-    INT("busy-poll-us", "BUSY_POLL_US", busy_poll_us, "200", 0, 100000,
+    INT("busy-poll-us", "BUSY_POLL_US", busy_poll_us, "0", 0, 100000,
         "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never"),
 };
 

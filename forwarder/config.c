@@ -30,7 +30,7 @@ static const struct flag_s {
      "how long to wait for the kata agent socket (e.g. 150s, 500ms)"},
     {"busy-poll-us", FLAG_BUSY_POLL, offsetof(apf_config_t, busy_poll_us),
      "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never "
-     "(default: BUSY_POLL_US, else 200)"},
+     "(default: BUSY_POLL_US, else 0)"},
     {"disable-tls", FLAG_BOOL, offsetof(apf_config_t, disable_tls),
      "serve without TLS (for testing)"},
     {"version", FLAG_BOOL, offsetof(apf_config_t, show_version), "print the version and exit"},

@@ -15,9 +15,13 @@
 
 #include <uv.h>
 
-/* The daemons' default polling budget, in microseconds: about the time an
- * agent call takes to come back through the pod VM. */
-#define PP_LOOP_BUSY_POLL_US     200u
+/* The daemons' default polling budget, in microseconds: none. Polling
+ * halves the median latency of one call at a time when the host is quiet,
+ * but it doubles the CPU time per call, and where the vCPUs share busy
+ * hosts it costs throughput and tail latency (docs/design/latency.md).
+ * About 200 suits an agent call, the time one takes to come back through
+ * the pod VM. */
+#define PP_LOOP_BUSY_POLL_US     0u
 #define PP_LOOP_BUSY_POLL_MAX_US 100000u
 
 /* Runs the loop like uv_run(loop, UV_RUN_DEFAULT) until it has no active

@@ -51,7 +51,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->config_path, "/run/peerpod/apf.json");
     assert_string_equal(cfg->netns_path, "/run/netns/podns");
     assert_int_equal(cfg->agent_wait_ms, 150000);
-    assert_int_equal(cfg->busy_poll_us, 200);
+    assert_int_equal(cfg->busy_poll_us, 0);
     assert_false(cfg->disable_tls);
     assert_false(cfg->file_loaded);
     assert_null(cfg->pod_name);
@@ -80,9 +80,9 @@ static void test_flags(void **state)
     assert_int_equal(cfg->busy_poll_us, 0);
     assert_int_equal(parse(cfg, &err, "-busy-poll-us=100000", NULL), 0);
     assert_int_equal(cfg->busy_poll_us, 100000);
-    setenv("BUSY_POLL_US", "0", 1);
+    setenv("BUSY_POLL_US", "200", 1);
     assert_int_equal(parse(cfg, &err, NULL), 0);
-    assert_int_equal(cfg->busy_poll_us, 0);
+    assert_int_equal(cfg->busy_poll_us, 200);
     assert_int_equal(parse(cfg, &err, "-busy-poll-us", "50", NULL), 0);
     assert_int_equal(cfg->busy_poll_us, 50); /* the flag wins */
     unsetenv("BUSY_POLL_US");

@@ -10,6 +10,7 @@
 #   ours, mTLS  load -> CAA (pods/<sid>/agent.ttrpc) -> mutual TLS over TCP
 #               across a veth -> forwarder in the pod VM namespace -> agent A
 #   ours, plain the same with DISABLE_TLS=true (a second CAA, own pod, agent)
+#   ours, mTLS, busy polling: the first with BUSY_POLL_US=200 (a third CAA)
 #   direct B    load -> pp-test-agent B
 #   Go, mTLS    load -> Go proxy (unix) -> mutual TLS over TCP across a veth
 #               -> Go proxy in a namespace of its own -> agent B
@@ -216,10 +217,10 @@ start_caa() {
 
 start_caa tls
 start_caa plain DISABLE_TLS=true
-# The default deployment with busy polling off in both daemons (the
+# The default deployment with busy polling on in both daemons (the
 # forwarder the local provider starts takes BUSY_POLL_US from the adaptor's
 # environment).
-start_caa tls0 BUSY_POLL_US=0
+start_caa tlsp BUSY_POLL_US=200
 grep -q "TLS DISABLED" "$work/plain/caa.log" || die "DISABLE_TLS was not taken"
 
 # The Go chains: their second hops and agent B in a namespace of their own,
@@ -293,11 +294,11 @@ load() {
         print v["cps"], v["p50_us"], v["p99_us"], (v["total"] > 0 ? c / 1000 / v["total"] : 0) }'
 }
 
-rows=(da ours_tls ours_plain ours_tls0 db go_tls go_plain)
+rows=(da ours_tls ours_plain ours_tlsp db go_tls go_plain)
 declare -A sock=([da]=$agent_tls [ours_tls]=$caa_sock_tls [ours_plain]=$caa_sock_plain
-    [ours_tls0]=$caa_sock_tls0 [db]=$agent_b [go_tls]=$go_sock_tls [go_plain]=$go_sock_plain)
+    [ours_tlsp]=$caa_sock_tlsp [db]=$agent_b [go_tls]=$go_sock_tls [go_plain]=$go_sock_plain)
 declare -A procs=([da]="" [ours_tls]=$procs_tls [ours_plain]=$procs_plain
-    [ours_tls0]=$procs_tls0 [db]="" [go_tls]=$go_procs_tls [go_plain]=$go_procs_plain)
+    [ours_tlsp]=$procs_tlsp [db]="" [go_tls]=$go_procs_tls [go_plain]=$go_procs_plain)
 results=$work/results
 : >"$results"
 start=$(date +%s)
@@ -316,7 +317,7 @@ elapsed=$(($(date +%s) - start))
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 # Every pod still answers through its whole chain after the load.
-for s in "$caa_sock_tls" "$caa_sock_plain" "$caa_sock_tls0"; do
+for s in "$caa_sock_tls" "$caa_sock_plain" "$caa_sock_tlsp"; do
     "$bin/pp-shim" -timeout 10 health "$s" >/dev/null || die "health check on $s after the load failed"
 done
 
@@ -351,8 +352,8 @@ echo "machine: $(nproc) CPUs, load average ${load_before} before the load, ${loa
     "other work on the machine shows in every row, the ratios suffer less."
 echo "machine floor, one round trip between two processes over a socketpair: $floor"
 echo "(a chain crosses three such hops each way where the direct call crosses one)"
-echo "ours: CAA (unix) -> TCP over a veth -> forwarder in the pod VM netns -> agent A; both daemons"
-echo "      with busy polling as by default (BUSY_POLL_US=200), and the mTLS chain once more without"
+echo "ours: CAA (unix) -> TCP over a veth -> forwarder in the pod VM netns -> agent A; the mTLS"
+echo "      chain once more with busy polling in both daemons (BUSY_POLL_US=200)"
 echo "Go:   Go ttrpc proxy (unix) -> TCP over a veth -> Go ttrpc proxy in a netns -> agent B"
 echo "mTLS: Go negotiated $(grep -m1 -o 'TLSv[0-9.]* [A-Z0-9_]*' "$g/caa-tls.log" || echo '?');" \
     "ours OpenSSL's default (PP_LOG_LEVEL=debug logs it)"
@@ -392,17 +393,17 @@ for conc in 1 64; do
     row "client -> agent A (direct)" "$conc" "$da"
     row "ours mTLS:  CAA -> APF -> agent A" "$conc" "$(get ours_tls "$conc")" "$da"
     row "ours plain: CAA -> APF -> agent A'" "$conc" "$(get ours_plain "$conc")" "$da"
-    row "ours mTLS, no busy polling" "$conc" "$(get ours_tls0 "$conc")" "$da"
+    row "ours mTLS, busy polling" "$conc" "$(get ours_tlsp "$conc")" "$da"
     row "client -> agent B (direct)" "$conc" "$db"
     row "Go mTLS:  proxy -> proxy -> B" "$conc" "$(get go_tls "$conc")" "$db"
     row "Go plain: proxy -> proxy -> B" "$conc" "$(get go_plain "$conc")" "$db"
-    for mode in tls plain tls0; do
+    for mode in tls plain tlsp; do
         case $mode in
         tls) label="ours/Go mTLS" ;;
         plain) label="ours/Go plain" ;;
-        tls0) label="ours/Go mTLS, no busy polling" ;;
+        tlsp) label="ours/Go mTLS, busy polling" ;;
         esac
-        v=$(ratio "$label" "$conc" "$(get "ours_$mode" "$conc")" "$(get "go_${mode%0}" "$conc")" \
+        v=$(ratio "$label" "$conc" "$(get "ours_$mode" "$conc")" "$(get "go_${mode%p}" "$conc")" \
             "$da" "$db")
         echo "$v" | grep -v '^|'
         verdicts+=("$(echo "$v" | grep '^|' | cut -c2-)")
