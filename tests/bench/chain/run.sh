@@ -42,6 +42,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 build=${PP_BENCH_BUILD:-$root/build-bench}
 warmup=${PP_BENCH_WARMUP_MS:-500}
 duration=${PP_BENCH_DURATION_MS:-2000}
@@ -324,22 +326,7 @@ done
 # ---- report ------------------------------------------------------------------------
 
 # The median over the rounds of each figure: "row conc cps p50 p99 cpu" lines.
-medians=$(awk '
-    { k = $1 " " $2; n[k]++; for (f = 3; f <= 6; f++) v[k, f, n[k]] = $f }
-    END {
-        for (k in n) {
-            line = k
-            for (f = 3; f <= 6; f++) {
-                m = n[k]
-                for (i = 1; i <= m; i++) a[i] = v[k, f, i]
-                for (i = 2; i <= m; i++)
-                    for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-                med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-                line = line " " med
-            }
-            print line
-        }
-    }' "$results")
+medians=$(bench_medians "$results")
 get() { # row conc
     echo "$medians" | awk -v r="$1" -v c="$2" '$1 == r && $2 == c { print $3, $4, $5, $6 }'
 }

@@ -19,6 +19,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 build=${PP_BENCH_BUILD:-$root/build-bench}
 warmup=${PP_BENCH_WARMUP_MS:-500}
 duration=${PP_BENCH_DURATION_MS:-2000}
@@ -105,21 +107,7 @@ done
 declare -A r
 while read -r key conc cps p50 p99; do
     r[${key}_$conc]="$cps $p50 $p99"
-done < <(awk '
-    { k = $1 " " $2; n[k]++; for (f = 3; f <= 5; f++) v[k, f, n[k]] = $f }
-    END {
-        for (k in n) {
-            line = k
-            for (f = 3; f <= 5; f++) {
-                m = n[k]
-                for (i = 1; i <= m; i++) a[i] = v[k, f, i]
-                for (i = 2; i <= m; i++)
-                    for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-                line = line " " ((m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2)
-            }
-            print line
-        }
-    }' "$results")
+done < <(bench_medians "$results")
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 floor_sleep=$(printf '%s\n' "${floors[@]}" | cut -d' ' -f1 | median)
 floor_poll=$(printf '%s\n' "${floors[@]}" | cut -d' ' -f2 | median)
