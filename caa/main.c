@@ -5,12 +5,14 @@
 #include <stdlib.h>
 
 #include "daemon.h"
+#include "util/json_wipe.h"
 #include "util/log.h"
 #include "util/loop.h"
 
 int main(int argc, char **argv)
 {
     caa_heap_tune();
+    pp_json_wipe_on_free();
     caa_daemon_t *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return 1;

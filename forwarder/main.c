@@ -8,6 +8,7 @@
 #include "config.h"
 #include "forwarder.h"
 #include "net/net.h"
+#include "util/json_wipe.h"
 #include "util/log.h"
 #include "util/loop.h"
 
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
     pp_error_t err = {0};
     apf_main_t m = {0};
 
+    pp_json_wipe_on_free();
     /* A peer that closes mid-write must cost a connection, not the process. */
     signal(SIGPIPE, SIG_IGN);
     if (apf_config_init(&cfg) < 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "pud.h"
+#include "util/json_wipe.h"
 #include "util/log.h"
 
 typedef struct command_s {
@@ -83,6 +84,7 @@ static int parse_size(const char *s, size_t *out)
 
 int main(int argc, char **argv)
 {
+    pp_json_wipe_on_free();
     if (argc < 2) {
         usage(stderr);
         return 2;
