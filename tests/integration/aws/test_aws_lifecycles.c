@@ -189,7 +189,8 @@ static void run_lifecycles(unsigned total)
     assert_int_equal(l.n, 0);
     assert_int_equal(rnum(rep, "alive_count"), 0);
     assert_true(json_number_value(json_object_get(rep, "rate_excess")) <= 0.0);
-    assert_true(rnum(rep, "max_rate_1s") <= RATE + BURST + 1);
+    /* The fake's 50 ms allowance for its own stalls (expect_lag_s). */
+    assert_true(rnum(rep, "max_rate_1s") <= RATE + RATE / 20 + BURST + 1);
     assert_true(rnum(rep, "faults_total") * 100 >= rnum(rep, "requests") * 15);
     assert_true(run->created >= run->total * 9 / 10);
     free(l.list);
