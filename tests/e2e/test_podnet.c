@@ -45,7 +45,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    sh("ip netns del %s 2>/dev/null", podns);
+    /* Also the bad-namespace case's, which a failed assertion skips. */
+    sh("ip netns del %s 2>/dev/null; ip netns del %s-bare 2>/dev/null; "
+       "ip netns del %s-two 2>/dev/null",
+       podns, podns, podns);
     sh("ip link del uplink 2>/dev/null; ip link del cnipod 2>/dev/null");
     return 0;
 }
