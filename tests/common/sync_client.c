@@ -23,7 +23,8 @@ static void answered(pp_ttrpc_result_t *res, void *data)
     wait_t *w = data;
     pp_sync_result_t *out = w->out;
     out->code = res->code;
-    snprintf(out->message, sizeof(out->message), "%.*s", (int)res->message.n, res->message.p);
+    snprintf(out->message, sizeof(out->message), "%.*s", (int)res->message.n,
+             res->message.p != NULL ? res->message.p : "");
     out->len = res->payload_len;
     out->payload = malloc(res->payload_len + 1);
     if (out->payload != NULL) {
@@ -34,8 +35,10 @@ static void answered(pp_ttrpc_result_t *res, void *data)
     w->done = 1;
 }
 
-int pp_sync_call(const char *sock, const char *service, const char *method, const void *payload,
-                 size_t len, uint64_t timeout_ms, pp_sync_result_t *out)
+/* Connects to `sock`, or to `addr` over TCP when `sock` is NULL. */
+static int sync_call(const char *sock, const struct sockaddr *addr, const char *service,
+                     const char *method, const void *payload, size_t len, uint64_t timeout_ms,
+                     pp_sync_result_t *out)
 {
     memset(out, 0, sizeof(*out));
     uv_loop_t loop;
@@ -45,7 +48,8 @@ int pp_sync_call(const char *sock, const char *service, const char *method, cons
     if (r < 0)
         return out->code = r;
     wait_t w = {0, 0, out};
-    r = pp_ttrpc_client_connect_unix(c, sock, connected, &w);
+    r = sock != NULL ? pp_ttrpc_client_connect_unix(c, sock, connected, &w)
+                     : pp_ttrpc_client_connect_tcp(c, addr, connected, &w);
     while (r == 0 && !w.done)
         uv_run(&loop, UV_RUN_ONCE);
     if (r == 0)
@@ -66,6 +70,18 @@ int pp_sync_call(const char *sock, const char *service, const char *method, cons
         snprintf(out->message, sizeof(out->message), "%s", uv_strerror(r));
     }
     return out->code;
+}
+
+int pp_sync_call(const char *sock, const char *service, const char *method, const void *payload,
+                 size_t len, uint64_t timeout_ms, pp_sync_result_t *out)
+{
+    return sync_call(sock, NULL, service, method, payload, len, timeout_ms, out);
+}
+
+int pp_sync_call_tcp(const struct sockaddr *addr, const char *service, const char *method,
+                     const void *payload, size_t len, uint64_t timeout_ms, pp_sync_result_t *out)
+{
+    return sync_call(NULL, addr, service, method, payload, len, timeout_ms, out);
 }
 
 void pp_sync_result_free(pp_sync_result_t *r)

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "ttrpc/ttrpc.h"
 
@@ -17,6 +18,9 @@ typedef struct pp_sync_result_s {
 
 int pp_sync_call(const char *sock, const char *service, const char *method, const void *payload,
                  size_t len, uint64_t timeout_ms, pp_sync_result_t *out);
+/* The same over TCP (plaintext), as the adaptor calls a forwarder. */
+int pp_sync_call_tcp(const struct sockaddr *addr, const char *service, const char *method,
+                     const void *payload, size_t len, uint64_t timeout_ms, pp_sync_result_t *out);
 void pp_sync_result_free(pp_sync_result_t *r);
 
 #endif

@@ -10,23 +10,14 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <uv.h>
 
 #include "agent.pb-c.h"
 #include "health.pb-c.h"
-#include "ttrpc/ttrpc.h"
+#include "sync_client.h"
 
 #define CALL_TIMEOUT_MS 5000
-
-typedef struct wait_s {
-    int done;
-    int code;
-    char message[256];
-    uint8_t *payload;
-    size_t len;
-} wait_t;
 
 static uint64_t now_ms(void)
 {
@@ -35,74 +26,13 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void connected(pp_ttrpc_client_t *c, int status, void *data)
-{
-    wait_t *w = data;
-    (void)c;
-    w->code = status;
-    w->done = 1;
-}
-
-static void answered(pp_ttrpc_result_t *res, void *data)
-{
-    wait_t *w = data;
-    w->code = res->code;
-    snprintf(w->message, sizeof(w->message), "%.*s", (int)res->message.n,
-             res->message.p ? res->message.p : "");
-    w->payload = malloc(res->payload_len + 1);
-    if (w->payload != NULL && res->payload_len)
-        memcpy(w->payload, res->payload, res->payload_len);
-    w->len = res->payload_len;
-    w->done = 1;
-}
-
-/* One connection, one call; 0 with the answer in `w`, or -errno / the gRPC
- * status of the failure. */
-static int call(const struct sockaddr *addr, const char *service, const char *method,
-                const void *payload, size_t len, wait_t *w)
-{
-    uv_loop_t loop;
-    pp_ttrpc_client_t *c = NULL;
-    memset(w, 0, sizeof(*w));
-    int r = uv_loop_init(&loop);
-    if (r < 0)
-        return r;
-    r = pp_ttrpc_client_new(&loop, &c);
-    if (r == 0)
-        r = pp_ttrpc_client_connect_tcp(c, addr, connected, w);
-    while (r == 0 && !w->done)
-        uv_run(&loop, UV_RUN_ONCE);
-    if (r == 0)
-        r = w->code;
-    if (r == 0) {
-        pp_ttrpc_call_opts_t o = {
-            .service = service,
-            .method = method,
-            .payload = payload,
-            .payload_len = len,
-            .timeout_nano = (int64_t)CALL_TIMEOUT_MS * 1000000,
-        };
-        w->done = 0;
-        r = pp_ttrpc_client_call(c, &o, answered, w);
-        while (r == 0 && !w->done)
-            uv_run(&loop, UV_RUN_ONCE);
-        if (r == 0)
-            r = w->code;
-    }
-    if (c != NULL)
-        pp_ttrpc_client_close(c, NULL, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return r;
-}
-
 static int health(const struct sockaddr *addr)
 {
     Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
     uint8_t buf[16];
     size_t n = grpc__check_request__pack(&req, buf);
-    wait_t w;
-    int r = call(addr, "grpc.Health", "Check", buf, n, &w);
+    pp_sync_result_t w;
+    int r = pp_sync_call_tcp(addr, "grpc.Health", "Check", buf, n, CALL_TIMEOUT_MS, &w);
     if (r == 0) {
         Grpc__HealthCheckResponse *resp =
             grpc__health_check_response__unpack(NULL, w.len, w.payload);
@@ -115,7 +45,7 @@ static int health(const struct sockaddr *addr)
     } else if (r > 0) {
         fprintf(stderr, "grpc.Health/Check: status %d: %s\n", r, w.message);
     }
-    free(w.payload);
+    pp_sync_result_free(&w);
     return r;
 }
 
@@ -124,8 +54,9 @@ static int guest_details(const struct sockaddr *addr)
     Grpc__GuestDetailsRequest req = GRPC__GUEST_DETAILS_REQUEST__INIT;
     uint8_t buf[64];
     size_t n = grpc__guest_details_request__pack(&req, buf);
-    wait_t w;
-    int r = call(addr, "grpc.AgentService", "GetGuestDetails", buf, n, &w);
+    pp_sync_result_t w;
+    int r =
+        pp_sync_call_tcp(addr, "grpc.AgentService", "GetGuestDetails", buf, n, CALL_TIMEOUT_MS, &w);
     if (r == 0) {
         Grpc__GuestDetailsResponse *resp =
             grpc__guest_details_response__unpack(NULL, w.len, w.payload);
@@ -139,7 +70,7 @@ static int guest_details(const struct sockaddr *addr)
     } else if (r > 0) {
         fprintf(stderr, "grpc.AgentService/GetGuestDetails: status %d: %s\n", r, w.message);
     }
-    free(w.payload);
+    pp_sync_result_free(&w);
     return r;
 }
 
