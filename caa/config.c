@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/loop.h"
 
 enum kind { K_STR, K_INT, K_BOOL, K_DURATION };
 
@@ -73,7 +74,7 @@ static const setting_t settings[] = {
         "tests only: die with SIGKILL at this named step"),
     INT("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", peerpods_limit, "0", 0, 100000,
         "most pod VMs on this node (0: no limit)"),
-    INT("busy-poll-us", "BUSY_POLL_US", busy_poll_us, "0", 0, 100000,
+    INT("busy-poll-us", "BUSY_POLL_US", busy_poll_us, "0", 0, PP_LOOP_BUSY_POLL_MAX_US,
         "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never"),
 };
 
