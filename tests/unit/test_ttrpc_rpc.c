@@ -405,20 +405,34 @@ static void mute_accept(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&mute_conn, mute_alloc, mute_read);
 }
 
-static void test_client_enforces_deadline(void **state)
+/* A client connected to a server that reads and never answers. */
+static pp_ttrpc_client_t *mute_client(fx_t *fx, uv_pipe_t *mute)
 {
-    fx_t *fx = *state;
     char path[160];
     snprintf(path, sizeof(path), "%s/mute.sock", fx->dir);
-    uv_pipe_t mute;
-    uv_pipe_init(&fx->loop, &mute, 0);
-    assert_int_equal(uv_pipe_bind(&mute, path), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&mute, 4, mute_accept), 0);
+    uv_pipe_init(&fx->loop, mute, 0);
+    assert_int_equal(uv_pipe_bind(mute, path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)mute, 4, mute_accept), 0);
     pp_ttrpc_client_t *c;
     assert_int_equal(pp_ttrpc_client_new(&fx->loop, &c), 0);
     fx->connected = 0;
     assert_int_equal(pp_ttrpc_client_connect_unix(c, path, connect_cb, fx), 0);
     run_until(fx, &fx->connected, 2000);
+    return c;
+}
+
+static void mute_close(fx_t *fx, uv_pipe_t *mute)
+{
+    uv_close((uv_handle_t *)&mute_conn, NULL);
+    uv_close((uv_handle_t *)mute, NULL);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+}
+
+static void test_client_enforces_deadline(void **state)
+{
+    fx_t *fx = *state;
+    uv_pipe_t mute;
+    pp_ttrpc_client_t *c = mute_client(fx, &mute);
     result_t r = {0};
     pp_ttrpc_call_opts_t o = {SVC, "Echo", "x", 1, 80 * 1000000LL, NULL, 0};
     uv_update_time(&fx->loop);
@@ -428,13 +442,8 @@ static void test_client_enforces_deadline(void **state)
     assert_int_equal(r.code, PP_GRPC_DEADLINE_EXCEEDED);
     assert_true(uv_now(&fx->loop) - t0 >= 80);
     free(r.payload);
-    int closed = 0;
     pp_ttrpc_client_close(c, (pp_ttrpc_client_close_cb)NULL, NULL);
-    closed = 1;
-    uv_close((uv_handle_t *)&mute_conn, NULL);
-    uv_close((uv_handle_t *)&mute, NULL);
-    run_until(fx, &closed, 100);
-    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    mute_close(fx, &mute);
 }
 
 /* Deadlines out of order on one connection, each side with one timer for
@@ -487,17 +496,8 @@ static void test_server_deadlines_out_of_order(void **state)
 static void test_client_deadlines_out_of_order(void **state)
 {
     fx_t *fx = *state;
-    char path[160];
-    snprintf(path, sizeof(path), "%s/mute.sock", fx->dir);
     uv_pipe_t mute;
-    uv_pipe_init(&fx->loop, &mute, 0);
-    assert_int_equal(uv_pipe_bind(&mute, path), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&mute, 4, mute_accept), 0);
-    pp_ttrpc_client_t *c;
-    assert_int_equal(pp_ttrpc_client_new(&fx->loop, &c), 0);
-    fx->connected = 0;
-    assert_int_equal(pp_ttrpc_client_connect_unix(c, path, connect_cb, fx), 0);
-    run_until(fx, &fx->connected, 2000);
+    pp_ttrpc_client_t *c = mute_client(fx, &mute);
     const int ms[3] = {240, 80, 160}, order[3] = {1, 2, 0};
     result_t r[3] = {0}, none = {0};
     uv_update_time(&fx->loop);
@@ -522,11 +522,7 @@ static void test_client_deadlines_out_of_order(void **state)
     pp_ttrpc_client_close(c, (pp_ttrpc_client_close_cb)NULL, NULL);
     assert_int_equal(none.code, PP_GRPC_CANCELLED);
     free(none.payload);
-    int closed = 1;
-    uv_close((uv_handle_t *)&mute_conn, NULL);
-    uv_close((uv_handle_t *)&mute, NULL);
-    run_until(fx, &closed, 100);
-    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    mute_close(fx, &mute);
 }
 
 static void test_connection_drop_fails_in_flight(void **state)
