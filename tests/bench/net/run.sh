@@ -64,6 +64,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# cni_pod NODE POD: a pod bridge in NODE and a pod namespace POD on it, as
+# a CNI plugin makes them (10.244.1.11/24, gateway 10.244.1.1, MTU 1450).
+cni_pod() {
+    local n="ip -n $1"
+    $n link add cni0 type bridge
+    $n addr add 10.244.1.1/24 dev cni0
+    $n link set cni0 mtu 1450 up
+    ip netns add "$2"
+    $n link add vp mtu 1450 type veth peer name eth0 mtu 1450 netns "$2"
+    $n link set vp master cni0 up
+    ip -n "$2" link set lo up
+    ip -n "$2" addr add 10.244.1.11/24 dev eth0
+    ip -n "$2" link set eth0 up
+    ip -n "$2" route add default via 10.244.1.1 dev eth0
+}
+
 # Node with an underlay bridge and a pod bridge; one pod; one VM.
 ip netns add "$P-node"
 N="ip -n $P-node"
@@ -72,29 +88,17 @@ $N link add ul0 type bridge
 $N addr add 198.18.0.1/16 dev ul0
 $N link set ul0 up
 $N route add default via 198.18.255.254 dev ul0 onlink
-$N link add cni0 type bridge
-$N addr add 10.244.1.1/24 dev cni0
-$N link set cni0 mtu 1450 up
 ip netns add "$P-vm"
 $N link add vmu type veth peer name ens1 netns "$P-vm"
 $N link set vmu master ul0 up
 ip -n "$P-vm" link set lo up
 ip -n "$P-vm" addr add 198.18.0.11/16 dev ens1
 ip -n "$P-vm" link set ens1 up
-ip netns add "$P-pod"
-$N link add vp mtu 1450 type veth peer name eth0 mtu 1450 netns "$P-pod"
-$N link set vp master cni0 up
-ip -n "$P-pod" link set lo up
-ip -n "$P-pod" addr add 10.244.1.11/24 dev eth0
-ip -n "$P-pod" link set eth0 up
-ip -n "$P-pod" route add default via 10.244.1.1 dev eth0
+cni_pod "$P-node" "$P-pod"
 # A second node whose VM link is routed, with no bridge under the tunnel.
 ip netns add "$P-node2"
 N2="ip -n $P-node2"
 $N2 link set lo up
-$N2 link add cni0 type bridge
-$N2 addr add 10.244.1.1/24 dev cni0
-$N2 link set cni0 mtu 1450 up
 ip netns add "$P-vm2"
 $N2 link add vmu type veth peer name ens1 netns "$P-vm2"
 $N2 addr add 198.19.0.1/16 dev vmu
@@ -103,13 +107,7 @@ $N2 route add default via 198.19.255.254 dev vmu onlink
 ip -n "$P-vm2" link set lo up
 ip -n "$P-vm2" addr add 198.19.0.11/16 dev ens1
 ip -n "$P-vm2" link set ens1 up
-ip netns add "$P-pod2"
-$N2 link add vp mtu 1450 type veth peer name eth0 mtu 1450 netns "$P-pod2"
-$N2 link set vp master cni0 up
-ip -n "$P-pod2" link set lo up
-ip -n "$P-pod2" addr add 10.244.1.11/24 dev eth0
-ip -n "$P-pod2" link set eth0 up
-ip -n "$P-pod2" route add default via 10.244.1.1 dev eth0
+cni_pod "$P-node2" "$P-pod2"
 # The baseline: a plain veth pair.
 ip netns add "$P-a"
 ip netns add "$P-b"
