@@ -79,6 +79,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' TERM INT
 
+# shellcheck source=../common/check.sh
+. "$(dirname "$0")/../common/check.sh"
 fail() {
     echo "FAIL: $*"
     echo "--- cloud-api-adaptor log (last 60 lines)"
@@ -162,12 +164,7 @@ export CLOUD_PROVIDER=libvirt LIBVIRT_URI=$uri LIBVIRT_POOL=$pool LIBVIRT_NET=$n
     PP_LOG_LEVEL=debug
 "$caa" >"$work/caa.log" 2>&1 &
 caa_pid=$!
-for _ in $(seq 100); do
-    [ -S "$work/hv.sock" ] && break
-    kill -0 "$caa_pid" 2>/dev/null || fail "cloud-api-adaptor exited"
-    sleep 0.1
-done
-[ -S "$work/hv.sock" ] || fail "no hypervisor socket"
+wait_socket "$work/hv.sock" "$caa_pid" cloud-api-adaptor
 
 # A pod whose image annotation names a volume the pool lacks: StartVM fails
 # at once, naming it, and leaves nothing in libvirt.

@@ -13,10 +13,8 @@ set -euo pipefail
 
 path_file=$1 podvm_call=$2
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=../common/check.sh
+. "$(dirname "$0")/../common/check.sh"
 skip() {
     echo "SKIP: $*"
     exit 77
@@ -59,11 +57,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pass=0
-ok() {
-    pass=$((pass + 1))
-    echo "ok: $*"
-}
 show_log() {
     echo "---- serial log (last 60 lines) ----" >&2
     tail -n 60 "$work/serial.log" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' >&2 || true

@@ -15,15 +15,8 @@ command -v packer >/dev/null || { echo "SKIP: packer missing (Debian packer)"; e
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-pass=0
-ok() {
-    pass=$((pass + 1))
-    echo "ok: $*"
-}
+# shellcheck source=../common/check.sh
+. "$(dirname "$0")/../common/check.sh"
 
 # No credentials, no packer state of the user's, no version check call home.
 # The qemu-based templates would fetch the checksum list of the base image:

@@ -38,6 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# shellcheck source=../../common/check.sh
+. "$(dirname "$0")/../../common/check.sh"
 fail() {
     echo "FAIL: $*"
     echo "--- cloud-api-adaptor log"
@@ -85,12 +87,7 @@ unset AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_SESSION_TOKEN AWS_ENDPOINT_UR
 
 "$caa" >"$work/caa.log" 2>&1 &
 caa_pid=$!
-for _ in $(seq 100); do
-    [ -S "$work/hv.sock" ] && break
-    kill -0 "$caa_pid" 2>/dev/null || fail "cloud-api-adaptor exited"
-    sleep 0.1
-done
-[ -S "$work/hv.sock" ] || fail "no hypervisor socket"
+wait_socket "$work/hv.sock" "$caa_pid" cloud-api-adaptor
 
 # 1. The instance is made, the forwarder never answers, StartVM fails.
 sid=0123456789abcdef0123456789abcdef

@@ -17,15 +17,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-pass=0
-ok() {
-    pass=$((pass + 1))
-    echo "ok: $*"
-}
+# shellcheck source=../../common/check.sh
+. "$(dirname "$0")/../../common/check.sh"
 
 # verify resolves the binaries and every unit named in a dependency: give it
 # stand-in executables and the template as the instance the forwarder uses.

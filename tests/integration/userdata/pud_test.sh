@@ -6,22 +6,14 @@
 #
 # Usage: pud_test.sh PROCESS_USER_DATA UD_TOOL
 set -euo pipefail
+# shellcheck source=../../common/check.sh
+. "$(dirname "$0")/../../common/check.sh"
 
 PUD=$1
 TOOL=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-
-pass=0
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    pass=$((pass + 1))
-    echo "ok: $*"
-}
 
 # Runs process-user-data, which must fail; its log must mention $1.
 expect_refusal() {
