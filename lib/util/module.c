@@ -64,10 +64,9 @@ int pp_module_open(const char *dir, const char *file, pp_module_t **out, pp_erro
     }
     if (access(m->path, R_OK) != 0) {
         int e = errno;
-        int code = e == ENOENT ? -ENOENT : -e;
-        pp_error_set(err, code, "module `%s`: %s", m->path, strerror(e));
+        pp_error_set(err, -e, "module `%s`: %s", m->path, strerror(e));
         free(m);
-        return code;
+        return -e;
     }
     /* RTLD_NOW: a module that needs a symbol nobody has fails here, with
      * the symbol named, not at its first call. */
