@@ -10,7 +10,7 @@
 
 #include "health.pb-c.h"
 #include "hypervisor.pb-c.h"
-#include "ttrpc/ttrpc.h"
+#include "ttrpc/sync_client.h"
 
 #define HV      "hypervisor.Hypervisor"
 #define MAX_ANN 32
@@ -27,14 +27,6 @@ typedef struct opts_s {
     int quiet;
 } opts_t;
 
-typedef struct sync_s {
-    int done;
-    int code;
-    char message[1024];
-    uint8_t *payload;
-    size_t len;
-} sync_t;
-
 static double now_ms(void)
 {
     struct timespec ts;
@@ -42,71 +34,27 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void connected(pp_ttrpc_client_t *c, int status, void *data)
+/* Connects, makes one call, closes: the shim opens a connection per call.
+ * Says on stderr why a call failed. */
+static int call(const char *sock, const char *svc, const char *method, const void *payload,
+                size_t len, uint64_t timeout_ms, pp_ttrpc_sync_result_t *out)
 {
-    (void)c;
-    sync_t *s = data;
-    s->code = status;
-    s->done = 1;
-}
-
-static void answered(pp_ttrpc_result_t *res, void *data)
-{
-    sync_t *s = data;
-    s->code = res->code;
-    snprintf(s->message, sizeof(s->message), "%.*s", (int)res->message.n, res->message.p);
-    s->len = res->payload_len;
-    s->payload = malloc(res->payload_len + 1);
-    if (s->payload != NULL && res->payload_len)
-        memcpy(s->payload, res->payload, res->payload_len);
-    s->done = 1;
-}
-
-static void wait_for(uv_loop_t *loop, sync_t *s)
-{
-    while (!s->done)
-        uv_run(loop, UV_RUN_ONCE);
-}
-
-/* Connects, makes one call, closes: the shim opens a connection per call. */
-static int call(uv_loop_t *loop, const char *sock, const char *svc, const char *method,
-                const void *payload, size_t len, uint64_t timeout_ms, sync_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    pp_ttrpc_client_t *c;
-    if (pp_ttrpc_client_new(loop, &c) < 0)
-        return -ENOMEM;
-    sync_t conn = {0};
-    int r = pp_ttrpc_client_connect_unix(c, sock, connected, &conn);
-    if (r == 0) {
-        wait_for(loop, &conn);
-        r = conn.code;
-    }
-    if (r == 0) {
-        pp_ttrpc_call_opts_t o = {svc,  method, payload, len, (int64_t)timeout_ms * 1000000,
-                                  NULL, 0};
-        r = pp_ttrpc_client_call(c, &o, answered, out);
-        if (r == 0)
-            wait_for(loop, out);
-    }
-    pp_ttrpc_client_close(c, NULL, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
+    int r = pp_ttrpc_sync_call(sock, svc, method, payload, len, timeout_ms, out);
     if (r < 0)
-        fprintf(stderr, "pp-shim: %s on `%s`: %s\n", method, sock, uv_strerror(r));
-    else if (out->code != 0)
-        fprintf(stderr, "pp-shim: %s: %s: %s\n", method, pp_grpc_code_name(out->code),
-                out->message);
-    return r < 0 ? r : out->code;
+        fprintf(stderr, "pp-shim: %s on `%s`: %s\n", method, sock, out->message);
+    else if (r != 0)
+        fprintf(stderr, "pp-shim: %s: %s: %s\n", method, pp_grpc_code_name(r), out->message);
+    return r;
 }
 
-static int do_version(uv_loop_t *loop, const opts_t *o)
+static int do_version(const opts_t *o)
 {
     Hypervisor__VersionRequest req = HYPERVISOR__VERSION_REQUEST__INIT;
     req.version = "0.0.1";
     uint8_t buf[64];
     size_t n = hypervisor__version_request__pack(&req, buf);
-    sync_t s;
-    int r = call(loop, o->socket, HV, "Version", buf, n, o->timeout_ms, &s);
+    pp_ttrpc_sync_result_t s;
+    int r = call(o->socket, HV, "Version", buf, n, o->timeout_ms, &s);
     if (r == 0) {
         Hypervisor__VersionResponse *resp =
             hypervisor__version_response__unpack(NULL, s.len, s.payload);
@@ -118,12 +66,11 @@ static int do_version(uv_loop_t *loop, const opts_t *o)
             hypervisor__version_response__free_unpacked(resp, NULL);
         }
     }
-    free(s.payload);
+    pp_ttrpc_sync_result_free(&s);
     return r;
 }
 
-static int do_create(uv_loop_t *loop, const opts_t *o, const char *id, char *agent_socket,
-                     size_t size)
+static int do_create(const opts_t *o, const char *id, char *agent_socket, size_t size)
 {
     Hypervisor__CreateVMRequest req = HYPERVISOR__CREATE_VMREQUEST__INIT;
     Hypervisor__CreateVMRequest__AnnotationsEntry entries[MAX_ANN + 2];
@@ -157,8 +104,8 @@ static int do_create(uv_loop_t *loop, const opts_t *o, const char *id, char *age
     if (buf == NULL)
         return -ENOMEM;
     hypervisor__create_vmrequest__pack(&req, buf);
-    sync_t s;
-    int r = call(loop, o->socket, HV, "CreateVM", buf, len, o->timeout_ms, &s);
+    pp_ttrpc_sync_result_t s;
+    int r = call(o->socket, HV, "CreateVM", buf, len, o->timeout_ms, &s);
     free(buf);
     if (r == 0) {
         Hypervisor__CreateVMResponse *resp =
@@ -170,11 +117,11 @@ static int do_create(uv_loop_t *loop, const opts_t *o, const char *id, char *age
             hypervisor__create_vmresponse__free_unpacked(resp, NULL);
         }
     }
-    free(s.payload);
+    pp_ttrpc_sync_result_free(&s);
     return r;
 }
 
-static int do_id_call(uv_loop_t *loop, const opts_t *o, const char *method, const char *id)
+static int do_id_call(const opts_t *o, const char *method, const char *id)
 {
     /* StartVMRequest and StopVMRequest are both {id = 1}. */
     Hypervisor__StartVMRequest req = HYPERVISOR__START_VMREQUEST__INIT;
@@ -184,20 +131,20 @@ static int do_id_call(uv_loop_t *loop, const opts_t *o, const char *method, cons
     if (buf == NULL)
         return -ENOMEM;
     hypervisor__start_vmrequest__pack(&req, buf);
-    sync_t s;
-    int r = call(loop, o->socket, HV, method, buf, len, o->timeout_ms, &s);
+    pp_ttrpc_sync_result_t s;
+    int r = call(o->socket, HV, method, buf, len, o->timeout_ms, &s);
     free(buf);
-    free(s.payload);
+    pp_ttrpc_sync_result_free(&s);
     return r;
 }
 
-static int do_health(uv_loop_t *loop, const char *sock, uint64_t timeout_ms, int quiet)
+static int do_health(const char *sock, uint64_t timeout_ms, int quiet)
 {
     Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
     uint8_t buf[16];
     size_t n = grpc__check_request__pack(&req, buf);
-    sync_t s;
-    int r = call(loop, sock, "grpc.Health", "Check", buf, n, timeout_ms, &s);
+    pp_ttrpc_sync_result_t s;
+    int r = call(sock, "grpc.Health", "Check", buf, n, timeout_ms, &s);
     if (r == 0) {
         Grpc__HealthCheckResponse *resp =
             grpc__health_check_response__unpack(NULL, s.len, s.payload);
@@ -214,7 +161,7 @@ static int do_health(uv_loop_t *loop, const char *sock, uint64_t timeout_ms, int
             grpc__health_check_response__free_unpacked(resp, NULL);
         }
     }
-    free(s.payload);
+    pp_ttrpc_sync_result_free(&s);
     return r;
 }
 
@@ -225,7 +172,7 @@ static int step(const char *name, double t0, int r)
     return r;
 }
 
-static int do_lifecycle(uv_loop_t *loop, opts_t *o, const char *id)
+static int do_lifecycle(opts_t *o, const char *id)
 {
     char sock[256];
     double total = now_ms(), t;
@@ -236,30 +183,30 @@ static int do_lifecycle(uv_loop_t *loop, opts_t *o, const char *id)
         o->ns = "default";
     o->quiet = 1;
     t = now_ms();
-    if ((r = step("Version", t, do_version(loop, o))) != 0)
+    if ((r = step("Version", t, do_version(o))) != 0)
         return r;
     t = now_ms();
-    if ((r = step("CreateVM", t, do_create(loop, o, id, sock, sizeof(sock)))) != 0)
+    if ((r = step("CreateVM", t, do_create(o, id, sock, sizeof(sock)))) != 0)
         return r;
     printf("  agent socket: %s\n", sock);
     t = now_ms();
-    r = step("StartVM (pod VM boots, agent ready)", t, do_id_call(loop, o, "StartVM", id));
+    r = step("StartVM (pod VM boots, agent ready)", t, do_id_call(o, "StartVM", id));
     if (r == 0) {
         t = now_ms();
-        r = step("agent call grpc.Health/Check", t, do_health(loop, sock, 10000, 1));
+        r = step("agent call grpc.Health/Check", t, do_health(sock, 10000, 1));
     }
     if (r == 0) {
         t = now_ms();
-        sync_t s;
+        pp_ttrpc_sync_result_t s;
         r = step("agent call grpc.AgentService/CreateSandbox", t,
-                 call(loop, sock, "grpc.AgentService", "CreateSandbox",
+                 call(sock, "grpc.AgentService", "CreateSandbox",
                       "\x12\x07"
                       "8.8.8.8",
                       9, 10000, &s));
-        free(s.payload);
+        pp_ttrpc_sync_result_free(&s);
     }
     t = now_ms();
-    int r2 = step("StopVM", t, do_id_call(loop, o, "StopVM", id));
+    int r2 = step("StopVM", t, do_id_call(o, "StopVM", id));
     printf("%-34s %s %8.1f ms\n", "lifecycle", r == 0 && r2 == 0 ? "ok    " : "FAILED",
            now_ms() - total);
     return r != 0 ? r : r2;
@@ -318,33 +265,29 @@ int main(int argc, char **argv)
         usage();
         return 1;
     }
-    uv_loop_t loop;
-    uv_loop_init(&loop);
     int r;
     const char *cmd = pos[0], *arg = pos[1];
     char sock[256];
     if (strcmp(cmd, "version") == 0)
-        r = do_version(&loop, &o);
+        r = do_version(&o);
     else if (arg == NULL) {
         usage();
         return 1;
     } else if (strcmp(cmd, "create") == 0) {
-        r = do_create(&loop, &o, arg, sock, sizeof(sock));
+        r = do_create(&o, arg, sock, sizeof(sock));
         if (r == 0)
             printf("%s\n", sock);
     } else if (strcmp(cmd, "start") == 0)
-        r = do_id_call(&loop, &o, "StartVM", arg);
+        r = do_id_call(&o, "StartVM", arg);
     else if (strcmp(cmd, "stop") == 0)
-        r = do_id_call(&loop, &o, "StopVM", arg);
+        r = do_id_call(&o, "StopVM", arg);
     else if (strcmp(cmd, "health") == 0)
-        r = do_health(&loop, arg, o.timeout_ms, 0);
+        r = do_health(arg, o.timeout_ms, 0);
     else if (strcmp(cmd, "lifecycle") == 0)
-        r = do_lifecycle(&loop, &o, arg);
+        r = do_lifecycle(&o, arg);
     else {
         usage();
         return 1;
     }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
     return r == 0 ? 0 : (r > 0 ? r : 1);
 }

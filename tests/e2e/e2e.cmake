@@ -3,10 +3,8 @@
 # namespaces); skips with a printed reason otherwise.
 if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET process-user-data)
   function(pp_e2e_test name test)
-    add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.c ${CMAKE_CURRENT_LIST_DIR}/e2e_util.c
-                           ${CMAKE_SOURCE_DIR}/tests/common/sync_client.c)
-    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
-    target_link_libraries(${name} PRIVATE peerpod PkgConfig::CMOCKA PkgConfig::JANSSON
+    add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.c ${CMAKE_CURRENT_LIST_DIR}/e2e_util.c)
+    target_link_libraries(${name} PRIVATE pp_ttrpc_sync PkgConfig::CMOCKA PkgConfig::JANSSON
                           Threads::Threads)
     set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
     add_dependencies(${name} cloud-api-adaptor agent-protocol-forwarder process-user-data

@@ -24,7 +24,7 @@
 
 #include "health.pb-c.h"
 #include "hypervisor.pb-c.h"
-#include "sync_client.h"
+#include "ttrpc/sync_client.h"
 
 #define HV "hypervisor.Hypervisor"
 
@@ -335,8 +335,8 @@ int create_vm_full(const caa_t *c, const char *id, const char *pod, const char *
     req.annotations = ep;
     uint8_t buf[4096];
     size_t len = hypervisor__create_vmrequest__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(c->sock, HV, "CreateVM", buf, len, 10000, &r);
+    pp_ttrpc_sync_result_t r;
+    int code = pp_ttrpc_sync_call(c->sock, HV, "CreateVM", buf, len, 10000, &r);
     if (msg)
         snprintf(msg, msize, "%s", r.message);
     if (code == 0 && agent_sock) {
@@ -346,7 +346,7 @@ int create_vm_full(const caa_t *c, const char *id, const char *pod, const char *
         snprintf(agent_sock, size, "%s", resp->agentsocketpath);
         hypervisor__create_vmresponse__free_unpacked(resp, NULL);
     }
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_free(&r);
     return code;
 }
 
@@ -357,13 +357,13 @@ int id_call(const caa_t *c, const char *method, const char *id, uint64_t timeout
     req.id = (char *)id;
     uint8_t buf[512];
     size_t len = hypervisor__start_vmrequest__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(c->sock, HV, method, buf, len, timeout_ms, &r);
+    pp_ttrpc_sync_result_t r;
+    int code = pp_ttrpc_sync_call(c->sock, HV, method, buf, len, timeout_ms, &r);
     if (msg)
         snprintf(msg, msize, "%s", r.message);
     if (code != 0)
         fprintf(stderr, "%s %s: %d %s\n", method, id, code, r.message);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_free(&r);
     return code;
 }
 
@@ -372,8 +372,8 @@ int health(const char *agent_sock)
     uint8_t buf[8];
     Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
     size_t len = grpc__check_request__pack(&req, buf);
-    pp_sync_result_t r;
-    int code = pp_sync_call(agent_sock, "grpc.Health", "Check", buf, len, 10000, &r);
+    pp_ttrpc_sync_result_t r;
+    int code = pp_ttrpc_sync_call(agent_sock, "grpc.Health", "Check", buf, len, 10000, &r);
     if (code == 0) {
         Grpc__HealthCheckResponse *resp =
             grpc__health_check_response__unpack(NULL, r.len, r.payload);
@@ -381,7 +381,7 @@ int health(const char *agent_sock)
         assert_int_equal(resp->status, GRPC__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
         grpc__health_check_response__free_unpacked(resp, NULL);
     }
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_free(&r);
     return code;
 }
 

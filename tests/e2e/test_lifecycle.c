@@ -32,7 +32,7 @@
 #include "hypervisor.pb-c.h"
 #include "oci.pb-c.h"
 #include "e2e_util.h"
-#include "sync_client.h"
+#include "ttrpc/sync_client.h"
 
 #define HV    "hypervisor.Hypervisor"
 #define AGENT "grpc.AgentService"
@@ -133,14 +133,14 @@ static void test_version(void **state)
     req.version = "0.0.1";
     uint8_t buf[32];
     size_t len = hypervisor__version_request__pack(&req, buf);
-    pp_sync_result_t r;
-    assert_int_equal(pp_sync_call(main_caa.sock, HV, "Version", buf, len, 5000, &r), 0);
+    pp_ttrpc_sync_result_t r;
+    assert_int_equal(pp_ttrpc_sync_call(main_caa.sock, HV, "Version", buf, len, 5000, &r), 0);
     Hypervisor__VersionResponse *resp =
         hypervisor__version_response__unpack(NULL, r.len, r.payload);
     assert_non_null(resp);
     assert_true(strlen(resp->version) > 0);
     hypervisor__version_response__free_unpacked(resp, NULL);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_free(&r);
 }
 
 static void check_intercepted_create_container(const caa_t *c, const char *sock)
@@ -166,9 +166,9 @@ static void check_intercepted_create_container(const caa_t *c, const char *sock)
     size_t len = grpc__create_container_request__get_packed_size(&req);
     uint8_t *buf = malloc(len);
     grpc__create_container_request__pack(&req, buf);
-    pp_sync_result_t r;
-    assert_int_equal(pp_sync_call(sock, AGENT, "CreateContainer", buf, len, 10000, &r), 0);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_t r;
+    assert_int_equal(pp_ttrpc_sync_call(sock, AGENT, "CreateContainer", buf, len, 10000, &r), 0);
+    pp_ttrpc_sync_result_free(&r);
     free(buf);
 
     char *marker = hex((const uint8_t *)"ctr-e2e-marker", 14);
@@ -207,9 +207,9 @@ static void check_intercepted_create_sandbox(const caa_t *c, const char *sock)
     req.sandbox_id = "sb-1";
     uint8_t buf[512];
     size_t len = grpc__create_sandbox_request__pack(&req, buf);
-    pp_sync_result_t r;
-    assert_int_equal(pp_sync_call(sock, AGENT, "CreateSandbox", buf, len, 10000, &r), 0);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_t r;
+    assert_int_equal(pp_ttrpc_sync_call(sock, AGENT, "CreateSandbox", buf, len, 10000, &r), 0);
+    pp_ttrpc_sync_result_free(&r);
     char *marker = hex((const uint8_t *)"sandbox-e2e-marker", 18);
     size_t n;
     uint8_t *got = recorded(c, "CreateSandbox", marker, &n, NULL);
@@ -238,9 +238,9 @@ static void check_passthrough(const caa_t *c, const char *sock)
             payload[k] = (uint8_t)(rand() & 0xff);
         snprintf((char *)payload, 24, "marker-%zu-%d", i, rand());
         size_t mlen = strlen((char *)payload);
-        pp_sync_result_t r;
-        int code = pp_sync_call(sock, AGENT, methods[i], payload, sizeof(payload), 7000, &r);
-        pp_sync_result_free(&r);
+        pp_ttrpc_sync_result_t r;
+        int code = pp_ttrpc_sync_call(sock, AGENT, methods[i], payload, sizeof(payload), 7000, &r);
+        pp_ttrpc_sync_result_free(&r);
         assert_int_equal(code, 0);
         char *marker = hex(payload, mlen);
         size_t n;
@@ -351,9 +351,10 @@ static void test_malformed_createvm(void **state)
                      cases[i].names);
     }
     /* A request that is not a CreateVMRequest at all. */
-    pp_sync_result_t r;
-    assert_int_equal(pp_sync_call(main_caa.sock, HV, "CreateVM", "\xff\xff\xff", 3, 5000, &r), 3);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_t r;
+    assert_int_equal(pp_ttrpc_sync_call(main_caa.sock, HV, "CreateVM", "\xff\xff\xff", 3, 5000, &r),
+                     3);
+    pp_ttrpc_sync_result_free(&r);
     assert_nothing_left(&main_caa);
     /* The daemon is still fine. */
     test_version(state);
@@ -531,11 +532,11 @@ typedef struct slow_s {
 static void *slow_call(void *arg)
 {
     slow_t *s = arg;
-    pp_sync_result_t r;
+    pp_ttrpc_sync_result_t r;
     /* The test agent holds WaitProcess for 3 s. */
-    s->code = pp_sync_call(s->sock, AGENT, "WaitProcess", "\x0a\x01x", 3, 20000, &r);
+    s->code = pp_ttrpc_sync_call(s->sock, AGENT, "WaitProcess", "\x0a\x01x", 3, 20000, &r);
     snprintf(s->message, sizeof(s->message), "%s", r.message);
-    pp_sync_result_free(&r);
+    pp_ttrpc_sync_result_free(&r);
     return NULL;
 }
 

@@ -12,10 +12,8 @@ set_tests_properties(podvm_packer_validate PROPERTIES TIMEOUT 300 LABELS podvm
                      SKIP_RETURN_CODE 77)
 
 if(TARGET agent-protocol-forwarder AND TARGET process-user-data AND TARGET pp-test-agent)
-  add_executable(podvm-call ${CMAKE_CURRENT_LIST_DIR}/podvm_call.c
-                            ${CMAKE_SOURCE_DIR}/tests/common/sync_client.c)
-  target_include_directories(podvm-call PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
-  target_link_libraries(podvm-call PRIVATE peerpod)
+  add_executable(podvm-call ${CMAKE_CURRENT_LIST_DIR}/podvm_call.c)
+  target_link_libraries(podvm-call PRIVATE pp_ttrpc_sync)
   set_target_properties(podvm-call PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 
   add_test(NAME podvm_image_build

@@ -15,7 +15,7 @@
 
 #include "agent.pb-c.h"
 #include "health.pb-c.h"
-#include "sync_client.h"
+#include "ttrpc/sync_client.h"
 
 #define CALL_TIMEOUT_MS 5000
 
@@ -31,8 +31,8 @@ static int health(const struct sockaddr *addr)
     Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
     uint8_t buf[16];
     size_t n = grpc__check_request__pack(&req, buf);
-    pp_sync_result_t w;
-    int r = pp_sync_call_tcp(addr, "grpc.Health", "Check", buf, n, CALL_TIMEOUT_MS, &w);
+    pp_ttrpc_sync_result_t w;
+    int r = pp_ttrpc_sync_call_tcp(addr, "grpc.Health", "Check", buf, n, CALL_TIMEOUT_MS, &w);
     if (r == 0) {
         Grpc__HealthCheckResponse *resp =
             grpc__health_check_response__unpack(NULL, w.len, w.payload);
@@ -45,7 +45,7 @@ static int health(const struct sockaddr *addr)
     } else if (r > 0) {
         fprintf(stderr, "grpc.Health/Check: status %d: %s\n", r, w.message);
     }
-    pp_sync_result_free(&w);
+    pp_ttrpc_sync_result_free(&w);
     return r;
 }
 
@@ -54,9 +54,9 @@ static int guest_details(const struct sockaddr *addr)
     Grpc__GuestDetailsRequest req = GRPC__GUEST_DETAILS_REQUEST__INIT;
     uint8_t buf[64];
     size_t n = grpc__guest_details_request__pack(&req, buf);
-    pp_sync_result_t w;
-    int r =
-        pp_sync_call_tcp(addr, "grpc.AgentService", "GetGuestDetails", buf, n, CALL_TIMEOUT_MS, &w);
+    pp_ttrpc_sync_result_t w;
+    int r = pp_ttrpc_sync_call_tcp(addr, "grpc.AgentService", "GetGuestDetails", buf, n,
+                                   CALL_TIMEOUT_MS, &w);
     if (r == 0) {
         Grpc__GuestDetailsResponse *resp =
             grpc__guest_details_response__unpack(NULL, w.len, w.payload);
@@ -70,7 +70,7 @@ static int guest_details(const struct sockaddr *addr)
     } else if (r > 0) {
         fprintf(stderr, "grpc.AgentService/GetGuestDetails: status %d: %s\n", r, w.message);
     }
-    pp_sync_result_free(&w);
+    pp_ttrpc_sync_result_free(&w);
     return r;
 }
 
