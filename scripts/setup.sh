@@ -14,7 +14,8 @@ pkgs=(
     libxml2-dev python3-botocore
     libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
     libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libarchive-dev
-    libmicrohttpd-dev python3-prometheus-client
+    libmicrohttpd-dev python3-prometheus-client python3-kubernetes
+    buildah podman runc icu-devtools ca-certificates binutils
     qemu-system-x86 qemu-utils dnsmasq-base iptables debootstrap e2fsprogs fdisk
     dosfstools mtools syslinux syslinux-common extlinux packer zstd
 )
