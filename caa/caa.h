@@ -89,9 +89,10 @@ struct caa_daemon_s {
     uv_loop_t *loop;
     caa_config_t cfg;
     pp_provider_t *provider;
-    pp_module_t *provider_module; /* the provider's module; NULL when built in */
-    pp_node_net_t net;            /* node side of pod networks */
-    pp_podindex_t index;          /* pod indexes, kept under PODS_DIR/.indexes */
+    const struct pp_provider_ops *provider_ops; /* NULL: loaded by caa_daemon_start() */
+    pp_module_t *provider_module;               /* the provider's module; NULL when built in */
+    pp_node_net_t net;                          /* node side of pod networks */
+    pp_podindex_t index;                        /* pod indexes, kept under PODS_DIR/.indexes */
     int net_inited;
     int net_ready;         /* indexes open: pod networks can be made */
     pp_ca_t *ca;           /* issues pod VM certificates; NULL with TLS off */

@@ -1,3 +1,4 @@
+/* cloud-api-adaptor's settings table (config.h). */
 #include "config.h"
 
 #include <errno.h>
@@ -5,241 +6,254 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
 #include "util/loop.h"
 
-enum kind { K_STR, K_INT, K_BOOL, K_DURATION };
+typedef caa_config_t cfg_t;
 
-typedef struct setting_s {
-    const char *flag;
-    const char *env;
-    enum kind kind;
-    size_t off;
-    size_t size; /* K_STR: buffer size */
-    const char *def;
-    long min, max; /* K_INT */
-    const char *help;
-} setting_t;
+static const char *const only_vxlan[] = {"vxlan", NULL};
+static const char *const only_false[] = {"false", NULL};
 
-#define STR(f, e, field, d, h)                                                                     \
-    {                                                                                              \
-        f, e, K_STR, offsetof(caa_config_t, field), sizeof(((caa_config_t *)0)->field), d, 0, 0, h \
-    }
-#define INT(f, e, field, d, lo, hi, h)                                                             \
-    {                                                                                              \
-        f, e, K_INT, offsetof(caa_config_t, field), 0, d, lo, hi, h                                \
-    }
-#define BOOL(f, e, field, d, h)                                                                    \
-    {                                                                                              \
-        f, e, K_BOOL, offsetof(caa_config_t, field), 0, d, 0, 0, h                                 \
-    }
-#define DUR(f, e, field, d, h)                                                                     \
-    {                                                                                              \
-        f, e, K_DURATION, offsetof(caa_config_t, field), 0, d, 0, 0, h                             \
-    }
+static const pp_setting_t items[] = {
+    PP_SETTING_STR(cfg_t, provider, "CLOUD_PROVIDER", "provider", "local",
+                   "cloud provider (also the first word of the command line)",
+                   .chars = "abcdefghijklmnopqrstuvwxyz0123456789_-"),
+    PP_SETTING_STR(cfg_t, module_dir, "PP_MODULE_DIR", "module-dir", NULL,
+                   "where provider and TLS modules are (default <bin>/../lib/peerpod, else the "
+                   "installed libdir)"),
+    PP_SETTING_STR(cfg_t, socket, "REMOTE_HYPERVISOR_ENDPOINT", "socket",
+                   "/run/peerpod/hypervisor.sock", "unix socket the kata shim calls"),
+    PP_SETTING_STR(cfg_t, pods_dir, "PODS_DIR", "pods-dir", "/run/peerpod/pods",
+                   "per-pod directories"),
+    PP_SETTING_STR(cfg_t, node_name, "NODE_NAME", "node-name", NULL,
+                   "this node's name (default: the hostname)"),
+    PP_SETTING_INT_OF(cfg_t, forwarder_port, "FORWARDER_PORT", "forwarder-port", "15150", 1, 65535,
+                      "agent-protocol-forwarder port in the pod VM"),
+    PP_SETTING_DURATION_OF(cfg_t, proxy_timeout_ms, "PROXY_TIMEOUT", "proxy-timeout", "5m", 1, 0,
+                           "how long StartVM waits for the forwarder"),
+    PP_SETTING_INT_OF(cfg_t, vxlan_port, "VXLAN_PORT", "vxlan-port", "4789", 1, 65535,
+                      "VXLAN UDP port"),
+    PP_SETTING_INT_OF(cfg_t, vxlan_min_id, "VXLAN_MIN_ID", "vxlan-min-id", "555000", 1,
+                      16777215 - 4096, "first VXLAN VNI"),
+    PP_SETTING_STR(cfg_t, host_interface, "HOST_INTERFACE", "host-interface", NULL,
+                   "node interface for tunnels (default: the one of the default route)"),
+    PP_SETTING_STR(cfg_t, initdata, "INITDATA", "initdata", NULL,
+                   "default initdata for pods without their own (gzip+base64)"),
+    PP_SETTING_STR(cfg_t, tls_min_version, "TLS_MIN_VERSION", "tls-min-version", NULL,
+                   "lowest TLS version to the forwarders: VersionTLS12 or VersionTLS13 (also "
+                   "1.2, 1.3, TLS 1.2, TLS 1.3)"),
+    PP_SETTING_LIST_OF(cfg_t, tls_cipher_suites, "TLS_CIPHER_SUITES", "tls-cipher-suites", NULL,
+                       "TLS cipher suites to the forwarders, IANA names, comma separated"),
+    PP_SETTING_STR(cfg_t, ca_cert_file, "CACERT_FILE", "ca-cert-file", NULL,
+                   "CA certificate (PEM) instead of the per-node CA"),
+    PP_SETTING_STR(cfg_t, cert_file, "CERT_FILE", "cert-file", NULL,
+                   "client certificate (PEM), with CACERT_FILE"),
+    PP_SETTING_STR(cfg_t, cert_key, "CERT_KEY", "cert-key", NULL,
+                   "client key (PEM), with CACERT_FILE"),
+    PP_SETTING_BOOL_OF(cfg_t, tls_skip_verify, "TLS_SKIP_VERIFY", "tls-skip-verify", "false",
+                       "do not verify the forwarder's certificate (testing only)"),
+    PP_SETTING_BOOL_OF(cfg_t, disable_tls, "DISABLE_TLS", "disable-tls", "false",
+                       "plaintext to the forwarders (testing only)"),
+    PP_SETTING_STR(cfg_t, auth_json_file, "AUTH_JSON_FILE", "auth-json-file",
+                   "/root/containers/auth.json",
+                   "image pull credentials sent to each pod VM when the file exists"),
+    PP_SETTING_STR(cfg_t, ca_dir, "CA_DIR", "ca-dir", NULL,
+                   "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
+    PP_SETTING_INT_OF(cfg_t, peerpods_limit, "PEERPODS_LIMIT_PER_NODE", "peerpods-limit-per-node",
+                      "10", 0, 100000, "most pod VMs on this node (0: no limit)"),
+    PP_SETTING_INT_OF(cfg_t, busy_poll_us, "BUSY_POLL_US", "busy-poll-us", "0", 0,
+                      PP_LOOP_BUSY_POLL_MAX_US,
+                      "after a quick wake-up, poll this long (microseconds) before sleeping "
+                      "again; 0: never"),
+    PP_SETTING_STR(cfg_t, failpoint, "PP_FAILPOINT", "failpoint", NULL,
+                   "tests only: die with SIGKILL at this named step", .flags = PP_SETTING_HIDDEN),
+    PP_SETTING_BOOL_OF(cfg_t, list_settings, NULL, "list-settings", NULL,
+                       "print every setting of the daemon and the provider, one a line, and exit"),
 
-static const setting_t settings[] = {
-    STR("provider", "CLOUD_PROVIDER", provider, "local", "cloud provider"),
-    STR("module-dir", "PP_MODULE_DIR", module_dir, "",
-        "where provider and TLS modules are (default <bin>/../lib/peerpod, else the installed "
-        "libdir)"),
-    STR("socket", "REMOTE_HYPERVISOR_ENDPOINT", socket, "/run/peerpod/hypervisor.sock",
-        "unix socket the kata shim calls"),
-    STR("pods-dir", "PODS_DIR", pods_dir, "/run/peerpod/pods", "per-pod directories"),
-    STR("node-name", "NODE_NAME", node_name, "", "this node's name (default: hostname)"),
-    INT("forwarder-port", "FORWARDER_PORT", forwarder_port, "15150", 1, 65535,
-        "agent-protocol-forwarder port in the pod VM"),
-    DUR("proxy-timeout", "PROXY_TIMEOUT", proxy_timeout_ms, "5m",
-        "how long StartVM waits for the forwarder"),
-    INT("vxlan-port", "VXLAN_PORT", vxlan_port, "4789", 1, 65535, "VXLAN UDP port"),
-    INT("vxlan-min-id", "VXLAN_MIN_ID", vxlan_min_id, "555000", 1, 16777215 - 4096,
-        "first VXLAN VNI"),
-    STR("host-interface", "HOST_INTERFACE", host_interface, "", "node interface for tunnels"),
-    BOOL("disable-cvm", "DISABLECVM", disable_cvm, "false", "launch non-confidential VMs"),
-    STR("initdata", "INITDATA", initdata, "", "default initdata (gzip+base64)"),
-    STR("tls-min-version", "TLS_MIN_VERSION", tls_min_version, "", "TLS 1.2 or TLS 1.3"),
-    STR("tls-cipher-suites", "TLS_CIPHER_SUITES", tls_cipher_suites, "", "TLS cipher suites"),
-    STR("ca-cert-file", "CACERT_FILE", ca_cert_file, "", "CA certificate (PEM)"),
-    STR("cert-file", "CERT_FILE", cert_file, "", "client certificate (PEM)"),
-    STR("cert-key", "CERT_KEY", cert_key, "", "client key (PEM)"),
-    STR("auth-json-file", "AUTH_JSON_FILE", auth_json_file, "/root/containers/auth.json",
-        "image pull credentials sent to each pod VM when the file exists"),
-    STR("ca-dir", "CA_DIR", ca_dir, "", "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
-    BOOL("tls-skip-verify", "TLS_SKIP_VERIFY", tls_skip_verify, "false",
-         "do not verify the forwarder's certificate"),
-    BOOL("disable-tls", "DISABLE_TLS", disable_tls, "false", "plaintext to the forwarder"),
-    STR("failpoint", "PP_FAILPOINT", failpoint, "",
-        "tests only: die with SIGKILL at this named step"),
-    INT("peerpods-limit-per-node", "PEERPODS_LIMIT_PER_NODE", peerpods_limit, "0", 0, 100000,
-        "most pod VMs on this node (0: no limit)"),
-    INT("busy-poll-us", "BUSY_POLL_US", busy_poll_us, "0", 0, PP_LOOP_BUSY_POLL_MAX_US,
-        "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never"),
+    /* Upstream's, whose feature is absent here (docs/configuration.md). */
+    PP_SETTING_UPSTREAM(PP_SETTING_WARN, "PAUSE_IMAGE", "pause-image", NULL,
+                        "the pod VM uses the pause image it has; none is pulled"),
+    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, "TUNNEL_TYPE", "tunnel-type", only_vxlan,
+                        "pod networks are VXLAN tunnels only"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "CLOUD_CONFIG_VERIFY", "cloud-config-verify", NULL,
+                        "upstream's check never stops its daemon; user data is always built "
+                        "here and checked in the pod VM",
+                        .flags = PP_SETTING_AS_BOOL),
+    PP_SETTING_UPSTREAM(PP_SETTING_WARN, "ENABLE_SCRATCH_SPACE", "enable-scratch-space", only_false,
+                        "pod VMs get no encrypted scratch space", .flags = PP_SETTING_AS_BOOL),
+    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, "EXTERNAL_NETWORK_VIA_PODVM", "ext-network-via-podvm",
+                        only_false, "pod traffic leaves through the node only",
+                        .flags = PP_SETTING_AS_BOOL),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "POD_SUBNET_CIDRS", "pod-subnet-cidrs", NULL,
+                        "its routes matter only with EXTERNAL_NETWORK_VIA_PODVM; without it the "
+                        "pod VM's default route already goes through the tunnel"),
+    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, "ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN", NULL,
+                        only_false,
+                        "providers are this project's modules (PP_MODULE_DIR); Go plugins do "
+                        "not load",
+                        .flags = PP_SETTING_AS_BOOL),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "CLOUD_PROVIDER_EXTERNAL_PLUGIN_PATH", NULL, NULL,
+                        "read only with ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "CLOUD_PROVIDER_EXTERNAL_PLUGIN_HASH", NULL, NULL,
+                        "read only with ENABLE_CLOUD_PROVIDER_EXTERNAL_PLUGIN"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "CRI_RUNTIME_ENDPOINT", NULL, NULL,
+                        "read by upstream's start script only, never by its daemon"),
+    PP_SETTING_UPSTREAM(PP_SETTING_WARN, "PROBE_PORT", NULL, NULL,
+                        "no startup probe endpoint is served; probe the hypervisor socket"),
+    PP_SETTING_UPSTREAM(PP_SETTING_WARN, "RUNTIMECLASS_NAME", NULL, NULL,
+                        "read by upstream's startup probe, which is not served"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "POD_UID", NULL, NULL,
+                        "upstream's owner of the PeerPod objects and the node's extended "
+                        "resource, which are not made here: PEERPODS_LIMIT_PER_NODE is "
+                        "enforced by the daemon"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, "POD_NAMESPACE", NULL, NULL,
+                        "upstream's namespace of the PeerPod objects, which are not made here"),
 };
 
+const pp_settings_table_t caa_settings = {"cloud-api-adaptor", items, PP_ARRAY_SIZE(items)};
+
+/* TLS_MIN_VERSION: upstream's spelling, and the ones accepted before. */
 static const struct {
-    const char *suffix;
-    uint64_t ms_num, ms_den;
-} units[] = {{"ms", 1, 1},      {"s", 1000, 1},  {"m", 60000, 1},
-             {"h", 3600000, 1}, {"us", 1, 1000}, {"ns", 1, 1000000}};
+    const char *word;
+    const char *canonical; /* NULL: refused */
+} tls_versions[] = {
+    {"VersionTLS12", "VersionTLS12"}, {"VersionTLS13", "VersionTLS13"}, {"1.2", "VersionTLS12"},
+    {"1.3", "VersionTLS13"},          {"TLS 1.2", "VersionTLS12"},      {"TLS 1.3", "VersionTLS13"},
+    {"TLS12", "VersionTLS12"},        {"TLS13", "VersionTLS13"},        {"TLSv1.2", "VersionTLS12"},
+    {"TLSv1.3", "VersionTLS13"},      {"VersionTLS10", NULL},           {"VersionTLS11", NULL},
+};
 
-int caa_parse_duration_ms(const char *s, uint64_t *out)
+static int tls_version(caa_config_t *cfg, pp_error_t *err)
 {
-    if (s == NULL || *s == '\0')
-        return -EINVAL;
-    char *end;
-    /* A bare number is seconds. */
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end == '\0' && s[0] != '-') {
-        *out = (uint64_t)v * 1000;
+    if (cfg->tls_min_version[0] == '\0')
         return 0;
-    }
-    uint64_t total = 0;
-    const char *p = s;
-    while (*p) {
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-        v = strtoull(p, &end, 10);
-        if (end == p)
-            return -EINVAL;
-        size_t best = 0, best_len = 0;
-        for (size_t i = 0; i < PP_ARRAY_SIZE(units); i++) {
-            size_t n = strlen(units[i].suffix);
-            if (strncmp(end, units[i].suffix, n) == 0 && n > best_len) {
-                best = i;
-                best_len = n;
-            }
-        }
-        if (best_len == 0)
-            return -EINVAL;
-        total += (uint64_t)v * units[best].ms_num / units[best].ms_den;
-        p = end + best_len;
-    }
-    *out = total;
-    return 0;
-}
-
-static int parse_bool(const char *v, int *out)
-{
-    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True", "yes"};
-    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False", "no", ""};
-    for (size_t i = 0; i < PP_ARRAY_SIZE(yes); i++)
-        if (strcmp(v, yes[i]) == 0)
-            return *out = 1, 0;
-    for (size_t i = 0; i < PP_ARRAY_SIZE(no); i++)
-        if (strcmp(v, no[i]) == 0)
-            return *out = 0, 0;
-    return -EINVAL;
-}
-
-static int apply(caa_config_t *cfg, const setting_t *s, const char *v, const char *source,
-                 pp_error_t *err)
-{
-    char *field = (char *)cfg + s->off;
-    switch (s->kind) {
-    case K_STR:
-        if (strlen(v) >= s->size)
-            return pp_error_set(err, -EINVAL, "%s `%s`: value too long (at most %zu bytes)", source,
-                                s->env, s->size - 1);
-        memcpy(field, v, strlen(v) + 1);
-        return 0;
-    case K_INT: {
-        char *end;
-        errno = 0;
-        long n = strtol(v, &end, 10);
-        if (errno != 0 || end == v || *end != '\0' || n < s->min || n > s->max)
-            return pp_error_set(err, -EINVAL, "%s `%s`: `%s` is not a number from %ld to %ld",
-                                source, s->env, v, s->min, s->max);
-        *(int *)field = (int)n;
-        return 0;
-    }
-    case K_BOOL:
-        if (parse_bool(v, (int *)field) < 0)
-            return pp_error_set(err, -EINVAL, "%s `%s`: `%s` is not true or false", source, s->env,
-                                v);
-        return 0;
-    case K_DURATION:
-        if (caa_parse_duration_ms(v, (uint64_t *)field) < 0)
+    for (size_t i = 0; i < PP_ARRAY_SIZE(tls_versions); i++) {
+        if (strcasecmp(cfg->tls_min_version, tls_versions[i].word) != 0)
+            continue;
+        if (tls_versions[i].canonical == NULL)
             return pp_error_set(err, -EINVAL,
-                                "%s `%s`: `%s` is not a duration (like 90s, 5m, 1h30m)", source,
-                                s->env, v);
+                                "`TLS_MIN_VERSION`: `%s`: TLS 1.0 and 1.1 are not supported, use "
+                                "VersionTLS12 or VersionTLS13",
+                                cfg->tls_min_version);
+        snprintf(cfg->tls_min_version, sizeof(cfg->tls_min_version), "%s",
+                 tls_versions[i].canonical);
         return 0;
     }
-    return -EINVAL;
+    return pp_error_set(err, -EINVAL,
+                        "`TLS_MIN_VERSION`: `%s` is not VersionTLS12 or VersionTLS13 (or 1.2, "
+                        "1.3, TLS 1.2, TLS 1.3)",
+                        cfg->tls_min_version);
 }
 
-void caa_config_usage(const char *argv0)
+static int is_help_word(const char *a)
 {
-    fprintf(stderr, "usage: %s [provider] [-flag value]...\n\n", argv0);
-    for (size_t i = 0; i < PP_ARRAY_SIZE(settings); i++)
-        fprintf(stderr, "  -%-26s %-28s %s (default \"%s\")\n", settings[i].flag, settings[i].env,
-                settings[i].help, settings[i].def);
+    return strcmp(a, "-h") == 0 || strcmp(a, "-help") == 0 || strcmp(a, "--help") == 0 ||
+           strcmp(a, "--h") == 0;
 }
 
-static const setting_t *find_flag(const char *name, size_t n)
+static int is_list_word(const char *a)
 {
-    for (size_t i = 0; i < PP_ARRAY_SIZE(settings); i++)
-        if (strlen(settings[i].flag) == n && strncmp(settings[i].flag, name, n) == 0)
-            return &settings[i];
-    return NULL;
+    return strcmp(a, "-list-settings") == 0 || strcmp(a, "--list-settings") == 0 ||
+           strcmp(a, "-list-settings=true") == 0 || strcmp(a, "--list-settings=true") == 0;
+}
+
+/* -h and -list-settings: only where the tables come from matters. */
+static int load_for_tables(caa_config_t *cfg, const char *word, int mode, pp_error_t *err)
+{
+    pp_error_t ignored = {0};
+    pp_settings_load(&caa_settings, cfg, cfg->nflags, cfg->flags,
+                     PP_SETTINGS_LENIENT | PP_SETTINGS_QUIET | PP_SETTINGS_NO_ENV, &ignored);
+    static const struct {
+        const char *env;
+        size_t off, size;
+    } from_env[] = {
+        {"CLOUD_PROVIDER", offsetof(cfg_t, provider), sizeof(cfg->provider)},
+        {"PP_MODULE_DIR", offsetof(cfg_t, module_dir), sizeof(cfg->module_dir)},
+    };
+    for (size_t i = 0; i < PP_ARRAY_SIZE(from_env); i++) {
+        /* A flag set it when it differs from the default. */
+        const pp_setting_t *s = pp_settings_find_env(&caa_settings, from_env[i].env);
+        char *field = (char *)cfg + from_env[i].off;
+        const char *v = getenv(from_env[i].env);
+        if (strcmp(field, s->def != NULL ? s->def : "") == 0 && v != NULL && v[0] != '\0')
+            snprintf(field, from_env[i].size, "%s", v);
+    }
+    if (word != NULL &&
+        snprintf(cfg->provider, sizeof(cfg->provider), "%s", word) >= (int)sizeof(cfg->provider))
+        return pp_error_set(err, -EINVAL, "provider `%s`: name too long", word);
+    return mode;
 }
 
 int caa_config_load(caa_config_t *cfg, int argc, char **argv, pp_error_t *err)
 {
-    int r;
     memset(cfg, 0, sizeof(*cfg));
-    for (size_t i = 0; i < PP_ARRAY_SIZE(settings); i++) {
-        const setting_t *s = &settings[i];
-        if ((r = apply(cfg, s, s->def, "default", err)) < 0)
-            return r;
-        const char *v = getenv(s->env);
-        if (v != NULL && (r = apply(cfg, s, v, "environment variable", err)) < 0)
-            return r;
+    /* As upstream: `cloud-api-adaptor <provider> [flags]`, where the
+     * provider word may also be `help` or `version`. */
+    const char *word = NULL;
+    int first = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        word = argv[1];
+        first = 2;
+        if (strcmp(word, "help") == 0)
+            return CAA_CONFIG_HELP;
+        if (strcmp(word, "version") == 0)
+            return CAA_CONFIG_VERSION;
     }
-    int positional = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-') {
-            if (positional++ > 0)
-                return pp_error_set(err, -EINVAL, "unexpected argument `%s`", a);
-            if ((r = apply(cfg, &settings[0], a, "argument", err)) < 0)
-                return r;
-            continue;
-        }
-        a += a[1] == '-' ? 2 : 1;
-        if (strcmp(a, "h") == 0 || strcmp(a, "help") == 0) {
-            caa_config_usage(argv[0]);
-            return 1;
-        }
-        const char *eq = strchr(a, '=');
-        size_t n = eq ? (size_t)(eq - a) : strlen(a);
-        const setting_t *s = find_flag(a, n);
-        if (s == NULL)
-            return pp_error_set(err, -EINVAL, "unknown flag `-%.*s`", (int)n, a);
-        const char *v;
-        if (eq != NULL)
-            v = eq + 1;
-        else if (s->kind == K_BOOL && (i + 1 >= argc || argv[i + 1][0] == '-'))
-            v = "true";
-        else if (i + 1 < argc)
-            v = argv[++i];
-        else
-            return pp_error_set(err, -EINVAL, "flag `-%s` needs a value", s->flag);
-        if ((r = apply(cfg, s, v, "flag", err)) < 0)
-            return r;
+    cfg->nflags = argc - first;
+    cfg->flags = argv + first;
+    for (int i = 0; i < cfg->nflags; i++) {
+        if (is_help_word(cfg->flags[i]))
+            return load_for_tables(cfg, word, CAA_CONFIG_HELP, err);
+        if (is_list_word(cfg->flags[i]))
+            return load_for_tables(cfg, word, CAA_CONFIG_LIST, err);
+    }
+    int r = pp_settings_load(&caa_settings, cfg, cfg->nflags, cfg->flags, PP_SETTINGS_LENIENT, err);
+    if (r < 0)
+        return r;
+    if (word != NULL) {
+        const pp_setting_t *s = &items[0];
+        if ((size_t)snprintf(cfg->provider, sizeof(cfg->provider), "%s", word) >= s->size)
+            return pp_error_set(err, -EINVAL, "provider `%s`: name too long", word);
     }
     if (cfg->node_name[0] == '\0' && gethostname(cfg->node_name, sizeof(cfg->node_name) - 1) < 0)
         return pp_error_set(err, -errno, "`NODE_NAME` is not set and the hostname is unknown");
-    if (cfg->tls_min_version[0] && strcmp(cfg->tls_min_version, "TLS 1.2") != 0 &&
-        strcmp(cfg->tls_min_version, "TLS 1.3") != 0 && strcmp(cfg->tls_min_version, "1.2") != 0 &&
-        strcmp(cfg->tls_min_version, "1.3") != 0)
-        return pp_error_set(err, -EINVAL, "`TLS_MIN_VERSION`: `%s` is not TLS 1.2 or TLS 1.3",
-                            cfg->tls_min_version);
+    if ((r = tls_version(cfg, err)) < 0)
+        return r;
     if (cfg->ca_dir[0] == '\0' && snprintf(cfg->ca_dir, sizeof(cfg->ca_dir), "%s/.ca",
                                            cfg->pods_dir) >= (int)sizeof(cfg->ca_dir))
         return pp_error_set(err, -EINVAL, "`PODS_DIR` is too long to hold the CA");
-    if (cfg->proxy_timeout_ms == 0)
-        return pp_error_set(err, -EINVAL, "`PROXY_TIMEOUT` must be more than zero");
     return 0;
+}
+
+int caa_config_check_flags(const caa_config_t *cfg, const pp_settings_table_t *provider,
+                           pp_error_t *err)
+{
+    const pp_settings_table_t *tables[] = {&caa_settings, provider};
+    return pp_settings_check_flags(tables, provider != NULL ? 2 : 1, cfg->nflags, cfg->flags, err);
+}
+
+void caa_config_usage(FILE *out, const char *argv0, const char *provider_name,
+                      const pp_settings_table_t *provider)
+{
+    fprintf(out,
+            "usage: %s [provider] [flags]   (or CLOUD_PROVIDER=provider %s [flags])\n"
+            "       %s [provider] -list-settings | help | version\n\n",
+            argv0, argv0, argv0);
+    pp_settings_usage(out, &caa_settings);
+    if (provider != NULL) {
+        fputc('\n', out);
+        pp_settings_usage(out, provider);
+    } else if (provider_name != NULL) {
+        fprintf(out, "\nthe `%s` provider has no settings\n", provider_name);
+    }
+}
+
+void caa_config_list(FILE *out, const pp_settings_table_t *provider)
+{
+    pp_settings_list(out, &caa_settings);
+    if (provider != NULL)
+        pp_settings_list(out, provider);
 }

@@ -226,11 +226,14 @@ static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
 int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 {
     d->loop = loop;
-    const struct pp_provider_ops *ops;
-    int r = pp_provider_load(d->cfg.provider, d->cfg.module_dir, &ops, &d->provider_module, err);
+    const struct pp_provider_ops *ops = d->provider_ops;
+    int r = ops != NULL ? 0
+                        : pp_provider_load(d->cfg.provider, d->cfg.module_dir, &ops,
+                                           &d->provider_module, err);
     if (r < 0)
         return pp_error_wrap(err, "`CLOUD_PROVIDER`");
-    r = pp_provider_new(ops, loop, d->cfg.node_name, &d->provider, err);
+    r = pp_provider_new(ops, loop, d->cfg.node_name, d->cfg.nflags, d->cfg.flags, &d->provider,
+                        err);
     if (r < 0)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)

@@ -11,6 +11,7 @@
 #include "util/json_wipe.h"
 #include "util/log.h"
 #include "util/loop.h"
+#include "util/notify.h"
 
 #ifndef PP_VERSION
 #define PP_VERSION "dev"
@@ -60,7 +61,14 @@ static void on_ready(apf_forwarder_t *f, int status, const pp_error_t *err, void
 {
     apf_main_t *m = data;
     (void)f;
-    if (status == 0 || m->stopping)
+    if (status == 0) {
+        /* Listening: a unit of Type=notify (upstream's) may go on. */
+        if (pp_notify("READY=1") < 0)
+            PP_WARN(COMPONENT, "`NOTIFY_SOCKET`: the service manager could not be told we are "
+                               "ready");
+        return;
+    }
+    if (m->stopping)
         return;
     PP_ERR(COMPONENT, "%s", err ? err->message : uv_strerror(status));
     m->exit_code = 1;

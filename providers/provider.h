@@ -18,9 +18,7 @@
 
 #include "util/error.h"
 #include "util/module.h"
-
-#define PP_PROVIDER_CAP_CVM       (1u << 0) /* can launch confidential VMs */
-#define PP_PROVIDER_CAP_USER_DATA (1u << 1) /* passes user data to the VM */
+#include "util/settings.h"
 
 typedef struct pp_provider_s pp_provider_t;
 
@@ -55,11 +53,16 @@ typedef void (*pp_provider_list_cb)(int status, const pp_instance_t *insts, size
 
 struct pp_provider_ops {
     const char *name;
-    unsigned caps;
     size_t state_size;    /* bytes of private state, zeroed, at pp_provider_t.state */
     size_t user_data_max; /* bytes; 0 = no limit */
-    /* Reads the provider's settings from the environment; reports the first
-     * bad or missing one by name. */
+    /* The provider's settings (util/settings.h), upstream's variables and
+     * flags: each entry's offset is into the private state. pp_provider_new()
+     * fills them from the defaults, the environment and the flags before
+     * init; cloud-api-adaptor prints them with -h and -list-settings. NULL:
+     * none. */
+    const pp_settings_table_t *settings;
+    /* Checks what no single setting can (rules across settings), reports
+     * the first bad one by name, and builds the provider's state. */
     int (*init)(pp_provider_t *p, pp_error_t *err);
     int (*create_instance)(pp_provider_t *p, const pp_instance_spec_t *spec,
                            pp_provider_create_cb cb, void *data);
@@ -105,10 +108,13 @@ int pp_provider_load(const char *name, const char *module_dir, const struct pp_p
 /* Appends the names of the providers there are, built in first, to `out`
  * (", "-separated). */
 void pp_provider_names(const char *module_dir, char *out, size_t size);
-/* Allocates the provider (node_name is copied) and runs ops->init; on
- * failure nothing is left and `err` says which setting is wrong. */
+/* Allocates the provider (node_name is copied), fills the settings of
+ * ops->settings from the environment and argv[0..argc) (flags only; flags of
+ * other tables are skipped: the caller checks them with
+ * pp_settings_check_flags()), and runs ops->init; on failure nothing is
+ * left and `err` says which setting is wrong. */
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
-                    pp_provider_t **out, pp_error_t *err);
+                    int argc, char **argv, pp_provider_t **out, pp_error_t *err);
 /* Runs ops->fini and frees. No operation may be in flight, and it must not be
  * called from inside a provider callback. Handles the provider owned close
  * asynchronously: run the loop once more before uv_loop_close(). */

@@ -51,6 +51,23 @@ static int valid_name(const char *name)
     return 1;
 }
 
+/* Whether every setting of the table lies inside the provider's state. */
+static int settings_fit(const struct pp_provider_ops *o)
+{
+    const pp_settings_table_t *t = o->settings;
+    if (t == NULL)
+        return 1;
+    if (t->items == NULL && t->n > 0)
+        return 0;
+    for (size_t i = 0; i < t->n; i++) {
+        const pp_setting_t *s = &t->items[i];
+        if (s->kind < PP_SETTING_NOOP &&
+            (s->offset > o->state_size || s->size == 0 || s->size > o->state_size - s->offset))
+            return 0;
+    }
+    return 1;
+}
+
 static int unknown(const char *name, const char *dir, pp_error_t *err)
 {
     char names[512] = "";
@@ -90,7 +107,8 @@ int pp_provider_load(const char *name, const char *module_dir, const struct pp_p
         return -ENOEXEC;
     }
     if (o->name == NULL || strcmp(o->name, name) != 0 || o->init == NULL ||
-        o->create_instance == NULL || o->delete_instance == NULL || o->list_instances == NULL) {
+        o->create_instance == NULL || o->delete_instance == NULL || o->list_instances == NULL ||
+        !settings_fit(o)) {
         pp_error_set(err, -ENOEXEC, "module `%s`: `%s` is not the `%s` provider's table",
                      pp_module_path(m), sym, name);
         pp_module_close(m);
@@ -101,10 +119,13 @@ int pp_provider_load(const char *name, const char *module_dir, const struct pp_p
     return 0;
 }
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
-                    pp_provider_t **out, pp_error_t *err)
+                    int argc, char **argv, pp_provider_t **out, pp_error_t *err)
 {
-    if (ops == NULL || loop == NULL || out == NULL)
+    if (ops == NULL || loop == NULL || out == NULL || (argc > 0 && argv == NULL))
         return pp_error_set(err, -EINVAL, "provider: missing argument");
+    if (!settings_fit(ops))
+        return pp_error_set(err, -EINVAL, "provider `%s`: a setting lies outside its state",
+                            ops->name);
     pp_provider_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return pp_error_set(err, -ENOMEM, "provider `%s`: out of memory", ops->name);
@@ -114,7 +135,13 @@ int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const ch
         goto nomem;
     if (ops->state_size > 0 && (p->state = calloc(1, ops->state_size)) == NULL)
         goto nomem;
-    int rc = ops->init != NULL ? ops->init(p, err) : 0;
+    int rc = 0;
+    if (ops->settings != NULL)
+        rc = pp_settings_load(ops->settings, p->state, argc, argv, PP_SETTINGS_LENIENT, err);
+    if (rc == PP_SETTINGS_HELP)
+        rc = pp_error_set(err, -EINVAL, "provider `%s`: help asked for", ops->name);
+    if (rc == 0 && ops->init != NULL)
+        rc = ops->init(p, err);
     if (rc < 0) {
         free(p->state);
         free((char *)p->node_name);

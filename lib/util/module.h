@@ -24,9 +24,10 @@
 #include "util/error.h"
 
 /* Bump when anything that crosses a module boundary changes: the provider
- * ops table and pp_provider_t (providers/provider.h), the TLS module's table
- * (tls/lazy.h), pp_error_t, pp_stream_filter_t. */
-#define PP_MODULE_ABI 1
+ * ops table and pp_provider_t (providers/provider.h), the settings tables it
+ * points to (util/settings.h), the TLS module's table (tls/lazy.h),
+ * pp_error_t, pp_stream_filter_t. */
+#define PP_MODULE_ABI 2
 
 #define PP_MODULE_SUFFIX ".so"
 

@@ -210,9 +210,8 @@ static int check_chars(const pp_setting_t *s, const char *src, const char *item,
     return 0;
 }
 
-/* Parses `v` into the field of `s` in cfg; `quiet` suppresses warnings. */
-static int apply(const pp_setting_t *s, void *cfg, const char *v, int from_flag, int quiet,
-                 const char *title, pp_error_t *err)
+/* Parses `v` into the field of `s` in cfg. */
+static int apply(const pp_setting_t *s, void *cfg, const char *v, int from_flag, pp_error_t *err)
 {
     char src[128], words[256];
     char *field = (char *)cfg + s->offset;
@@ -299,9 +298,7 @@ static int apply(const pp_setting_t *s, void *cfg, const char *v, int from_flag,
     case PP_SETTING_NOOP:
         return 0;
     case PP_SETTING_WARN:
-        if (!quiet && !in_words(s, v))
-            pp_log(PP_LOG_WARN, title, "%s is set to `%s`, which has no effect here: %s", src,
-                   shown, s->help);
+        /* Logged once by pp_settings_load(), for the value that wins. */
         return 0;
     case PP_SETTING_REFUSE:
         if (in_words(s, v))
@@ -363,22 +360,28 @@ static const char *flag_name(const char *a)
 int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **argv, unsigned opts,
                      pp_error_t *err)
 {
-    int r, quiet = (opts & PP_SETTINGS_LENIENT) != 0;
+    int r, lenient = (opts & PP_SETTINGS_LENIENT) != 0;
+    /* Per setting: 0 unset, 1 from the environment, 2 from a flag; and the
+     * value that won, for the one warning a WARN setting gets. */
     unsigned char *set = calloc(t->n ? t->n : 1, 1);
-    if (set == NULL)
+    const char **value = calloc(t->n ? t->n : 1, sizeof(*value));
+    if (set == NULL || value == NULL) {
+        free(set);
+        free(value);
         return pp_error_set(err, -ENOMEM, "out of memory");
+    }
     for (size_t i = 0; i < t->n; i++) {
         const pp_setting_t *s = &t->items[i];
         if (has_field(s) && !(opts & PP_SETTINGS_NO_ZERO))
             memset((char *)cfg + s->offset, 0, s->size);
-        if (has_field(s) && s->def != NULL &&
-            (r = apply(s, cfg, s->def, s->env == NULL, 1, t->title, err)) < 0)
+        if (has_field(s) && s->def != NULL && (r = apply(s, cfg, s->def, s->env == NULL, err)) < 0)
             goto out;
         const char *v = s->env != NULL && !(opts & PP_SETTINGS_NO_ENV) ? getenv(s->env) : NULL;
         if (v != NULL && v[0] != '\0') {
-            if ((r = apply(s, cfg, v, 0, quiet, t->title, err)) < 0)
+            if ((r = apply(s, cfg, v, 0, err)) < 0)
                 goto out;
             set[i] = 1;
+            value[i] = v;
         }
     }
     for (int i = 0; i < argc; i++) {
@@ -388,7 +391,7 @@ int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **a
         }
         const char *a = flag_name(argv[i]);
         if (a == NULL) {
-            if (quiet)
+            if (lenient)
                 continue;
             r = pp_error_set(err, -EINVAL, "unexpected argument `%s`", argv[i]);
             goto out;
@@ -396,7 +399,7 @@ int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **a
         const char *v = NULL;
         const pp_setting_t *s = find_flag(t, a, &v);
         if (s == NULL) {
-            if (!quiet) {
+            if (!lenient) {
                 r = pp_error_set(err, -EINVAL, "unknown flag `%s` (-h lists them)", argv[i]);
                 goto out;
             }
@@ -417,9 +420,10 @@ int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **a
                 goto out;
             }
         }
-        if ((r = apply(s, cfg, v, 1, quiet, t->title, err)) < 0)
+        if ((r = apply(s, cfg, v, 1, err)) < 0)
             goto out;
-        set[s - t->items] = 1;
+        set[s - t->items] = 2;
+        value[s - t->items] = v;
     }
     for (size_t i = 0; i < t->n; i++) {
         const pp_setting_t *s = &t->items[i];
@@ -430,9 +434,19 @@ int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **a
             goto out;
         }
     }
+    for (size_t i = 0; i < t->n && !(opts & PP_SETTINGS_QUIET); i++) {
+        const pp_setting_t *s = &t->items[i];
+        if (s->kind != PP_SETTING_WARN || value[i] == NULL || in_words(s, value[i]))
+            continue;
+        char src[128];
+        pp_log(PP_LOG_WARN, t->title, "%s is set to `%s`, which has no effect here: %s",
+               source_name(s, set[i] == 2, src, sizeof(src)),
+               s->flags & PP_SETTING_SECRET ? "(secret)" : value[i], s->help);
+    }
     r = 0;
 out:
     free(set);
+    free(value);
     return r;
 }
 

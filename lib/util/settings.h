@@ -106,9 +106,10 @@ typedef struct pp_settings_table_s {
     }
 
 /* pp_settings_load() options */
-#define PP_SETTINGS_LENIENT (1u << 0) /* skip flags of other tables, and log no warning */
+#define PP_SETTINGS_LENIENT (1u << 0) /* skip flags of other tables, and positional words */
 #define PP_SETTINGS_NO_ENV  (1u << 1) /* flags only */
 #define PP_SETTINGS_NO_ZERO (1u << 2) /* cfg is filled already: do not zero the fields */
+#define PP_SETTINGS_QUIET   (1u << 3) /* log no warning (a second load of the same table) */
 
 /* pp_settings_load() returns this when -h, -help or --help was given. */
 #define PP_SETTINGS_HELP 1
@@ -116,8 +117,8 @@ typedef struct pp_settings_table_s {
 /* Fills the fields of `cfg` that table `t` names from the defaults, the
  * environment and then argv[0..argc) (flags only: no program name and no
  * positional argument). Without PP_SETTINGS_LENIENT an unknown flag is an
- * error, and each WARN setting that is set is logged once under
- * `t->title`. Returns 0, PP_SETTINGS_HELP, or a negative errno with `err`
+ * error. Unless PP_SETTINGS_QUIET, each WARN setting that is set is logged
+ * once under `t->title`. Returns 0, PP_SETTINGS_HELP, or a negative errno with `err`
  * naming the setting. */
 int pp_settings_load(const pp_settings_table_t *t, void *cfg, int argc, char **argv, unsigned opts,
                      pp_error_t *err);

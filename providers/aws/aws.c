@@ -848,7 +848,7 @@ static int aws_init(pp_provider_t *p, pp_error_t *err)
 {
     st_t *st = p->state;
     st->p = p;
-    int r = pp__aws_config_load(&st->cfg, err);
+    int r = pp__aws_config_check(&st->cfg, err);
     if (r < 0) {
         pp__aws_config_free(&st->cfg);
         return r;
@@ -878,9 +878,9 @@ static int aws_init(pp_provider_t *p, pp_error_t *err)
         /* The config keeps its copy; the signer reads this one. */
         st->creds.access_key = strdup(c->access_key);
         st->creds.secret_key = strdup(c->secret_key);
-        st->creds.session_token = c->session_token ? strdup(c->session_token) : NULL;
+        st->creds.session_token = c->session_token[0] ? strdup(c->session_token) : NULL;
         if (st->creds.access_key == NULL || st->creds.secret_key == NULL ||
-            (c->session_token != NULL && st->creds.session_token == NULL)) {
+            (c->session_token[0] && st->creds.session_token == NULL)) {
             pp__aws_creds_clear(&st->creds);
             pp_http_free(st->http);
             pp__aws_config_free(&st->cfg);
@@ -916,12 +916,14 @@ static void aws_fini(pp_provider_t *p)
 
 const struct pp_provider_ops pp_provider_aws_ops = {
     .name = "aws",
-    .caps = PP_PROVIDER_CAP_CVM | PP_PROVIDER_CAP_USER_DATA,
     .state_size = sizeof(pp__aws_state_t),
     .user_data_max = PP_AWS_USER_DATA_MAX,
+    .settings = &pp__aws_settings,
     .init = aws_init,
     .create_instance = aws_create,
     .delete_instance = aws_delete,
     .list_instances = aws_list,
     .fini = aws_fini,
 };
+
+_Static_assert(offsetof(pp__aws_state_t, cfg) == 0, "the settings' offsets are into the config");

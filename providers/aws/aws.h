@@ -45,31 +45,36 @@ typedef struct pp__aws_tag_s {
 
 enum pp__aws_cred_mode { PP_AWS_CREDS_STATIC, PP_AWS_CREDS_WEB_IDENTITY, PP_AWS_CREDS_IMDS };
 
+/* Settings (config.c, pp__aws_settings), upstream's variables and flags
+ * where upstream has them; the table's offsets are into this struct, which
+ * leads the provider's state. */
 typedef struct pp__aws_config_s {
-    char region[64];
-    pp__aws_endpoint_t ec2, sts, imds;
-    char image_id[128];
-    char instance_type[PP_INSTANCE_TYPE_NAME_MAX];
-    char (*instance_types)[PP_INSTANCE_TYPE_NAME_MAX];
-    size_t ninstance_types;
-    char subnet_id[128];
-    char (*sg_ids)[64];
-    size_t nsg_ids;
-    char key_name[256];
-    int use_public_ip;
-    unsigned root_volume_gib; /* 0 = the image's */
-    int disable_cvm;
-    pp__aws_tag_t *tags;
-    size_t ntags;
-    char launch_template[128];
-    int use_launch_template;
-
-    enum pp__aws_cred_mode cred_mode;
-    char *access_key, *secret_key, *session_token; /* static mode */
-    char role_arn[2048];
-    char token_file[PATH_MAX];
-    char session_name[65];
-
+    char region[64];         /* AWS_REGION -aws-region */
+    char default_region[64]; /* AWS_DEFAULT_REGION, when AWS_REGION is unset */
+    char image_id[128];      /* PODVM_AMI_ID -imageid */
+    char instance_type[PP_INSTANCE_TYPE_NAME_MAX]; /* PODVM_INSTANCE_TYPE -instance-type */
+    char instance_types_list[4096];                /* PODVM_INSTANCE_TYPES -instance-types */
+    char subnet_id[128];                           /* AWS_SUBNET_ID -subnetid */
+    char sg_ids_list[4096];                        /* AWS_SG_IDS -securitygroupids */
+    char key_name[256];                            /* SSH_KP_NAME -keyname */
+    int use_public_ip;                             /* USE_PUBLIC_IP -use-public-ip */
+    unsigned root_volume_gib;  /* ROOT_VOLUME_SIZE -root-volume-size; 0 = the image's */
+    int disable_cvm;           /* DISABLECVM -disable-cvm */
+    char tags_list[16384];     /* TAGS -tags */
+    char launch_template[128]; /* PODVM_LAUNCHTEMPLATE_NAME -aws-lt-name */
+    int use_launch_template;   /* USE_PODVM_LAUNCHTEMPLATE -use-lt */
+    /* Credentials; secrets, wiped by pp__aws_config_free(). */
+    char access_key[256];      /* AWS_ACCESS_KEY_ID -aws-access-key-id */
+    char secret_key[256];      /* AWS_SECRET_ACCESS_KEY -aws-secret-key */
+    char session_token[8192];  /* AWS_SESSION_TOKEN -aws-session-token */
+    char role_arn[2048];       /* AWS_ROLE_ARN */
+    char token_file[PATH_MAX]; /* AWS_WEB_IDENTITY_TOKEN_FILE */
+    char session_name[65];     /* AWS_ROLE_SESSION_NAME */
+    /* Endpoints as given. */
+    char ec2_url[512];  /* AWS_ENDPOINT_URL_EC2 */
+    char sts_url[512];  /* AWS_ENDPOINT_URL_STS */
+    char any_url[512];  /* AWS_ENDPOINT_URL */
+    char imds_url[512]; /* AWS_EC2_METADATA_SERVICE_ENDPOINT */
     char ca_bundle[PATH_MAX];
     double rate;
     unsigned burst;
@@ -77,10 +82,25 @@ typedef struct pp__aws_config_s {
     uint64_t backoff_base_ms, backoff_max_ms;
     uint64_t attempt_timeout_ms, request_timeout_ms;
     uint64_t ip_wait_ms, poll_ms;
+
+    /* Derived by pp__aws_config_check(). */
+    pp__aws_endpoint_t ec2, sts, imds;
+    char (*instance_types)[PP_INSTANCE_TYPE_NAME_MAX];
+    size_t ninstance_types;
+    char (*sg_ids)[64];
+    size_t nsg_ids;
+    pp__aws_tag_t *tags;
+    size_t ntags;
+    enum pp__aws_cred_mode cred_mode;
 } pp__aws_config_t;
 
-/* Reads every setting from the environment; the first bad or missing one is
- * named in `err`. Free with pp__aws_config_free() (also after a failure). */
+extern const pp_settings_table_t pp__aws_settings;
+
+/* Checks the rules across settings and derives the lists, endpoints and
+ * credential mode; the first bad or missing setting is named in `err`. Free
+ * with pp__aws_config_free() (also after a failure). */
+int pp__aws_config_check(pp__aws_config_t *c, pp_error_t *err);
+/* The table from the environment, then the check (for tests). */
 int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err);
 void pp__aws_config_free(pp__aws_config_t *c);
 /* Parses an endpoint URL (http or https) for `setting`. */
@@ -247,8 +267,8 @@ typedef struct pp__aws_image_entry_s {
 } pp__aws_image_entry_t;
 
 struct pp__aws_state_s {
+    pp__aws_config_t cfg; /* first: the settings' offsets are into it */
     pp_provider_t *p;
-    pp__aws_config_t cfg;
     pp_http_t *http;
     pp__aws_creds_t creds;
     pp_instance_type_t *specs;

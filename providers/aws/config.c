@@ -1,18 +1,20 @@
-/* The AWS provider's settings, from the environment (upstream's names):
+/* The AWS provider's settings (the table below; upstream's variables and
+ * flags where upstream has them):
  *
- *   AWS_REGION (or AWS_DEFAULT_REGION)  required
- *   PODVM_AMI_ID                 required unless USE_PODVM_LAUNCHTEMPLATE
- *   PODVM_INSTANCE_TYPE          default type (m6a.large)
- *   PODVM_INSTANCE_TYPES         allow-list, comma separated (at most 100)
- *   AWS_SUBNET_ID, AWS_SG_IDS (comma separated), SSH_KP_NAME
- *   USE_PUBLIC_IP, DISABLECVM, USE_PODVM_LAUNCHTEMPLATE   true/false
- *   PODVM_LAUNCHTEMPLATE_NAME    (kata)
- *   ROOT_VOLUME_SIZE             GiB, 0 = the image's (30)
- *   TAGS                         key=value,key=value
+ *   AWS_REGION -aws-region (or AWS_DEFAULT_REGION)   required
+ *   PODVM_AMI_ID -imageid         required unless USE_PODVM_LAUNCHTEMPLATE
+ *   PODVM_INSTANCE_TYPE -instance-type     default type (m6a.large)
+ *   PODVM_INSTANCE_TYPES -instance-types   allow-list, comma separated (at most 100)
+ *   AWS_SUBNET_ID -subnetid, AWS_SG_IDS -securitygroupids (comma separated),
+ *   SSH_KP_NAME -keyname
+ *   USE_PUBLIC_IP, DISABLECVM, USE_PODVM_LAUNCHTEMPLATE -use-lt   booleans
+ *   PODVM_LAUNCHTEMPLATE_NAME -aws-lt-name    (kata)
+ *   ROOT_VOLUME_SIZE -root-volume-size        GiB, 0 = the image's (30)
+ *   TAGS -tags                    key=value,key=value
  * Credentials, in this order: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY
  * (+ AWS_SESSION_TOKEN); AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (+
  * AWS_ROLE_SESSION_NAME) for STS web identity; else the instance role over
- * IMDSv2.
+ * IMDSv2. -aws-profile and AWS_PROFILE (shared config files) are refused.
  * Endpoints: AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL,
  * AWS_EC2_METADATA_SERVICE_ENDPOINT; AWS_CA_BUNDLE.
  * API use: AWS_API_RATE_LIMIT (requests/s, 10), AWS_API_BURST (20),
@@ -22,143 +24,161 @@
  * AWS_IP_POLL_INTERVAL_MS (2000). */
 #include "aws.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
-#include "providers/settings.h"
 #include "util/cleanup.h"
 
-#define ID_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+#define ID_CHARS           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+#define REGION_CHARS       "abcdefghijklmnopqrstuvwxyz0123456789-"
+#define ROLE_SESSION_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.@-_"
 
-static const char *env(const char *name)
-{
-    return pp_setting(name);
-}
+typedef pp__aws_config_t cfg_t;
 
-static int get_rate(const char *name, double def, double *out, pp_error_t *err)
-{
-    const char *v = env(name);
-    *out = def;
-    if (v == NULL)
-        return 0;
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno != 0 || *end != '\0' || !(x >= 0 && x <= 100000))
-        return pp_error_set(err, -EINVAL,
-                            "environment variable `%s`: `%s` is not a number of requests per "
-                            "second from 0 (no limit) to 100000",
-                            name, v);
-    *out = x;
-    return 0;
-}
+#define SECRET .flags = PP_SETTING_SECRET
 
-/* Splits a comma-separated list into fixed-size names; empty items are
- * skipped, blanks around items trimmed. */
-static int get_list(const char *name, size_t width, const char *chars, void **out, size_t *n,
-                    pp_error_t *err)
+static const pp_setting_t items[] = {
+    PP_SETTING_STR(cfg_t, region, "AWS_REGION", "aws-region", NULL,
+                   "region of the pod VMs, like us-east-1", .chars = REGION_CHARS),
+    PP_SETTING_STR(cfg_t, default_region, "AWS_DEFAULT_REGION", NULL, NULL,
+                   "the region when AWS_REGION is unset", .chars = REGION_CHARS),
+    PP_SETTING_STR(cfg_t, image_id, "PODVM_AMI_ID", "imageid", NULL,
+                   "the pod VM image's AMI id (required unless USE_PODVM_LAUNCHTEMPLATE)",
+                   .chars = ID_CHARS),
+    PP_SETTING_STR(cfg_t, instance_type, "PODVM_INSTANCE_TYPE", "instance-type", "m6a.large",
+                   "default instance type", .chars = ID_CHARS),
+    PP_SETTING_LIST_OF(cfg_t, instance_types_list, "PODVM_INSTANCE_TYPES", "instance-types", NULL,
+                       "instance types a pod may ask for, comma separated", .chars = ID_CHARS,
+                       .max = 100),
+    PP_SETTING_STR(cfg_t, subnet_id, "AWS_SUBNET_ID", "subnetid", NULL,
+                   "subnet of the pod VMs (default: the node's, from its metadata)",
+                   .chars = ID_CHARS),
+    PP_SETTING_LIST_OF(cfg_t, sg_ids_list, "AWS_SG_IDS", "securitygroupids", NULL,
+                       "security groups of the pod VMs, comma separated (default: the node's)",
+                       .chars = ID_CHARS, .max = 256),
+    PP_SETTING_STR(cfg_t, key_name, "SSH_KP_NAME", "keyname", NULL,
+                   "SSH key pair of the pod VMs (default: the node's)"),
+    PP_SETTING_BOOL_OF(cfg_t, use_public_ip, "USE_PUBLIC_IP", "use-public-ip", "false",
+                       "reach the forwarder on the pod VM's public address"),
+    PP_SETTING_INT_OF(cfg_t, root_volume_gib, "ROOT_VOLUME_SIZE", "root-volume-size", "30", 0,
+                      65536, "root volume of a pod VM, GiB (0: the image's)"),
+    PP_SETTING_BOOL_OF(cfg_t, disable_cvm, "DISABLECVM", "disable-cvm", "false",
+                       "launch pod VMs without AMD SEV-SNP"),
+    PP_SETTING_LIST_OF(cfg_t, tags_list, "TAGS", "tags", NULL,
+                       "tags of the pod VMs, key=value, comma separated", .max = 40),
+    PP_SETTING_STR(cfg_t, launch_template, "PODVM_LAUNCHTEMPLATE_NAME", "aws-lt-name", "kata",
+                   "launch template, with USE_PODVM_LAUNCHTEMPLATE"),
+    PP_SETTING_BOOL_OF(cfg_t, use_launch_template, "USE_PODVM_LAUNCHTEMPLATE", "use-lt", "false",
+                       "create pod VMs from the launch template"),
+    PP_SETTING_STR(cfg_t, access_key, "AWS_ACCESS_KEY_ID", "aws-access-key-id", NULL,
+                   "access key id", SECRET),
+    PP_SETTING_STR(cfg_t, secret_key, "AWS_SECRET_ACCESS_KEY", "aws-secret-key", NULL,
+                   "secret access key", SECRET),
+    PP_SETTING_STR(cfg_t, session_token, "AWS_SESSION_TOKEN", "aws-session-token", NULL,
+                   "session token of temporary keys", SECRET),
+    PP_SETTING_STR(cfg_t, role_arn, "AWS_ROLE_ARN", NULL, NULL,
+                   "role assumed with the web identity token"),
+    PP_SETTING_STR(cfg_t, token_file, "AWS_WEB_IDENTITY_TOKEN_FILE", NULL, NULL,
+                   "web identity token file (absolute)"),
+    PP_SETTING_STR(cfg_t, session_name, "AWS_ROLE_SESSION_NAME", NULL, "peerpod-cloud-api-adaptor",
+                   "role session name", .chars = ROLE_SESSION_CHARS),
+    PP_SETTING_STR(cfg_t, ec2_url, "AWS_ENDPOINT_URL_EC2", NULL, NULL, "EC2 endpoint URL"),
+    PP_SETTING_STR(cfg_t, sts_url, "AWS_ENDPOINT_URL_STS", NULL, NULL, "STS endpoint URL"),
+    PP_SETTING_STR(cfg_t, any_url, "AWS_ENDPOINT_URL", NULL, NULL,
+                   "endpoint URL of EC2 and STS when theirs are unset"),
+    PP_SETTING_STR(cfg_t, imds_url, "AWS_EC2_METADATA_SERVICE_ENDPOINT", NULL,
+                   "http://169.254.169.254/", "instance metadata service URL"),
+    PP_SETTING_STR(cfg_t, ca_bundle, "AWS_CA_BUNDLE", NULL, NULL,
+                   "CA certificates for the endpoints (PEM file)"),
+    PP_SETTING_NUMBER_OF(cfg_t, rate, "AWS_API_RATE_LIMIT", NULL, "10", 0, 100000,
+                         "EC2 requests per second (0: no limit)"),
+    PP_SETTING_INT_OF(cfg_t, burst, "AWS_API_BURST", NULL, "20", 1, 100000,
+                      "EC2 requests in a burst"),
+    PP_SETTING_INT_OF(cfg_t, max_attempts, "AWS_MAX_ATTEMPTS", NULL, "5", 1, 100,
+                      "attempts of a failing request"),
+    PP_SETTING_INT_OF(cfg_t, backoff_base_ms, "AWS_RETRY_BASE_DELAY_MS", NULL, "200", 1, 600000,
+                      "first delay before a retry, ms"),
+    PP_SETTING_INT_OF(cfg_t, backoff_max_ms, "AWS_RETRY_MAX_DELAY_MS", NULL, "20000", 1, 3600000,
+                      "longest delay before a retry, ms"),
+    PP_SETTING_INT_OF(cfg_t, attempt_timeout_ms, "AWS_API_ATTEMPT_TIMEOUT_MS", NULL, "20000", 10,
+                      3600000, "time for one attempt, ms"),
+    PP_SETTING_INT_OF(cfg_t, request_timeout_ms, "AWS_API_TIMEOUT_MS", NULL, "90000", 10, 3600000,
+                      "time for a request with its retries, ms"),
+    PP_SETTING_INT_OF(cfg_t, ip_wait_ms, "AWS_IP_WAIT_TIMEOUT_MS", NULL, "120000", 0, 3600000,
+                      "how long to wait for a pod VM's address, ms"),
+    PP_SETTING_INT_OF(cfg_t, poll_ms, "AWS_IP_POLL_INTERVAL_MS", NULL, "2000", 1, 600000,
+                      "how often to look for a pod VM's address, ms"),
+    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, "AWS_PROFILE", "aws-profile", NULL,
+                        "shared AWS config profiles are not read; give keys "
+                        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a web identity "
+                        "(AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE) or use the node's "
+                        "instance role"),
+};
+
+const pp_settings_table_t pp__aws_settings = {"aws provider", items, PP_ARRAY_SIZE(items)};
+
+/* Splits a list setting into fixed-size names. */
+static int split_list(const char *name, const char *v, size_t width, void **out, size_t *n,
+                      pp_error_t *err)
 {
     *out = NULL;
     *n = 0;
-    const char *v = env(name);
-    if (v == NULL)
+    size_t cap = pp_list_count(v);
+    if (cap == 0)
         return 0;
-    size_t cap = 1;
-    for (const char *p = v; *p; p++)
-        cap += *p == ',';
-    if (cap > 256)
-        return pp_error_set(err, -EINVAL, "environment variable `%s`: more than 256 items", name);
     char *items = calloc(cap, width);
     if (items == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
-    const char *p = v;
-    while (*p != '\0') {
-        size_t l = strcspn(p, ",");
-        const char *s = p, *e = p + l;
-        while (s < e && isspace((unsigned char)*s))
-            s++;
-        while (e > s && isspace((unsigned char)e[-1]))
-            e--;
-        if (e > s) {
-            char *dst = items + *n * width;
-            if ((size_t)(e - s) >= width) {
-                free(items);
-                return pp_error_set(err, -EINVAL,
-                                    "environment variable `%s`: `%.*s` is longer than %zu bytes",
-                                    name, (int)(e - s), s, width - 1);
-            }
-            memcpy(dst, s, (size_t)(e - s));
-            if (dst[strspn(dst, chars)] != '\0') {
-                int r = pp_error_set(err, -EINVAL,
-                                     "environment variable `%s`: `%s` has characters outside `%s`",
-                                     name, dst, chars);
-                free(items);
-                return r;
-            }
-            (*n)++;
+    const char *cur = v, *item;
+    size_t len;
+    while (pp_list_next(&cur, &item, &len)) {
+        if (len >= width) {
+            free(items);
+            return pp_error_set(err, -EINVAL, "`%s`: `%.*s` is longer than %zu bytes", name,
+                                (int)len, item, width - 1);
         }
-        p += l;
-        if (*p == ',')
-            p++;
+        memcpy(items + *n * width, item, len);
+        (*n)++;
     }
     *out = items;
     return 0;
 }
 
-static int get_tags(pp__aws_config_t *c, pp_error_t *err)
+static int split_tags(pp__aws_config_t *c, pp_error_t *err)
 {
-    const char *v = env("TAGS");
-    if (v == NULL)
+    size_t cap = pp_list_count(c->tags_list);
+    if (cap == 0)
         return 0;
-    size_t cap = 1;
-    for (const char *p = v; *p; p++)
-        cap += *p == ',';
-    if (cap > 40)
-        return pp_error_set(err, -EINVAL, "environment variable `TAGS`: more than 40 tags");
     c->tags = calloc(cap, sizeof(*c->tags));
     if (c->tags == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
-    const char *p = v;
-    while (*p != '\0') {
-        size_t l = strcspn(p, ",");
+    const char *cur = c->tags_list, *p;
+    size_t l;
+    while (pp_list_next(&cur, &p, &l)) {
         const char *eq = memchr(p, '=', l);
-        if (l > 0) {
-            if (eq == NULL || eq == p)
-                return pp_error_set(err, -EINVAL,
-                                    "environment variable `TAGS`: `%.*s` is not key=value", (int)l,
-                                    p);
-            pp__aws_tag_t *t = &c->tags[c->ntags];
-            size_t kl = (size_t)(eq - p), vl = l - kl - 1;
-            if (kl >= sizeof(t->key) || vl >= sizeof(t->value))
-                return pp_error_set(err, -EINVAL,
-                                    "environment variable `TAGS`: `%.*s`: keys are at most 128 "
-                                    "bytes, values 256",
-                                    (int)l, p);
-            memcpy(t->key, p, kl);
-            memcpy(t->value, eq + 1, vl);
-            static const char *const reserved[] = {"aws:", "Name", PP_AWS_TAG_NODE,
-                                                   PP_AWS_TAG_SANDBOX};
-            for (size_t i = 0; i < PP_ARRAY_SIZE(reserved); i++) {
-                size_t rl = strlen(reserved[i]);
-                if (strncmp(t->key, reserved[i], rl) == 0 &&
-                    (reserved[i][rl - 1] == ':' || t->key[rl] == '\0'))
-                    return pp_error_set(err, -EINVAL,
-                                        "environment variable `TAGS`: the tag `%s` is set by the "
-                                        "provider",
-                                        t->key);
-            }
-            c->ntags++;
+        if (eq == NULL || eq == p)
+            return pp_error_set(err, -EINVAL, "`TAGS`: `%.*s` is not key=value", (int)l, p);
+        pp__aws_tag_t *t = &c->tags[c->ntags];
+        size_t kl = (size_t)(eq - p), vl = l - kl - 1;
+        if (kl >= sizeof(t->key) || vl >= sizeof(t->value))
+            return pp_error_set(
+                err, -EINVAL, "`TAGS`: `%.*s`: keys are at most 128 bytes, values 256", (int)l, p);
+        memcpy(t->key, p, kl);
+        memcpy(t->value, eq + 1, vl);
+        static const char *const reserved[] = {"aws:", "Name", PP_AWS_TAG_NODE, PP_AWS_TAG_SANDBOX};
+        for (size_t i = 0; i < PP_ARRAY_SIZE(reserved); i++) {
+            size_t rl = strlen(reserved[i]);
+            if (strncmp(t->key, reserved[i], rl) == 0 &&
+                (reserved[i][rl - 1] == ':' || t->key[rl] == '\0'))
+                return pp_error_set(err, -EINVAL, "`TAGS`: the tag `%s` is set by the provider",
+                                    t->key);
         }
-        p += l;
-        if (*p == ',')
-            p++;
+        c->ntags++;
     }
     return 0;
 }
@@ -206,180 +226,87 @@ out:
     return r;
 }
 
-static int endpoint(const char *specific, const char *def_host, const char *region,
-                    pp__aws_endpoint_t *ep, pp_error_t *err)
+static int endpoint(const char *name, const char *given, const char *def_host,
+                    const pp__aws_config_t *c, pp__aws_endpoint_t *ep, pp_error_t *err)
 {
-    const char *name = specific, *v = env(specific);
-    if (v == NULL && strcmp(specific, "AWS_EC2_METADATA_SERVICE_ENDPOINT") != 0) {
+    if (given[0] == '\0' && c->any_url[0] != '\0') {
         name = "AWS_ENDPOINT_URL";
-        v = env(name);
+        given = c->any_url;
     }
     char def[300];
-    if (v == NULL) {
-        if (region != NULL)
-            snprintf(def, sizeof(def), "https://%s.%s.amazonaws.com/", def_host, region);
-        else
-            snprintf(def, sizeof(def), "%s", def_host);
-        v = def;
+    if (given[0] == '\0') {
+        snprintf(def, sizeof(def), "https://%s.%s.amazonaws.com/", def_host, c->region);
+        given = def;
     }
-    return pp__aws_endpoint_parse(name, v, ep, err);
-}
-
-static char *dup_secret(const char *v)
-{
-    return v != NULL ? strdup(v) : NULL;
+    return pp__aws_endpoint_parse(name, given, ep, err);
 }
 
 static int credentials(pp__aws_config_t *c, pp_error_t *err)
 {
-    const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
-    if (ak != NULL || sk != NULL) {
-        if (ak == NULL || sk == NULL)
-            return pp_error_set(err, -EINVAL,
-                                "environment variable `%s` is set but `%s` is not: both or neither",
+    int ak = c->access_key[0] != '\0', sk = c->secret_key[0] != '\0';
+    if (ak || sk) {
+        if (!ak || !sk)
+            return pp_error_set(err, -EINVAL, "`%s` is set but `%s` is not: both or neither",
                                 ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
                                 ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
         c->cred_mode = PP_AWS_CREDS_STATIC;
-        c->access_key = dup_secret(ak);
-        c->secret_key = dup_secret(sk);
-        c->session_token = dup_secret(env("AWS_SESSION_TOKEN"));
-        if (c->access_key == NULL || c->secret_key == NULL ||
-            (env("AWS_SESSION_TOKEN") != NULL && c->session_token == NULL))
-            return pp_error_set(err, -ENOMEM, "out of memory");
         return 0;
     }
-    const char *arn = env("AWS_ROLE_ARN"), *file = env("AWS_WEB_IDENTITY_TOKEN_FILE");
-    if (arn != NULL || file != NULL) {
-        if (arn == NULL || file == NULL)
-            return pp_error_set(err, -EINVAL,
-                                "environment variable `%s` is set but `%s` is not: both or neither",
+    int arn = c->role_arn[0] != '\0', file = c->token_file[0] != '\0';
+    if (arn || file) {
+        if (!arn || !file)
+            return pp_error_set(err, -EINVAL, "`%s` is set but `%s` is not: both or neither",
                                 arn ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE",
                                 arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN");
+        if (c->token_file[0] != '/')
+            return pp_error_set(err, -EINVAL,
+                                "`AWS_WEB_IDENTITY_TOKEN_FILE`: `%s` is not an absolute path",
+                                c->token_file);
         c->cred_mode = PP_AWS_CREDS_WEB_IDENTITY;
-        int r = pp_setting_copy("AWS_ROLE_ARN", arn, c->role_arn, sizeof(c->role_arn), NULL, err);
-        if (r == 0)
-            r = pp_setting_copy("AWS_WEB_IDENTITY_TOKEN_FILE", file, c->token_file,
-                                sizeof(c->token_file), NULL, err);
-        if (r == 0 && file[0] != '/')
-            r = pp_error_set(err, -EINVAL,
-                             "environment variable `AWS_WEB_IDENTITY_TOKEN_FILE`: `%s` is not an "
-                             "absolute path",
-                             file);
-        const char *sn = env("AWS_ROLE_SESSION_NAME");
-        if (r == 0)
-            r = pp_setting_copy(
-                "AWS_ROLE_SESSION_NAME", sn ? sn : "peerpod-cloud-api-adaptor", c->session_name,
-                sizeof(c->session_name),
-                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.@-_", err);
-        return r;
+        return 0;
     }
     c->cred_mode = PP_AWS_CREDS_IMDS;
     return 0;
 }
 
-int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)
+int pp__aws_config_check(pp__aws_config_t *c, pp_error_t *err)
 {
-    memset(c, 0, sizeof(*c));
-    const char *region_var = env("AWS_REGION") ? "AWS_REGION" : "AWS_DEFAULT_REGION";
-    const char *region = env(region_var);
-    if (region == NULL)
+    c->instance_types = NULL;
+    c->sg_ids = NULL;
+    c->tags = NULL;
+    c->ninstance_types = c->nsg_ids = c->ntags = 0;
+    if (c->region[0] == '\0')
+        memcpy(c->region, c->default_region, sizeof(c->region));
+    if (c->region[0] == '\0')
         return pp_error_set(err, -EINVAL,
-                            "environment variable `AWS_REGION` is not set: expected a region such "
-                            "as `us-east-1`");
-    int r = pp_setting_copy(region_var, region, c->region, sizeof(c->region),
-                            "abcdefghijklmnopqrstuvwxyz0123456789-", err);
-    if (r < 0)
-        return r;
-    if ((r = pp_setting_bool("USE_PODVM_LAUNCHTEMPLATE", 0, &c->use_launch_template, err)) < 0 ||
-        (r = pp_setting_bool("USE_PUBLIC_IP", 0, &c->use_public_ip, err)) < 0 ||
-        (r = pp_setting_bool("DISABLECVM", 0, &c->disable_cvm, err)) < 0)
-        return r;
-
-    static const struct {
-        const char *name;
-        size_t off, size;
-        const char *def;
-        const char *chars;
-    } strs[] = {
-        {"PODVM_AMI_ID", offsetof(pp__aws_config_t, image_id), 128, NULL, ID_CHARS},
-        {"PODVM_INSTANCE_TYPE", offsetof(pp__aws_config_t, instance_type),
-         PP_INSTANCE_TYPE_NAME_MAX, "m6a.large", ID_CHARS},
-        {"AWS_SUBNET_ID", offsetof(pp__aws_config_t, subnet_id), 128, NULL, ID_CHARS},
-        {"SSH_KP_NAME", offsetof(pp__aws_config_t, key_name), 256, NULL, NULL},
-        {"PODVM_LAUNCHTEMPLATE_NAME", offsetof(pp__aws_config_t, launch_template), 128, "kata",
-         NULL},
-        {"AWS_CA_BUNDLE", offsetof(pp__aws_config_t, ca_bundle), PATH_MAX, NULL, NULL},
-    };
-    for (size_t i = 0; i < PP_ARRAY_SIZE(strs); i++) {
-        const char *v = env(strs[i].name);
-        if (v == NULL)
-            v = strs[i].def;
-        if (v != NULL && (r = pp_setting_copy(strs[i].name, v, (char *)c + strs[i].off,
-                                              strs[i].size, strs[i].chars, err)) < 0)
-            return r;
-    }
+                            "`AWS_REGION` is not set: expected a region such as `us-east-1`");
     if (c->image_id[0] == '\0' && !c->use_launch_template)
         return pp_error_set(err, -EINVAL,
-                            "environment variable `PODVM_AMI_ID` is not set: expected the pod VM "
-                            "image's AMI id (or USE_PODVM_LAUNCHTEMPLATE=true)");
+                            "`PODVM_AMI_ID` is not set: expected the pod VM image's AMI id (or "
+                            "USE_PODVM_LAUNCHTEMPLATE=true)");
     void *list = NULL;
-    if ((r = get_list("PODVM_INSTANCE_TYPES", PP_INSTANCE_TYPE_NAME_MAX, ID_CHARS, &list,
-                      &c->ninstance_types, err)) < 0)
-        return r;
+    int r = split_list("PODVM_INSTANCE_TYPES", c->instance_types_list, PP_INSTANCE_TYPE_NAME_MAX,
+                       &list, &c->ninstance_types, err);
     c->instance_types = list;
-    if (c->ninstance_types > 100)
-        return pp_error_set(err, -EINVAL,
-                            "environment variable `PODVM_INSTANCE_TYPES`: more than 100 types");
-    if ((r = get_list("AWS_SG_IDS", 64, ID_CHARS, &list, &c->nsg_ids, err)) < 0)
+    if (r < 0)
         return r;
+    r = split_list("AWS_SG_IDS", c->sg_ids_list, sizeof(*c->sg_ids), &list, &c->nsg_ids, err);
     c->sg_ids = list;
-    if ((r = get_tags(c, err)) < 0)
+    if (r < 0 || (r = split_tags(c, err)) < 0)
         return r;
-
-    uint64_t u = 0;
-    struct {
-        const char *name;
-        uint64_t def, min, max;
-        uint64_t *dst;
-    } nums[] = {
-        {"AWS_RETRY_BASE_DELAY_MS", 200, 1, 600000, &c->backoff_base_ms},
-        {"AWS_RETRY_MAX_DELAY_MS", 20000, 1, 3600000, &c->backoff_max_ms},
-        {"AWS_API_ATTEMPT_TIMEOUT_MS", 20000, 10, 3600000, &c->attempt_timeout_ms},
-        {"AWS_API_TIMEOUT_MS", 90000, 10, 3600000, &c->request_timeout_ms},
-        {"AWS_IP_WAIT_TIMEOUT_MS", 120000, 0, 3600000, &c->ip_wait_ms},
-        {"AWS_IP_POLL_INTERVAL_MS", 2000, 1, 600000, &c->poll_ms},
-    };
-    for (size_t i = 0; i < PP_ARRAY_SIZE(nums); i++)
-        if ((r = pp_setting_u64(nums[i].name, nums[i].def, nums[i].min, nums[i].max, nums[i].dst,
-                                err)) < 0)
-            return r;
-    if ((r = pp_setting_u64("ROOT_VOLUME_SIZE", 30, 0, 65536, &u, err)) < 0)
-        return r;
-    c->root_volume_gib = (unsigned)u;
-    if ((r = pp_setting_u64("AWS_MAX_ATTEMPTS", 5, 1, 100, &u, err)) < 0)
-        return r;
-    c->max_attempts = (unsigned)u;
-    if ((r = pp_setting_u64("AWS_API_BURST", 20, 1, 100000, &u, err)) < 0)
-        return r;
-    c->burst = (unsigned)u;
-    if ((r = get_rate("AWS_API_RATE_LIMIT", 10, &c->rate, err)) < 0)
-        return r;
-
-    if ((r = endpoint("AWS_ENDPOINT_URL_EC2", "ec2", c->region, &c->ec2, err)) < 0 ||
-        (r = endpoint("AWS_ENDPOINT_URL_STS", "sts", c->region, &c->sts, err)) < 0 ||
-        (r = endpoint("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254/", NULL,
-                      &c->imds, err)) < 0)
+    if ((r = endpoint("AWS_ENDPOINT_URL_EC2", c->ec2_url, "ec2", c, &c->ec2, err)) < 0 ||
+        (r = endpoint("AWS_ENDPOINT_URL_STS", c->sts_url, "sts", c, &c->sts, err)) < 0 ||
+        (r = pp__aws_endpoint_parse("AWS_EC2_METADATA_SERVICE_ENDPOINT", c->imds_url, &c->imds,
+                                    err)) < 0)
         return r;
     return credentials(c, err);
 }
 
-static void free_secret(char **s)
+int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)
 {
-    if (*s != NULL) {
-        OPENSSL_cleanse(*s, strlen(*s));
-        free(*s);
-        *s = NULL;
-    }
+    memset(c, 0, sizeof(*c));
+    int r = pp_settings_load(&pp__aws_settings, c, 0, NULL, PP_SETTINGS_QUIET, err);
+    return r < 0 ? r : pp__aws_config_check(c, err);
 }
 
 void pp__aws_config_free(pp__aws_config_t *c)
@@ -387,10 +314,11 @@ void pp__aws_config_free(pp__aws_config_t *c)
     free(c->instance_types);
     free(c->sg_ids);
     free(c->tags);
-    free_secret(&c->access_key);
-    free_secret(&c->secret_key);
-    free_secret(&c->session_token);
     c->instance_types = NULL;
     c->sg_ids = NULL;
     c->tags = NULL;
+    c->ninstance_types = c->nsg_ids = c->ntags = 0;
+    OPENSSL_cleanse(c->access_key, sizeof(c->access_key));
+    OPENSSL_cleanse(c->secret_key, sizeof(c->secret_key));
+    OPENSSL_cleanse(c->session_token, sizeof(c->session_token));
 }

@@ -138,8 +138,12 @@ int pp__libvirt_domain_xml(const pp__libvirt_domain_t *d, pp_buf_t *out)
     xw_elem(&w, "name", d->name);
     xw_printf(&w, "<title>peer pod VM</title><metadata>");
     metadata(&w, d->node, d->sandbox_id);
-    xw_printf(&w, "</metadata><memory unit='MiB'>%u</memory><vcpu>%u</vcpu>", d->memory_mib,
-              d->vcpus);
+    xw_printf(&w, "</metadata><memory unit='MiB'>%u</memory>", d->memory_mib);
+    if (d->cpuset != NULL && d->cpuset[0] != '\0')
+        /* The setting is checked to hold digits, commas and dashes only. */
+        xw_printf(&w, "<vcpu placement='static' cpuset='%s'>%u</vcpu>", d->cpuset, d->vcpus);
+    else
+        xw_printf(&w, "<vcpu>%u</vcpu>", d->vcpus);
     if (d->snp)
         /* Guest memory the host may not read: no balloon, no shared pages
          * but the ones the guest shares. */

@@ -21,7 +21,7 @@
 #define UUID_LEN   VIR_UUID_STRING_BUFLEN
 
 typedef struct lv_s {
-    pp__libvirt_config_t cfg;
+    pp__libvirt_config_t cfg; /* first: the settings' offsets are into it */
     uv_mutex_t lock;
     virConnectPtr conn; /* guarded by lock; reopened when it dies */
     char type[8];       /* domain type: kvm, qemu or test */
@@ -341,7 +341,12 @@ static int create_volumes_and_domain(job_t *j, virConnectPtr c, virStoragePoolPt
 
     if ((r = step(lv, "root-volume", err)) < 0)
         goto out;
-    if ((r = pp__libvirt_volume_xml(root, info.capacity, "qcow2", bpath, bformat, &xml)) < 0) {
+    /* At least LIBVIRT_ROOT_DISK_SIZE, never smaller than the base (as
+     * upstream); the guest grows its file system into the rest. */
+    uint64_t capacity = lv->cfg.root_disk_gib << 30;
+    if (capacity < info.capacity)
+        capacity = info.capacity;
+    if ((r = pp__libvirt_volume_xml(root, capacity, "qcow2", bpath, bformat, &xml)) < 0) {
         pp_error_set(err, r, "volume `%s`: out of memory", root);
         goto out;
     }
@@ -383,6 +388,7 @@ static int create_volumes_and_domain(job_t *j, virConnectPtr c, virStoragePoolPt
         .node = j->node,
         .sandbox_id = j->inst.sandbox_id,
         .vcpus = j->vcpus,
+        .cpuset = lv->cfg.cpuset,
         .memory_mib = j->memory_mib,
         .pool = lv->cfg.pool,
         .root_vol = root,
@@ -816,15 +822,35 @@ static void domain_type(lv_t *lv)
     if (strcmp(lv->type, "qemu") == 0)
         PP_WARN(LOG, "`%s`: pod VMs run emulated (%s)", lv->cfg.uri,
                 lv->cfg.domain_type[0] != '\0' ? "LIBVIRT_DOMAIN_TYPE=qemu" : "no KVM offered");
-    else if (!lv->cfg.disable_cvm && lv->cfg.launch != PP_LIBVIRT_LAUNCH_NONE)
+    else if (!lv->cfg.disable_cvm &&
+             (lv->cfg.launch == PP_LIBVIRT_LAUNCH_AUTO || lv->cfg.launch == PP_LIBVIRT_LAUNCH_SNP))
         lv->snp = pp__libvirt_caps_have_snp(caps);
     free(caps);
+}
+
+/* s390x Protected Virtualization: recognised, refused where libvirt does
+ * not offer it, and refused where it does, since pod VMs are x86_64 here. */
+static int check_s390_pv(lv_t *lv, pp_error_t *err)
+{
+    char *caps = virConnectGetDomainCapabilities(lv->conn, NULL, "s390x", NULL, NULL, 0);
+    int have = caps != NULL && strstr(caps, "<s390-pv supported='yes'") != NULL;
+    free(caps);
+    if (!have)
+        return pp_error_set(err, -ENOTSUP,
+                            "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv` but `%s` offers no s390x "
+                            "Protected Virtualization (an IBM Z host with it is needed); unset it "
+                            "or set `none`",
+                            lv->cfg.uri);
+    return pp_error_set(err, -ENOTSUP,
+                        "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv`: `%s` offers it, but this "
+                        "provider makes x86_64 pod VMs only",
+                        lv->cfg.uri);
 }
 
 static int lv_init(pp_provider_t *p, pp_error_t *err)
 {
     lv_t *lv = p->state;
-    int r = pp__libvirt_config_load(&lv->cfg, err);
+    int r = pp__libvirt_config_check(&lv->cfg, err);
     if (r < 0)
         return r;
     if (virInitialize() < 0)
@@ -839,6 +865,12 @@ static int lv_init(pp_provider_t *p, pp_error_t *err)
         return r;
     }
     domain_type(lv);
+    if (lv->cfg.launch == PP_LIBVIRT_LAUNCH_S390_PV) {
+        r = check_s390_pv(lv, err);
+        virConnectClose(lv->conn);
+        uv_mutex_destroy(&lv->lock);
+        return r;
+    }
     if (lv->cfg.launch == PP_LIBVIRT_LAUNCH_SNP && !lv->snp) {
         r = pp_error_set(err, -ENOTSUP,
                          "environment variable `LIBVIRT_LAUNCH_SECURITY` is `sev-snp` but `%s` "
@@ -896,12 +928,14 @@ void pp__libvirt_set_hooks(pp_provider_t *p, const pp__libvirt_hooks_t *hooks)
 
 const struct pp_provider_ops pp_provider_libvirt_ops = {
     .name = "libvirt",
-    .caps = PP_PROVIDER_CAP_CVM | PP_PROVIDER_CAP_USER_DATA,
     .state_size = sizeof(lv_t),
     .user_data_max = 16u * 1024 * 1024,
+    .settings = &pp__libvirt_settings,
     .init = lv_init,
     .create_instance = lv_create,
     .delete_instance = lv_delete,
     .list_instances = lv_list,
     .fini = lv_fini,
 };
+
+_Static_assert(offsetof(lv_t, cfg) == 0, "the settings' offsets are into the config");

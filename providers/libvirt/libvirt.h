@@ -17,32 +17,51 @@
 
 #include "util/buf.h"
 #include "util/error.h"
+#include "util/settings.h"
 
 #define PP_LIBVIRT_NS     "urn:peerpod:podvm:1" /* the metadata element's namespace */
 #define PP_LIBVIRT_PREFIX "peerpod"
 #define PP_LIBVIRT_ROOT   "-root.qcow2"
 #define PP_LIBVIRT_CIDATA "-cidata.iso"
 
+/* LIBVIRT_LAUNCH_SECURITY's words, in this order. */
 enum pp__libvirt_launch {
-    PP_LIBVIRT_LAUNCH_AUTO = 0,
+    PP_LIBVIRT_LAUNCH_AUTO = 0, /* unset: SEV-SNP where the host has it */
     PP_LIBVIRT_LAUNCH_NONE,
-    PP_LIBVIRT_LAUNCH_SNP
+    PP_LIBVIRT_LAUNCH_SNP,
+    PP_LIBVIRT_LAUNCH_S390_PV, /* s390x Protected Virtualization */
 };
 
-/* Settings (config.c), upstream's names:
- *   LIBVIRT_URI (qemu:///system), LIBVIRT_POOL (default), LIBVIRT_NET
- *   (default), LIBVIRT_VOL_NAME (podvm-base.qcow2), LIBVIRT_CPU (2),
- *   LIBVIRT_MEMORY (MiB, 8192), LIBVIRT_EFI_FIRMWARE (empty: BIOS),
- *   LIBVIRT_LAUNCH_SECURITY (empty: SEV-SNP where the host has it; `none`;
- *   `sev-snp`), DISABLECVM (false)
+/* LIBVIRT_CPU_MODE's and LIBVIRT_DOMAIN_TYPE's words, in this order. */
+enum pp__libvirt_cpu_mode {
+    PP_LIBVIRT_CPU_HOST_MODEL,
+    PP_LIBVIRT_CPU_PASSTHROUGH,
+    PP_LIBVIRT_CPU_DEFAULT
+};
+enum pp__libvirt_domain_type { PP_LIBVIRT_TYPE_AUTO, PP_LIBVIRT_TYPE_KVM, PP_LIBVIRT_TYPE_QEMU };
+
+#define PP_LIBVIRT_ROOT_DISK_GIB 10 /* LIBVIRT_ROOT_DISK_SIZE's default, as upstream */
+
+/* Settings (config.c, pp__libvirt_settings), upstream's variables and flags:
+ *   LIBVIRT_URI -uri (qemu:///system), LIBVIRT_POOL -pool-name (default),
+ *   LIBVIRT_NET -network-name (default), LIBVIRT_VOL_NAME -vol-name
+ *   (podvm-base.qcow2), LIBVIRT_CPU -cpu (2), LIBVIRT_MEMORY -memory (MiB,
+ *   8192), LIBVIRT_CPUSET -cpuset (host CPUs the vCPUs run on, like 0-3,8),
+ *   LIBVIRT_ROOT_DISK_SIZE -root-disk-size (GiB, 10; the root volume is at
+ *   least this big, never smaller than its base), LIBVIRT_EFI_FIRMWARE
+ *   -firmware (empty: BIOS), LIBVIRT_LAUNCH_SECURITY -launch-security
+ *   (empty: SEV-SNP where the host has it; `none`; `sev-snp`; `s390-pv`,
+ *   refused on a host without it), DISABLECVM -disable-cvm (true, as
+ *   upstream's libvirt provider), -data-dir (accepted, no effect: config
+ *   drives are volumes in the pool)
  * and ours: LIBVIRT_CONSOLE_LOG_DIR (/var/log/libvirt/qemu), where each VM's
  * serial console is written; LIBVIRT_CPU_MODE (host-model; host-passthrough;
  * default, for the hypervisor's own model, where the host CPU cannot be
  * passed on, as under some nested hypervisors); LIBVIRT_DOMAIN_TYPE (kvm
  * where the host offers it, else qemu; or either by name: qemu emulates,
- * for hosts whose KVM cannot run an ordinary guest kernel); LIBVIRT_IP_TIMEOUT_MS (180000) and
- * LIBVIRT_IP_POLL_INTERVAL_MS (500), how long and how often to look for the
- * VM's DHCP lease. */
+ * for hosts whose KVM cannot run an ordinary guest kernel);
+ * LIBVIRT_IP_TIMEOUT_MS (180000) and LIBVIRT_IP_POLL_INTERVAL_MS (500), how
+ * long and how often to look for the VM's DHCP lease. */
 typedef struct pp__libvirt_config_s {
     char uri[512];
     char pool[128];
@@ -50,17 +69,30 @@ typedef struct pp__libvirt_config_s {
     char vol_name[256];
     unsigned vcpus;
     unsigned memory_mib;
+    char cpuset[256];
+    uint64_t root_disk_gib;
     char firmware[PATH_MAX];
-    enum pp__libvirt_launch launch;
+    int launch; /* enum pp__libvirt_launch */
     int disable_cvm;
     char console_dir[PATH_MAX];
-    char cpu_mode[32];   /* host-model, host-passthrough, or "" for the hypervisor's default */
-    char domain_type[8]; /* kvm, qemu, or "" for kvm where the host offers it */
+    int cpu_mode_word;    /* enum pp__libvirt_cpu_mode */
+    int domain_type_word; /* enum pp__libvirt_domain_type */
     uint64_t ip_timeout_ms;
     uint64_t ip_poll_ms;
+    /* Derived by pp__libvirt_config_check(). */
+    char cpu_mode[32];   /* host-model, host-passthrough, or "" for the hypervisor's default */
+    char domain_type[8]; /* kvm, qemu, or "" for kvm where the host offers it */
 } pp__libvirt_config_t;
 
+/* The table; its offsets are into pp__libvirt_config_t, which leads the
+ * provider's state. */
+extern const pp_settings_table_t pp__libvirt_settings;
+/* The rules across settings, and the derived fields. */
+int pp__libvirt_config_check(pp__libvirt_config_t *c, pp_error_t *err);
+/* The table from the environment, then the check (for tests). */
 int pp__libvirt_config_load(pp__libvirt_config_t *c, pp_error_t *err);
+/* Whether `s` is a CPU list like 0-3,8,10-12 (numbers ascending in each range). */
+int pp__libvirt_cpuset_valid(const char *s);
 
 /* What a domain is made of (domain.c). Strings are borrowed. */
 typedef struct pp__libvirt_domain_s {
@@ -69,6 +101,7 @@ typedef struct pp__libvirt_domain_s {
     const char *node;
     const char *sandbox_id;
     unsigned vcpus;
+    const char *cpuset; /* NULL or "": any host CPU */
     unsigned memory_mib;
     const char *pool;
     const char *root_vol;

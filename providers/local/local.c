@@ -1131,9 +1131,9 @@ static int local_delete(pp_provider_t *p, const char *id, pp_provider_delete_cb 
 
 const struct pp_provider_ops pp_provider_local_ops = {
     .name = "local",
-    .caps = PP_PROVIDER_CAP_USER_DATA,
     .state_size = sizeof(lp_state_t),
     .user_data_max = USER_DATA_MAX,
+    .settings = &pp__local_settings,
     .init = pp__local_init,
     .create_instance = local_create,
     .delete_instance = local_delete,

@@ -227,10 +227,16 @@ typedef struct pp__local_entry_s pp__local_entry_t; /* local.c: requests per ins
 /* pp_provider_t.state. Settings are fixed after init; the rest is touched on
  * the loop thread only. */
 typedef struct pp__local_state_s {
+    /* Settings (pp__local_settings), as given; init checks them. */
+    char subnet[32];          /* LOCAL_SUBNET */
+    char state_dir[PATH_MAX]; /* LOCAL_STATE_DIR, without trailing slashes after init */
+    char netns_dir[PATH_MAX]; /* LOCAL_NETNS_DIR, likewise */
+    char agent_cmd[1024];     /* LOCAL_AGENT_COMMAND */
+    char forwarder_cmd[1024]; /* LOCAL_FORWARDER_COMMAND */
+    char pud_cmd[1024];       /* LOCAL_PROCESS_USER_DATA_COMMAND */
+
     pp_provider_t *p;
-    char state_dir[PATH_MAX]; /* LOCAL_STATE_DIR */
-    char netns_dir[PATH_MAX]; /* LOCAL_NETNS_DIR */
-    pp__local_pool_t pool;    /* LOCAL_SUBNET */
+    pp__local_pool_t pool; /* LOCAL_SUBNET */
     pp__local_cmd_t agent, forwarder, pud;
     struct nl_sock *nl; /* in the node's namespace */
     pp__local_reaper_t *reaper;
@@ -239,6 +245,7 @@ typedef struct pp__local_state_s {
 } pp__local_state_t;
 
 /* setup.c: settings, start-up, list. */
+extern const pp_settings_table_t pp__local_settings;
 int pp__local_init(pp_provider_t *p, pp_error_t *err);
 void pp__local_fini(pp_provider_t *p);
 int pp__local_list(pp_provider_t *p, pp_provider_list_cb cb, void *data);

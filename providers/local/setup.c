@@ -1,6 +1,6 @@
 /* The local provider's settings, start-up and list.
  *
- * Settings, from the environment:
+ * Settings (the table below), from the environment:
  *   LOCAL_SUBNET          network cut into one /30 per pod VM (198.18.0.0/16)
  *   LOCAL_STATE_DIR       VM dirs (/run/peerpod/local)
  *   LOCAL_NETNS_DIR       namespace mounts (/run/netns)
@@ -117,35 +117,49 @@ int pp__local_list(pp_provider_t *p, pp_provider_list_cb cb, void *data)
 
 /* --- settings, start-up ----------------------------------------------------------- */
 
-static const char *env_or(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v != NULL && v[0] != '\0' ? v : def;
-}
+#define LP_SETTING(fld, env, def, help) PP_SETTING_STR(lp_state_t, fld, env, NULL, def, help)
 
-static int setting_dir(const char *name, const char *def, char *out, size_t cap, size_t room,
-                       pp_error_t *err)
+static const pp_setting_t local_items[] = {
+    LP_SETTING(subnet, "LOCAL_SUBNET", DEFAULT_SUBNET,
+               "IPv4 network cut into one /30 per pod VM (from /8 to /30)"),
+    LP_SETTING(state_dir, "LOCAL_STATE_DIR", DEFAULT_STATE_DIR,
+               "where each pod VM's directory is kept (absolute)"),
+    LP_SETTING(netns_dir, "LOCAL_NETNS_DIR", DEFAULT_NETNS_DIR,
+               "where the pod VMs' network namespaces are mounted (absolute)"),
+    LP_SETTING(agent_cmd, "LOCAL_AGENT_COMMAND", NULL,
+               "the kata agent's command line (default: pp-test-agent next to this program)"),
+    LP_SETTING(forwarder_cmd, "LOCAL_FORWARDER_COMMAND", NULL,
+               "the forwarder's command line (default: agent-protocol-forwarder next to this "
+               "program)"),
+    LP_SETTING(pud_cmd, "LOCAL_PROCESS_USER_DATA_COMMAND", NULL,
+               "process-user-data's command line (default: process-user-data next to this "
+               "program)"),
+};
+
+const pp_settings_table_t pp__local_settings = {"local provider", local_items,
+                                                PP_ARRAY_SIZE(local_items)};
+
+/* An absolute directory, trailing slashes dropped, with `room` bytes left
+ * below `cap` for the paths made under it. */
+static int check_dir(const char *name, char *dir, size_t cap, size_t room, pp_error_t *err)
 {
-    const char *v = env_or(name, def);
-    size_t n = strlen(v);
-    if (v[0] != '/')
-        return pp_error_set(err, -EINVAL, "`%s`: expected an absolute path, got `%s`", name, v);
+    size_t n = strlen(dir);
+    if (dir[0] != '/')
+        return pp_error_set(err, -EINVAL, "`%s`: expected an absolute path, got `%s`", name, dir);
     if (n + room >= cap)
         return pp_error_set(err, -ENAMETOOLONG,
                             "`%s`: `%s` is too long: paths under it must stay below %zu bytes",
-                            name, v, cap);
-    memcpy(out, v, n + 1);
-    while (n > 1 && out[n - 1] == '/')
-        out[--n] = '\0';
+                            name, dir, cap);
+    while (n > 1 && dir[n - 1] == '/')
+        dir[--n] = '\0';
     return 0;
 }
 
-static int setting_cmd(const char *name, const char *exe_dir, const char *def, pp__local_cmd_t *cmd,
-                       pp_error_t *err)
+static int setting_cmd(const char *name, const char *exe_dir, const char *line, const char *def,
+                       pp__local_cmd_t *cmd, pp_error_t *err)
 {
     cleanup_free char *fallback = NULL;
-    const char *line = getenv(name);
-    if (line == NULL || line[0] == '\0') {
+    if (line[0] == '\0') {
         if (asprintf(&fallback, "%s/%s", exe_dir, def) < 0)
             return pp_error_set(err, -ENOMEM, "out of memory");
         line = fallback;
@@ -166,20 +180,18 @@ static int setting_cmd(const char *name, const char *exe_dir, const char *def, p
 
 static int settings(lp_state_t *st, pp_error_t *err)
 {
-    const char *subnet = env_or("LOCAL_SUBNET", DEFAULT_SUBNET);
-    if (pp__local_pool_init(&st->pool, subnet) < 0)
+    if (pp__local_pool_init(&st->pool, st->subnet) < 0)
         return pp_error_set(err, -EINVAL,
                             "`LOCAL_SUBNET`: expected an IPv4 network from /8 to /%d with no "
                             "host bits set, like %s, got `%s`",
-                            PP_LOCAL_SLOT_PREFIX, DEFAULT_SUBNET, subnet);
+                            PP_LOCAL_SLOT_PREFIX, DEFAULT_SUBNET, st->subnet);
     /* Room for "/<name>/agent.sock", which must fit a unix socket address. */
     struct sockaddr_un sun;
     size_t room = 1 + PP_LOCAL_NAME_MAX + strlen("/agent.sock");
-    int rc = setting_dir("LOCAL_STATE_DIR", DEFAULT_STATE_DIR, st->state_dir, sizeof(sun.sun_path),
-                         room, err);
+    int rc = check_dir("LOCAL_STATE_DIR", st->state_dir, sizeof(sun.sun_path), room, err);
     if (rc == 0)
-        rc = setting_dir("LOCAL_NETNS_DIR", DEFAULT_NETNS_DIR, st->netns_dir, sizeof(st->netns_dir),
-                         1 + PP_LOCAL_NAME_MAX + 16, err);
+        rc = check_dir("LOCAL_NETNS_DIR", st->netns_dir, sizeof(st->netns_dir),
+                       1 + PP_LOCAL_NAME_MAX + 16, err);
     if (rc < 0)
         return rc;
 
@@ -192,13 +204,13 @@ static int settings(lp_state_t *st, pp_error_t *err)
     if (slash != NULL)
         *slash = '\0';
 
-    rc = setting_cmd("LOCAL_AGENT_COMMAND", exe, "pp-test-agent", &st->agent, err);
+    rc = setting_cmd("LOCAL_AGENT_COMMAND", exe, st->agent_cmd, "pp-test-agent", &st->agent, err);
     if (rc == 0)
-        rc = setting_cmd("LOCAL_FORWARDER_COMMAND", exe, "agent-protocol-forwarder", &st->forwarder,
-                         err);
+        rc = setting_cmd("LOCAL_FORWARDER_COMMAND", exe, st->forwarder_cmd,
+                         "agent-protocol-forwarder", &st->forwarder, err);
     if (rc == 0)
-        rc =
-            setting_cmd("LOCAL_PROCESS_USER_DATA_COMMAND", exe, "process-user-data", &st->pud, err);
+        rc = setting_cmd("LOCAL_PROCESS_USER_DATA_COMMAND", exe, st->pud_cmd, "process-user-data",
+                         &st->pud, err);
     return rc;
 }
 

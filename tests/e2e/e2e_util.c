@@ -165,6 +165,8 @@ void caa_restart(caa_t *c, const char *const *extra)
     snprintf(env[n++], 300, "LOCAL_AGENT_COMMAND=%s/agent.sh", c->dir);
     snprintf(env[n++], 300, "NODE_NAME=e2e-node");
     snprintf(env[n++], 300, "PROXY_TIMEOUT=30s");
+    /* Above upstream's default of 10: the tests run up to 50 pods at once. */
+    snprintf(env[n++], 300, "PEERPODS_LIMIT_PER_NODE=64");
     snprintf(env[n++], 300, "AUTH_JSON_FILE=%s/auth.json", c->dir);
     for (int i = 0; i < n; i++)
         envp[i] = env[i];

@@ -816,7 +816,7 @@ static void test_startup_errors(void **state)
          "CACERT_FILE: read `/nonexistent/ca.pem`"},
         {"TLS_CIPHER_SUITES=TLS_NOT_A_SUITE", "unknown cipher suite `TLS_NOT_A_SUITE`"},
         {"PP_MODULE_DIR=/nonexistent", "module `/nonexistent/pp-tls.so`"},
-        {"BUSY_POLL_US=200us", "`BUSY_POLL_US`: `200us` is not a number from 0 to 100000"},
+        {"BUSY_POLL_US=200us", "`BUSY_POLL_US`: `200us` is not a whole number from 0 to 100000"},
     };
     char out[4096];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -11,10 +11,13 @@ pp_module(pp-provider-broken SOURCES ${CMAKE_CURRENT_LIST_DIR}/modules/broken.c
 pp_module(pp-provider-impostor SOURCES ${CMAKE_CURRENT_LIST_DIR}/modules/impostor.c
           EXPORTS pp_provider_impostor_ops OUTPUT_DIRECTORY ${PP_TEST_MODULE_DIR})
 target_include_directories(pp-provider-impostor PRIVATE ${CMAKE_SOURCE_DIR})
+pp_module(pp-provider-misfit SOURCES ${CMAKE_CURRENT_LIST_DIR}/modules/misfit.c
+          EXPORTS pp_provider_misfit_ops OUTPUT_DIRECTORY ${PP_TEST_MODULE_DIR})
+target_include_directories(pp-provider-misfit PRIVATE ${CMAKE_SOURCE_DIR})
 add_library(pp-provider-foreign MODULE ${CMAKE_CURRENT_LIST_DIR}/modules/foreign.c)
 set_target_properties(pp-provider-foreign PROPERTIES PREFIX ""
                       LIBRARY_OUTPUT_DIRECTORY ${PP_TEST_MODULE_DIR})
-add_dependencies(test_provider_registry pp-provider-broken pp-provider-impostor
+add_dependencies(test_provider_registry pp-provider-broken pp-provider-impostor pp-provider-misfit
                  pp-provider-foreign pp_modules)
 set(aws 0)
 if(TARGET pp-provider-aws)

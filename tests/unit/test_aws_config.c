@@ -51,6 +51,7 @@ static const char *const all_vars[] = {
     "AWS_API_TIMEOUT_MS",
     "AWS_IP_WAIT_TIMEOUT_MS",
     "AWS_IP_POLL_INTERVAL_MS",
+    "AWS_PROFILE",
 };
 
 static int clean_env(void **state)
@@ -202,12 +203,12 @@ static void test_secrets_not_in_messages(void **state)
     uv_loop_init(&loop);
     pp_error_t err = {0};
     setenv("DISABLECVM", "sometimes", 1);
-    assert_true(pp_provider_new(&pp_provider_aws_ops, &loop, "n", &p, &err) < 0);
+    assert_true(pp_provider_new(&pp_provider_aws_ops, &loop, "n", 0, NULL, &p, &err) < 0);
     assert_null(strstr(err.message, "SECRETKEYVALUE"));
     assert_null(strstr(err.message, "SESSIONTOKENVALUE"));
     unsetenv("DISABLECVM");
     /* A good configuration makes a provider; closing it leaves nothing. */
-    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "n", &p, &err), 0);
+    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "n", 0, NULL, &p, &err), 0);
     assert_string_equal(p->ops->name, "aws");
     assert_int_equal(p->ops->user_data_max, 16384);
     /* AWS is a module, not built in. */
@@ -215,6 +216,108 @@ static void test_secrets_not_in_messages(void **state)
     pp_provider_free(p);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Upstream's flags (cloud-api-adaptor aws -aws-region ... ), which win over
+ * the variables, reach the provider through pp_provider_new(). */
+static void test_upstream_flags(void **state)
+{
+    (void)state;
+    setenv("PODVM_INSTANCE_TYPE", "c6a.large", 1);
+    setenv("AWS_SG_IDS", "", 1); /* empty: unset */
+    char *argv[] = {"-aws-region",
+                    "eu-central-1",
+                    "-imageid=ami-0fedcba9876543210",
+                    "-instance-type",
+                    "m6a.xlarge",
+                    "-securitygroupids",
+                    "sg-1,sg-2",
+                    "-subnetid",
+                    "subnet-9",
+                    "-keyname",
+                    "kp",
+                    "-use-public-ip",
+                    "-root-volume-size",
+                    "50",
+                    "-disable-cvm",
+                    "true",
+                    "-tags",
+                    "team=a,env=b",
+                    "-use-lt=false",
+                    "-aws-lt-name",
+                    "lt",
+                    "-instance-types",
+                    "m6a.large,m6a.xlarge",
+                    "-socket", /* the daemon's: skipped here */
+                    "/tmp/x.sock"};
+    int argc = (int)(sizeof(argv) / sizeof(argv[0]));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    pp_provider_t *p = NULL;
+    pp_error_t err = {0};
+    if (pp_provider_new(&pp_provider_aws_ops, &loop, "n", argc, argv, &p, &err) < 0)
+        fail_msg("%s", err.message);
+    const pp__aws_config_t *c = &((pp__aws_state_t *)p->state)->cfg;
+    assert_string_equal(c->region, "eu-central-1");
+    assert_string_equal(c->ec2.host, "ec2.eu-central-1.amazonaws.com");
+    assert_string_equal(c->image_id, "ami-0fedcba9876543210");
+    assert_string_equal(c->instance_type, "m6a.xlarge");
+    assert_int_equal(c->nsg_ids, 2);
+    assert_string_equal(c->sg_ids[1], "sg-2");
+    assert_string_equal(c->subnet_id, "subnet-9");
+    assert_string_equal(c->key_name, "kp");
+    assert_int_equal(c->use_public_ip, 1);
+    assert_int_equal(c->root_volume_gib, 50);
+    assert_int_equal(c->disable_cvm, 1);
+    assert_int_equal(c->ntags, 2);
+    assert_string_equal(c->tags[1].key, "env");
+    assert_int_equal(c->use_launch_template, 0);
+    assert_string_equal(c->launch_template, "lt");
+    assert_int_equal(c->ninstance_types, 2);
+    pp_provider_free(p);
+
+    /* A shared config profile is refused, as a flag or a variable. */
+    char *profile[] = {"-aws-profile", "dev"};
+    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "n", 2, profile, &p, &err),
+                     -ENOTSUP);
+    assert_non_null(strstr(err.message, "flag `-aws-profile`: `dev` is not supported"));
+    setenv("AWS_PROFILE", "dev", 1);
+    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "n", 0, NULL, &p, &err),
+                     -ENOTSUP);
+    assert_non_null(strstr(err.message, "environment variable `AWS_PROFILE`"));
+    unsetenv("AWS_PROFILE");
+    unsetenv("PODVM_INSTANCE_TYPE");
+    unsetenv("AWS_SG_IDS");
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* Empty variables are unset (upstream's rule), and AWS_DEFAULT_REGION
+ * stands in for AWS_REGION. */
+static void test_empty_is_unset(void **state)
+{
+    (void)state;
+    static const char *const empty[] = {
+        "PODVM_INSTANCE_TYPE", "ROOT_VOLUME_SIZE", "USE_PUBLIC_IP", "DISABLECVM", "TAGS",
+        "AWS_API_BURST",       "AWS_ACCESS_KEY_ID"};
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++)
+        setenv(empty[i], "", 1);
+    setenv("AWS_REGION", "", 1);
+    setenv("AWS_DEFAULT_REGION", "ap-south-1", 1);
+    pp__aws_config_t c;
+    pp_error_t err = {0};
+    if (pp__aws_config_load(&c, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_string_equal(c.region, "ap-south-1");
+    assert_string_equal(c.instance_type, "m6a.large");
+    assert_int_equal(c.root_volume_gib, 30);
+    assert_int_equal(c.burst, 20);
+    assert_int_equal(c.cred_mode, PP_AWS_CREDS_IMDS);
+    pp__aws_config_free(&c);
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++)
+        unsetenv(empty[i]);
+    unsetenv("AWS_DEFAULT_REGION");
+    setenv("AWS_REGION", "eu-west-1", 1);
 }
 
 static void test_instance_type_selection(void **state)
@@ -292,6 +395,8 @@ int main(void)
         cmocka_unit_test_setup(test_everything_set, clean_env),
         cmocka_unit_test_setup(test_errors_named, clean_env),
         cmocka_unit_test_setup(test_secrets_not_in_messages, clean_env),
+        cmocka_unit_test_setup(test_upstream_flags, clean_env),
+        cmocka_unit_test_setup(test_empty_is_unset, clean_env),
         cmocka_unit_test(test_instance_type_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

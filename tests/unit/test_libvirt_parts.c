@@ -109,6 +109,16 @@ static void test_domain_xml(void **state)
     assert_int_equal(seen.n, 2);
     assert_string_equal(seen.vol[0], "podvm-web-5b0c1d2e-root.qcow2");
     assert_string_equal(seen.vol[1], "podvm-web-5b0c1d2e-cidata.iso");
+    assert_string_equal(xpath(x, "count(/domain/vcpu/@cpuset)"), "0");
+
+    /* LIBVIRT_CPUSET pins the vCPUs. */
+    d.cpuset = "0-3,8";
+    b.len = 0;
+    assert_int_equal(pp__libvirt_domain_xml(&d, &b), 0);
+    x = (const char *)b.data;
+    assert_string_equal(xpath(x, "/domain/vcpu/@cpuset"), "0-3,8");
+    assert_string_equal(xpath(x, "/domain/vcpu/@placement"), "static");
+    assert_string_equal(xpath(x, "/domain/vcpu"), "3");
     pp_buf_free(&b);
 }
 
@@ -278,6 +288,10 @@ static const char *const vars[] = {
     "LIBVIRT_CONSOLE_LOG_DIR",
     "LIBVIRT_IP_TIMEOUT_MS",
     "LIBVIRT_IP_POLL_INTERVAL_MS",
+    "LIBVIRT_CPUSET",
+    "LIBVIRT_ROOT_DISK_SIZE",
+    "LIBVIRT_CPU_MODE",
+    "LIBVIRT_DOMAIN_TYPE",
 };
 
 static void test_config(void **state)
@@ -297,7 +311,11 @@ static void test_config(void **state)
     assert_string_equal(c.firmware, "");
     assert_string_equal(c.cpu_mode, "host-model");
     assert_int_equal(c.launch, PP_LIBVIRT_LAUNCH_AUTO);
-    assert_int_equal(c.disable_cvm, 0);
+    /* Upstream's libvirt provider launches no confidential VM unless told. */
+    assert_int_equal(c.disable_cvm, 1);
+    assert_string_equal(c.cpuset, "");
+    assert_int_equal(c.root_disk_gib, PP_LIBVIRT_ROOT_DISK_GIB);
+    assert_string_equal(c.domain_type, "");
 
     static const struct {
         const char *var, *value;
@@ -315,6 +333,12 @@ static void test_config(void **state)
         {"LIBVIRT_CONSOLE_LOG_DIR", "logs"},
         {"LIBVIRT_CPU_MODE", "custom"},
         {"LIBVIRT_DOMAIN_TYPE", "xen"},
+        {"LIBVIRT_CPUSET", "0-3,"},
+        {"LIBVIRT_CPUSET", "3-1"},
+        {"LIBVIRT_CPUSET", "a"},
+        {"LIBVIRT_CPUSET", ",1"},
+        {"LIBVIRT_ROOT_DISK_SIZE", "10G"},
+        {"LIBVIRT_ROOT_DISK_SIZE", "-1"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         setenv(bad[i].var, bad[i].value, 1);
@@ -325,11 +349,38 @@ static void test_config(void **state)
                      err.message);
         unsetenv(bad[i].var);
     }
-    setenv("DISABLECVM", "true", 1);
-    setenv("LIBVIRT_LAUNCH_SECURITY", "sev-snp", 1);
-    assert_int_equal(pp__libvirt_config_load(&c, &err), -EINVAL);
-    assert_non_null(strstr(err.message, "DISABLECVM"));
+    /* A confidential VM asked for while DISABLECVM is true, by default too. */
+    static const char *const cvm[] = {"sev-snp", "s390-pv"};
+    for (size_t i = 0; i < 2; i++) {
+        setenv("LIBVIRT_LAUNCH_SECURITY", cvm[i], 1);
+        assert_int_equal(pp__libvirt_config_load(&c, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "`DISABLECVM` is true"));
+        setenv("DISABLECVM", "f", 1);
+        assert_int_equal(pp__libvirt_config_load(&c, &err), 0);
+        unsetenv("DISABLECVM");
+    }
+    assert_int_equal(c.launch, PP_LIBVIRT_LAUNCH_S390_PV);
     unsetenv("LIBVIRT_LAUNCH_SECURITY");
+    /* Empty is unset; 0 is upstream's default size. */
+    setenv("LIBVIRT_CPUSET", "", 1);
+    setenv("LIBVIRT_ROOT_DISK_SIZE", "0", 1);
+    setenv("LIBVIRT_URI", "", 1);
+    assert_int_equal(pp__libvirt_config_load(&c, &err), 0);
+    assert_string_equal(c.cpuset, "");
+    assert_string_equal(c.uri, "qemu:///system");
+    assert_int_equal(c.root_disk_gib, 10);
+    setenv("LIBVIRT_CPUSET", "0-3,8,10-12", 1);
+    setenv("LIBVIRT_ROOT_DISK_SIZE", "40", 1);
+    setenv("LIBVIRT_DOMAIN_TYPE", "QEMU", 1);
+    assert_int_equal(pp__libvirt_config_load(&c, &err), 0);
+    assert_string_equal(c.cpuset, "0-3,8,10-12");
+    assert_int_equal(c.root_disk_gib, 40);
+    assert_string_equal(c.domain_type, "qemu");
+    unsetenv("LIBVIRT_CPUSET");
+    unsetenv("LIBVIRT_ROOT_DISK_SIZE");
+    unsetenv("LIBVIRT_URI");
+    unsetenv("LIBVIRT_DOMAIN_TYPE");
+    setenv("DISABLECVM", "true", 1);
     setenv("LIBVIRT_CPU", "4", 1);
     setenv("LIBVIRT_MEMORY", "2048", 1);
     assert_int_equal(pp__libvirt_config_load(&c, &err), 0);

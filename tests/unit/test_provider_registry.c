@@ -107,13 +107,15 @@ static void test_modules(void **state)
     assert_int_equal(pp_provider_load("libvirt", MODULE_DIR, &ops, &m, &err), 0);
     assert_non_null(m);
     assert_string_equal(ops->name, "libvirt");
-    assert_true(ops->caps & PP_PROVIDER_CAP_USER_DATA);
+    /* Its settings come with it, for -h and -list-settings. */
+    assert_non_null(ops->settings);
+    assert_non_null(pp_settings_find_env(ops->settings, "LIBVIRT_URI"));
     pp_module_close(m);
 #endif
     /* Not there, in another directory. */
     expect_load_error(
         "aws", TEST_MODULE_DIR, -ENOENT,
-        "available: local, broken, foreign, impostor (modules from `" TEST_MODULE_DIR);
+        "available: local, broken, foreign, impostor, misfit (modules from `" TEST_MODULE_DIR);
     expect_load_error("aws", "/nonexistent", -ENOENT,
                       "available: local (modules from `/nonexistent`)");
     /* Names that are no file names. */
@@ -127,6 +129,9 @@ static void test_modules(void **state)
                       "has no `pp_module_abi`: not a peerpod module");
     expect_load_error("impostor", TEST_MODULE_DIR, -ENOEXEC,
                       "`pp_provider_impostor_ops` is not the `impostor` provider's table");
+    /* A settings table that would write past the provider's state. */
+    expect_load_error("misfit", TEST_MODULE_DIR, -ENOEXEC,
+                      "`pp_provider_misfit_ops` is not the `misfit` provider's table");
 }
 
 /* A bad setting fails init, and the message names it. */
@@ -138,7 +143,7 @@ static void expect_setting_error(const char *var, const char *value, const char 
     setenv(var, value, 1);
     pp_provider_t *p = NULL;
     pp_error_t err = {0};
-    int rc = pp_provider_new(&pp_provider_local_ops, &loop, "node", &p, &err);
+    int rc = pp_provider_new(&pp_provider_local_ops, &loop, "node", 0, NULL, &p, &err);
     if (old != NULL)
         setenv(var, old, 1);
     else
@@ -213,7 +218,8 @@ static void test_calls_without_instances(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     pp_provider_t *p = NULL;
     pp_error_t err = {0};
-    assert_int_equal(pp_provider_new(pp_provider_find("local"), &loop, "node-a", &p, &err), 0);
+    assert_int_equal(pp_provider_new(pp_provider_find("local"), &loop, "node-a", 0, NULL, &p, &err),
+                     0);
     assert_string_equal(p->node_name, "node-a");
     assert_non_null(p->state);
 

@@ -8,10 +8,15 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "util/buf.h"
 #include "util/error.h"
 #include "util/grpc_codes.h"
+#include "util/notify.h"
 #include "util/pb.h"
 
 static void test_error_wrap(void **state)
@@ -93,13 +98,57 @@ static void test_pb_roundtrip(void **state)
     pp_buf_free(&b);
 }
 
+/* NOTIFY_SOCKET: a path or an abstract name gets one datagram; unset or
+ * empty sends nothing. */
+static void test_notify(void **state)
+{
+    (void)state;
+    unsetenv("NOTIFY_SOCKET");
+    assert_int_equal(pp_notify("READY=1"), 1);
+    setenv("NOTIFY_SOCKET", "", 1);
+    assert_int_equal(pp_notify("READY=1"), 1);
+    setenv("NOTIFY_SOCKET", "relative", 1);
+    assert_int_equal(pp_notify("READY=1"), -EINVAL);
+
+    char dir[] = "/tmp/pp-notify-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[108];
+    snprintf(path, sizeof(path), "%s/notify", dir);
+    char abstract[64];
+    snprintf(abstract, sizeof(abstract), "@pp-notify-test-%d", (int)getpid());
+    const char *names[] = {path, abstract};
+    for (int i = 0; i < 2; i++) {
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        size_t n = strlen(names[i]);
+        memcpy(sun.sun_path, names[i], n);
+        if (names[i][0] == '@')
+            sun.sun_path[0] = '\0';
+        assert_int_equal(bind(fd, (struct sockaddr *)&sun,
+                              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)),
+                         0);
+        setenv("NOTIFY_SOCKET", names[i], 1);
+        assert_int_equal(pp_notify("READY=1"), 0);
+        char buf[32] = {0};
+        assert_int_equal(recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT), 7);
+        assert_string_equal(buf, "READY=1");
+        close(fd);
+    }
+    /* Nobody listening: an error, never a wait. */
+    setenv("NOTIFY_SOCKET", path, 1);
+    assert_true(pp_notify("READY=1") < 0);
+    unlink(path);
+    rmdir(dir);
+    unsetenv("NOTIFY_SOCKET");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_error_wrap),
-        cmocka_unit_test(test_error_wrap_truncates),
-        cmocka_unit_test(test_buf_bounded),
-        cmocka_unit_test(test_pb_roundtrip),
+        cmocka_unit_test(test_error_wrap),  cmocka_unit_test(test_error_wrap_truncates),
+        cmocka_unit_test(test_buf_bounded), cmocka_unit_test(test_pb_roundtrip),
+        cmocka_unit_test(test_notify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,6 +189,7 @@ start_caa() {
     ip -n "$node" link set lo up
     ip netns exec "$node" env -u PP_AGENT_RECORD -u PP_AGENT_DELAY_MS -u PP_AGENT_FAIL_METHOD \
         CLOUD_PROVIDER=local \
+        PEERPODS_LIMIT_PER_NODE=0 \
         REMOTE_HYPERVISOR_ENDPOINT="$d/hv.sock" \
         PODS_DIR="$d/pods" \
         LOCAL_STATE_DIR="$d/vms" \

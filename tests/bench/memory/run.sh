@@ -211,6 +211,7 @@ start_daemon() {
     # shellcheck disable=SC2086 # PP_BENCH_CAA_WRAP is a command line
     ip netns exec "$ns" env -u PP_AGENT_RECORD -u PP_AGENT_DELAY_MS -u PP_AGENT_FAIL_METHOD \
         CLOUD_PROVIDER=local \
+        PEERPODS_LIMIT_PER_NODE=0 \
         REMOTE_HYPERVISOR_ENDPOINT="$d/hv.sock" \
         PODS_DIR="$d/pods" \
         LOCAL_STATE_DIR="$d/vms" \

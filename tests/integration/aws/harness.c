@@ -186,7 +186,7 @@ pp_provider_t *provider(void)
 {
     pp_provider_t *p = NULL;
     pp_error_t err = {0};
-    int rc = pp_provider_new(&pp_provider_aws_ops, &loop, NODE, &p, &err);
+    int rc = pp_provider_new(&pp_provider_aws_ops, &loop, NODE, 0, NULL, &p, &err);
     if (rc < 0)
         fail_msg("provider: %s", err.message);
     return p;

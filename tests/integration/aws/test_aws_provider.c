@@ -81,7 +81,8 @@ static void test_lifecycle(void **state)
     /* Another node's provider does not list it. */
     pp_provider_t *other = NULL;
     pp_error_t err = {0};
-    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "node-b", &other, &err), 0);
+    assert_int_equal(pp_provider_new(&pp_provider_aws_ops, &loop, "node-b", 0, NULL, &other, &err),
+                     0);
     res_t lo = list(other);
     assert_int_equal(lo.n, 0);
     free(lo.list);

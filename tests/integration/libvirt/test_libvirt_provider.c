@@ -88,6 +88,10 @@ static void env_defaults(void)
     unsetenv("DISABLECVM");
     setenv("LIBVIRT_IP_POLL_INTERVAL_MS", "10", 1);
     setenv("LIBVIRT_IP_TIMEOUT_MS", "2000", 1);
+    /* The test driver's pool holds a few dozen GiB: root volumes of
+     * upstream's default 10 GiB would not fit test_many_at_once. */
+    setenv("LIBVIRT_ROOT_DISK_SIZE", "1", 1);
+    unsetenv("LIBVIRT_CPUSET");
 }
 
 static int setup(void **state)
@@ -126,7 +130,7 @@ static pp_provider_t *provider(void)
 {
     pp_provider_t *p = NULL;
     pp_error_t err;
-    if (pp_provider_new(&pp_provider_libvirt_ops, &loop, NODE, &p, &err) < 0)
+    if (pp_provider_new(&pp_provider_libvirt_ops, &loop, NODE, 0, NULL, &p, &err) < 0)
         fail_msg("provider: %s", err.message);
     pp__libvirt_hooks_t h = {.step = hook_step, .upload = hook_upload};
     free(hk.iso);
@@ -314,10 +318,12 @@ static void test_lifecycle(void **state)
     free(md);
     virDomainFree(d);
 
-    /* Its volumes: the root one backed by the base, and the config drive. */
+    /* Its volumes: the root one backed by the base, never smaller than it
+     * (2 GiB, over LIBVIRT_ROOT_DISK_SIZE=1), and the config drive. */
     char *x = vol_xml("podvm-web-11111111-root.qcow2");
     assert_non_null(x);
     assert_non_null(strstr(x, "<backingStore>"));
+    assert_non_null(strstr(x, "<capacity unit='bytes'>2147483648</capacity>"));
     assert_non_null(strstr(x, "/default-pool/" BASE));
     free(x);
     x = vol_xml("podvm-web-11111111-cidata.iso");
@@ -374,7 +380,8 @@ static void test_list_other_nodes(void **state)
     /* The same libvirt, another node: it sees none of ours. */
     pp_provider_t *q = NULL;
     pp_error_t err;
-    assert_int_equal(pp_provider_new(&pp_provider_libvirt_ops, &loop, "worker-8", &q, &err), 0);
+    assert_int_equal(
+        pp_provider_new(&pp_provider_libvirt_ops, &loop, "worker-8", 0, NULL, &q, &err), 0);
     assert_int_equal(list(q).n, 0);
     provider_free(q);
     p = provider();
@@ -483,18 +490,58 @@ static void test_many_at_once(void **state)
     provider_free(p);
 }
 
-static void expect_init_error(const char *var, const char *value, const char *named)
+/* LIBVIRT_ROOT_DISK_SIZE grows the root volume past its base, and
+ * LIBVIRT_CPUSET pins the vCPUs. */
+static void test_root_disk_and_cpuset(void **state)
+{
+    (void)state;
+    setenv("LIBVIRT_ROOT_DISK_SIZE", "3", 1);
+    setenv("LIBVIRT_CPUSET", "0-1,3", 1);
+    pp_provider_t *p = provider();
+    result_t r = create(p, "podvm-big-33333333", "33333333cccc");
+    if (r.status != 0)
+        fail_msg("create: %s", r.message);
+    char *x = vol_xml("podvm-big-33333333-root.qcow2");
+    assert_non_null(x);
+    assert_non_null(strstr(x, "<capacity unit='bytes'>3221225472</capacity>"));
+    free(x);
+    virDomainPtr d = virDomainLookupByUUIDString(conn, r.inst.id);
+    assert_non_null(d);
+    x = virDomainGetXMLDesc(d, 0);
+    assert_non_null(x);
+    if (strstr(x, "cpuset='0-1,3'") == NULL)
+        fail_msg("no cpuset in %s", x);
+    free(x);
+    virDomainFree(d);
+    result_t del = delete (p, r.inst.id);
+    assert_int_equal(del.status, 0);
+    nothing_left("podvm-big-33333333");
+    provider_free(p);
+    env_defaults();
+    setenv("LIBVIRT_POOL", "default-pool", 1);
+}
+
+/* `extra`, "NAME=value" or NULL, is set too. */
+static void expect_init_error_with(const char *extra, const char *var, const char *value,
+                                   const char *named)
 {
     env_defaults();
     setenv("LIBVIRT_POOL", "default-pool", 1);
+    if (extra != NULL)
+        putenv((char *)extra);
     setenv(var, value, 1);
     pp_provider_t *p = NULL;
     pp_error_t err;
     pp_error_clear(&err);
-    assert_true(pp_provider_new(&pp_provider_libvirt_ops, &loop, NODE, &p, &err) < 0);
+    assert_true(pp_provider_new(&pp_provider_libvirt_ops, &loop, NODE, 0, NULL, &p, &err) < 0);
     assert_null(p);
     if (strstr(err.message, named) == NULL)
         fail_msg("%s=%s: `%s` does not name `%s`", var, value, err.message, named);
+}
+
+static void expect_init_error(const char *var, const char *value, const char *named)
+{
+    expect_init_error_with(NULL, var, value, named);
 }
 
 static void test_bad_settings(void **state)
@@ -505,8 +552,15 @@ static void test_bad_settings(void **state)
     expect_init_error("LIBVIRT_POOL", "no-such-pool", "LIBVIRT_POOL");
     expect_init_error("LIBVIRT_NET", "no-such-net", "LIBVIRT_NET");
     expect_init_error("LIBVIRT_CPU", "lots", "LIBVIRT_CPU");
-    /* The test driver cannot launch SEV-SNP guests. */
-    expect_init_error("LIBVIRT_LAUNCH_SECURITY", "sev-snp", "LIBVIRT_LAUNCH_SECURITY");
+    /* Confidential VMs the test driver cannot launch, asked for with
+     * DISABLECVM=false (true is the libvirt provider's default). */
+    expect_init_error_with("DISABLECVM=false", "LIBVIRT_LAUNCH_SECURITY", "sev-snp",
+                           "cannot launch SEV-SNP guests");
+    expect_init_error_with("DISABLECVM=false", "LIBVIRT_LAUNCH_SECURITY", "s390-pv",
+                           "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv` but `test:///default` offers "
+                           "no s390x Protected Virtualization");
+    expect_init_error("LIBVIRT_LAUNCH_SECURITY", "s390-pv", "`DISABLECVM` is true");
+    expect_init_error("LIBVIRT_CPUSET", "0-", "LIBVIRT_CPUSET");
     env_defaults();
     setenv("LIBVIRT_POOL", "default-pool", 1);
 
@@ -530,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_no_lease_times_out),
         cmocka_unit_test(test_delete_fails_at_each_step),
         cmocka_unit_test(test_many_at_once),
+        cmocka_unit_test(test_root_disk_and_cpuset),
         cmocka_unit_test(test_bad_settings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -80,7 +80,7 @@ static pp_provider_t *new_provider(uv_loop_t *loop)
 {
     pp_provider_t *p = NULL;
     pp_error_t err = {0};
-    if (pp_provider_new(pp_provider_find("local"), loop, NODE, &p, &err) < 0)
+    if (pp_provider_new(pp_provider_find("local"), loop, NODE, 0, NULL, &p, &err) < 0)
         fail_msg("provider: %s", err.message);
     return p;
 }
