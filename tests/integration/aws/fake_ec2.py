@@ -15,37 +15,35 @@ go pending -> running, shutting-down -> terminated; RunInstances'
 ClientToken returns the instance the token made, whatever its state, and a
 token reused with other parameters is IdempotentParameterMismatch.
 
-Faults on demand (POST /_fake/config): a share of requests answered with
-throttling, 500s, 503s, dropped connections, timeouts (the action is done,
-the answer comes too late), a RunInstances that makes the instance and
-answers 500, or capacity errors.
-
-Control: POST /_fake/config (JSON, merged), POST /_fake/reset, GET
-/_fake/report, GET /_fake/user-data?sandbox=ID (the raw user data of that
-sandbox's newest live instance, 404 if none). The report counts requests, faults, signature and
-credential failures, live and created instances, sandboxes that ever had
-two instances, and the highest request rate seen.
+Faults and control are the conformance suite's (tests/conformance/README.md,
+fakelib.py): a share of requests, or the n-th, answered with throttling
+(RequestLimitExceeded; with Retry-After as a 429), 500s, 503s, dropped
+connections before or after the action is done, timeouts (done, the answer
+comes too late), a rejection (UnauthorizedOperation), and for RunInstances
+an instance made with a 500 answer (create_error) or capacity errors. EC2's
+own report keys: signature and credential failures, refused parameters,
+live and created instances, the last RunInstances parameters.
 
 Run: fake_ec2.py [--port-file F] [-- command args...]; with a command, the
-fake serves while it runs, with FAKE_EC2_URL in its environment, and exits
-with its status.
+fake serves while it runs, with FAKE_URL (and FAKE_EC2_URL), the static
+keys, and the provider's settings for the conformance suite in its
+environment, and exits with its status.
 """
-import argparse
 import base64
 import datetime
 import json
 import os
-import random
 import re
 import secrets
-import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "conformance"))
+import fakelib  # noqa: E402
 
 try:
     import botocore.exceptions
@@ -82,27 +80,16 @@ LAUNCH_TEMPLATES = {"kata": ("ami-0123456789abcdef0", "m6a.large")}
 FILTERS = {"tag-key", "instance-state-name", "client-token", "instance-id"}
 
 DEFAULTS = {
-    "fault_rate": 0.0,
-    "fault_kinds": {"throttle": 1, "internal": 1, "unavailable": 1, "drop": 1, "timeout": 1,
-                    "create_error": 1, "capacity": 1},
-    "fault_actions": None,     # None = every EC2 action
-    "timeout_s": 1.0,          # how late a "timeout" answer comes
-    "seed": 1,
+    "fault_kinds": {"throttle": 1, "internal": 1, "unavailable": 1, "drop": 1, "drop_after": 1,
+                    "timeout": 1, "create_error": 1, "capacity": 1},
     "ip_delay": 0,             # describes before the private address shows
     "consistency_delay": 0,    # describes of a new id answered NotFound
     "capacity_types": [],      # types that always lack capacity
     "instance_limit": 0,       # live instances allowed, 0 = no limit
-    "sts_ttl": 3600,
-    "imds_ttl": 3600,
-    "private_ip": "",          # one address for every instance (a test's loopback)
-    "expect_rate": 0.0,        # for the report's rate check
-    "expect_burst": 0,
-    # Arrival is stamped when a handler thread has read the request: a stall
-    # of this fake (the GIL, a loaded machine) delays the stamps of requests
-    # that came in meanwhile and packs them closer. The check allows a stall
-    # this long; a client without a limit still overshoots by far.
-    "expect_lag_s": 0.05,
+    "sts_ttl": None,           # lifetimes of issued credentials (None: token_ttl)
+    "imds_ttl": None,
 }
+CREATE_ONLY = ("create_error", "capacity")
 
 MODEL = botocore.session.get_session().get_service_model("ec2")
 
@@ -203,22 +190,16 @@ def convert(key, value, shape):
     raise Fault(400, "UnknownParameter", f"The parameter {key} is not recognized")
 
 
-class State:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.reset()
+class State(fakelib.FakeState):
+    DEFAULTS = DEFAULTS
 
     def reset(self):
-        self.cfg = json.loads(json.dumps(DEFAULTS))
-        self.rng = random.Random(self.cfg["seed"])
+        super().reset()
         self.instances = {}       # id -> dict
         self.tokens = {}          # client token -> (id, fingerprint)
         self.sandboxes = {}       # sandbox tag -> [ids]
         self.creds = {STATIC_AK: (STATIC_SK, None, None)}
         self.imds_tokens = {}
-        self.times = []           # arrival of every API request (monotonic)
-        self.counts = {}
-        self.faults = {}
         self.sig_failures = []
         self.auth_failures = 0
         self.param_failures = []
@@ -227,50 +208,48 @@ class State:
         self.imds_calls = 0
         self.created = 0
 
-    def configure(self, upd):
-        for k, v in upd.items():
-            if k not in DEFAULTS:
-                raise ValueError(f"unknown setting {k}")
-            self.cfg[k] = v
-        if "seed" in upd:
-            self.rng = random.Random(upd["seed"])
+    def fault_applies(self, kind, action):
+        return action == "RunInstances" or kind not in CREATE_ONLY
+
+    def ttl(self, key):
+        v = self.cfg[key]
+        return self.cfg["token_ttl"] if v is None else v
+
+    def expire_all(self):
+        now = time.time()
+        for ak, (sk, tok, exp) in list(self.creds.items()):
+            if exp is not None:
+                self.creds[ak] = (sk, tok, now - 1)
+
+    def missing_id(self):
+        while True:
+            iid = new_id()
+            if iid not in self.instances:
+                return iid
+
+    def user_data(self, sb):
+        found = [i for i in self.instances.values()
+                 if i["tags"].get("peerpod/sandbox-id") == sb
+                 and i["state"] in ("pending", "running")]
+        return found[-1]["user_data_raw"] if found else None
 
     def report(self):
+        rep = super().report()
         alive = [i for i in self.instances.values()
                  if i["state"] not in ("terminated", "shutting-down")]
         dup = {s: ids for s, ids in self.sandboxes.items() if len(set(ids)) > 1}
-        times = self.times
-        max1s, j = 0, 0
-        for i in range(len(times)):
-            while times[i] - times[j] >= 1.0:
-                j += 1
-            max1s = max(max1s, i - j + 1)
-        excess = 0.0
-        rate, burst = self.cfg["expect_rate"], self.cfg["expect_burst"]
-        lag = self.cfg["expect_lag_s"]
-        if rate > 0:
-            # Any stretch i..j may hold at most burst + rate * (span + lag)
-            # (+1 for the jitter between the client's clock and ours).
-            n = len(times)
-            for a in range(n):
-                for b in range(a + 1, min(n, a + int(burst + rate * 2) + 50)):
-                    over = (b - a + 1) - (burst + rate * (times[b] - times[a] + lag) + 1)
-                    excess = max(excess, over)
-        return {
-            "requests": len(times),
-            "counts": self.counts,
-            "faults": self.faults,
-            "faults_total": sum(self.faults.values()),
+        rep.update({
             "signature_failures": len(self.sig_failures),
             "signature_failure_reasons": self.sig_failures[:5],
             "auth_failures": self.auth_failures,
             "param_failures": self.param_failures[:10],
             "created": self.created,
+            # EC2 deletes an instance's network interface and root volume
+            # with it: instances are the resources that can leak here.
+            "alive_resources": {"vms": len(alive)},
             "alive": [{"id": i["id"], "state": i["state"], "tags": i["tags"]} for i in alive],
             "alive_count": len(alive),
             "duplicates": dup,
-            "max_rate_1s": max1s,
-            "rate_excess": excess,
             "sts_calls": self.sts_calls,
             # The fake's own secrets, so that a test can look for them in logs.
             "secrets": [v for sk, tok, _ in self.creds.values() for v in (sk, tok) if v],
@@ -281,7 +260,8 @@ class State:
                                     "public_ip": i["public_ip"], "client_token": i["token"],
                                     "volume": i["volume"]}
                           for i in list(self.instances.values())[-50:]},
-        }
+        })
+        return rep
 
 
 STATE = State()
@@ -319,114 +299,92 @@ def describe_step(i):
         i["state"] = "terminated"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.ControlHandler):
     server_version = "FakeEC2/1.0"
+    STATE = STATE
 
-    def log_message(self, fmt, *args):
-        pass
-
-    def reply(self, status, body, ctype="text/xml;charset=UTF-8"):
-        data = body.encode() if isinstance(body, str) else body
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+    def reply(self, status, body, ctype="text/xml;charset=UTF-8", headers=None):
+        super().reply(status, body, ctype, headers)
 
     def body(self):
-        n = int(self.headers.get("Content-Length", "0"))
-        if n > 1 << 20:
+        raw = self.read_body()
+        if raw is None:
             raise Fault(413, "RequestEntityTooLarge", "too large")
-        return self.rfile.read(n)
+        return raw
+
+    def fault_answer(self, kind):
+        xml = "text/xml;charset=UTF-8"
+        if kind == "throttle":
+            return 503, {}, error_xml("RequestLimitExceeded", "Request limit exceeded."), xml
+        if kind == "throttle_retry_after":
+            return (429, {"Retry-After": str(STATE.cfg["retry_after_s"])},
+                    error_xml("RequestLimitExceeded", "Request limit exceeded."), xml)
+        if kind == "unavailable":
+            return 503, {}, error_xml("Unavailable", "The server is overloaded"), xml
+        if kind == "reject":
+            return (403, {}, error_xml("UnauthorizedOperation",
+                                       "You are not authorized to perform this operation."), xml)
+        if kind == "capacity":
+            return (500, {}, error_xml("InsufficientInstanceCapacity",
+                                       "We currently do not have sufficient capacity in the "
+                                       "Availability Zone you requested."), xml)
+        return 500, {}, error_xml("InternalError", "An internal error has occurred"), xml
 
     # --- control and IMDS ------------------------------------------------------
 
     def do_GET(self):
-        if self.path == "/_fake/report":
-            with STATE.lock:
-                self.reply(200, json.dumps(STATE.report()), "application/json")
-            return
-        if self.path.startswith("/_fake/user-data?"):
-            # The user data, as sent, of the newest live instance of a
-            # sandbox (?sandbox=ID): what a pod VM would read. 404 if none.
-            q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-            sb = q.get("sandbox", [""])[0]
-            with STATE.lock:
-                found = [i for i in STATE.instances.values()
-                         if i["tags"].get("peerpod/sandbox-id") == sb
-                         and i["state"] in ("pending", "running")]
-                if found:
-                    self.reply(200, found[-1]["user_data_raw"], "application/octet-stream")
-                else:
-                    self.reply(404, "")
-            return
-        self.imds("GET")
+        if not self.control():
+            self.imds("GET")
 
     def do_PUT(self):
         self.imds("PUT")
 
     def imds(self, method):
+        raw = self.read_body() or b""
         with STATE.lock:
-            STATE.times.append(time.monotonic())
+            fault = STATE.arrive("IMDS", ("IMDS", method, self.path))
             STATE.imds_calls += 1
+        self.serve_api(fault, ("IMDS", method, self.path), lambda: self.imds_answer(method, raw))
+
+    def imds_answer(self, method, raw):
+        text = "text/plain"
+        with STATE.lock:
             if method == "PUT" and self.path == "/latest/api/token":
-                self.body()
                 ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
                 if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
-                    self.reply(400, "")
-                    return
+                    return 400, {}, "", text
                 tok = secrets.token_urlsafe(32)
                 STATE.imds_tokens[tok] = time.time() + int(ttl)
-                self.reply(200, tok, "text/plain")
-                return
+                return 200, {}, tok, text
             tok = self.headers.get("X-aws-ec2-metadata-token", "")
             if STATE.imds_tokens.get(tok, 0) < time.time():
-                self.reply(401, "")
-                return
+                return 401, {}, "", text
             base = "/latest/meta-data/iam/security-credentials/"
             if self.path == base:
-                self.reply(200, ROLE + "\n", "text/plain")
-            elif self.path == base + ROLE:
+                return 200, {}, ROLE + "\n", text
+            if self.path == base + ROLE:
                 ak = "ASIAIMDS" + secrets.token_hex(6).upper()
                 sk, st = secrets.token_urlsafe(30), secrets.token_urlsafe(60)
-                exp = time.time() + STATE.cfg["imds_ttl"]
+                exp = time.time() + STATE.ttl("imds_ttl")
                 STATE.creds[ak] = (sk, st, exp)
-                self.reply(200, json.dumps({"Code": "Success", "LastUpdated": now_iso(time.time()),
+                STATE.tokens_issued += 1
+                return 200, {}, json.dumps({"Code": "Success",
+                                            "LastUpdated": now_iso(time.time()),
                                             "Type": "AWS-HMAC", "AccessKeyId": ak,
                                             "SecretAccessKey": sk, "Token": st,
-                                            "Expiration": now_iso(exp)}), "text/plain")
-            else:
-                self.reply(404, "")
+                                            "Expiration": now_iso(exp)}), text
+            return 404, {}, "", text
 
     # --- the API -----------------------------------------------------------------
 
     def do_POST(self):
-        if self.path.startswith("/_fake/"):
-            raw = self.body()
-            with STATE.lock:
-                try:
-                    if self.path == "/_fake/reset":
-                        STATE.reset()
-                    elif self.path == "/_fake/config":
-                        STATE.configure(json.loads(raw or b"{}"))
-                    else:
-                        self.reply(404, "")
-                        return
-                except ValueError as e:
-                    self.reply(400, json.dumps({"error": str(e)}), "application/json")
-                    return
-            self.reply(200, "{}", "application/json")
+        if self.control():
             return
         try:
             raw = self.body()
         except Fault as f:
             self.reply(f.status, error_xml(f.code, f.message))
             return
-        arrival = time.monotonic()
         if self.headers.get("Content-Type", "").split(";")[0].strip() != \
                 "application/x-www-form-urlencoded":
             self.reply(400, error_xml("InvalidParameterValue", "bad Content-Type"))
@@ -440,10 +398,9 @@ class Handler(BaseHTTPRequestHandler):
         action = params.pop("Action", "")
         version = params.pop("Version", "")
         with STATE.lock:
-            STATE.times.append(arrival)
-            STATE.counts[action] = STATE.counts.get(action, 0) + 1
+            fault = STATE.arrive(action, raw)
         if action == "AssumeRoleWithWebIdentity":
-            self.sts(params, version)
+            self.serve_api(fault, raw, lambda: self.sts(params, version))
             return
         try:
             self.check_signature(raw)
@@ -468,9 +425,21 @@ class Handler(BaseHTTPRequestHandler):
                 if f.code in ("UnknownParameter", "InvalidParameterValue", "InvalidAction",
                               "MissingParameter"):
                     STATE.param_failures.append(f"{action}: {f.message}")
+                    STATE.refuse(f"{action}: {f.message}")
             self.reply(f.status, error_xml(f.code, f.message))
             return
-        self.dispatch(action, handler, shaped)
+
+        def apply():
+            try:
+                with STATE.lock:
+                    body = handler(shaped)
+                status = 200
+            except Fault as f:
+                status, body = f.status, error_xml(f.code, f.message)
+            if fault == "create_error":
+                status, body = 500, error_xml("InternalError", "An internal error has occurred")
+            return status, {}, body, "text/xml;charset=UTF-8"
+        self.serve_api(fault, raw, apply)
 
     def check_signature(self, raw):
         auth = self.headers.get("Authorization", "")
@@ -482,8 +451,12 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 if code == "SignatureDoesNotMatch" or code == "IncompleteSignature":
                     STATE.sig_failures.append(why)
+                    STATE.refuse(why)
+                elif code == "ExpiredToken":
+                    STATE.expired_rejections += 1
                 else:
                     STATE.auth_failures += 1
+                    STATE.refuse(why)
             raise Fault(status, code, why)
 
         if not m:
@@ -535,65 +508,25 @@ class Handler(BaseHTTPRequestHandler):
                 not params.get("RoleArn", "").startswith("arn:aws:iam::") or
                 not re.fullmatch(r"[\w+=,.@-]{2,64}", params.get("RoleSessionName", "")) or
                 set(params) != {"RoleArn", "RoleSessionName", "WebIdentityToken"}):
-            self.reply(400, f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type>'
+            return (400, {}, f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type>'
                             f'<Code>InvalidIdentityToken</Code><Message>bad request</Message>'
-                            f'</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>')
-            return
+                            f'</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>',
+                    "text/xml")
         ak = "ASIASTS" + secrets.token_hex(6).upper()
         sk, tok = secrets.token_urlsafe(30), secrets.token_urlsafe(80)
-        exp = time.time() + STATE.cfg["sts_ttl"]
+        exp = time.time() + STATE.ttl("sts_ttl")
         with STATE.lock:
             STATE.creds[ak] = (sk, tok, exp)
-        self.reply(200, f'<AssumeRoleWithWebIdentityResponse xmlns="{STS_NS}">'
+            STATE.tokens_issued += 1
+        return (200, {}, f'<AssumeRoleWithWebIdentityResponse xmlns="{STS_NS}">'
                         f'<AssumeRoleWithWebIdentityResult><Credentials>'
                         f'<AccessKeyId>{ak}</AccessKeyId><SecretAccessKey>{sk}</SecretAccessKey>'
                         f'<SessionToken>{tok}</SessionToken><Expiration>{now_iso(exp)}'
                         f'</Expiration></Credentials><SubjectFromWebIdentityToken>system:sa'
                         f'</SubjectFromWebIdentityToken></AssumeRoleWithWebIdentityResult>'
                         f'<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>'
-                        f'</ResponseMetadata></AssumeRoleWithWebIdentityResponse>')
+                        f'</ResponseMetadata></AssumeRoleWithWebIdentityResponse>', "text/xml")
 
-    def dispatch(self, action, handler, p):
-        with STATE.lock:
-            cfg = STATE.cfg
-            fault = None
-            acts = cfg["fault_actions"]
-            if cfg["fault_rate"] > 0 and (acts is None or action in acts) and \
-                    STATE.rng.random() < cfg["fault_rate"]:
-                kinds = {k: w for k, w in cfg["fault_kinds"].items()
-                         if action == "RunInstances" or k not in ("create_error", "capacity")}
-                if kinds:
-                    fault = STATE.rng.choices(list(kinds), weights=list(kinds.values()))[0]
-                    STATE.faults[fault] = STATE.faults.get(fault, 0) + 1
-        if fault == "throttle":
-            self.reply(503, error_xml("RequestLimitExceeded", "Request limit exceeded."))
-            return
-        if fault == "internal":
-            self.reply(500, error_xml("InternalError", "An internal error has occurred"))
-            return
-        if fault == "unavailable":
-            self.reply(503, error_xml("Unavailable", "The server is overloaded"))
-            return
-        if fault == "capacity":
-            self.reply(500, error_xml("InsufficientInstanceCapacity",
-                                      "We currently do not have sufficient capacity in the "
-                                      "Availability Zone you requested."))
-            return
-        if fault == "drop":
-            self.close_connection = True
-            return
-        try:
-            with STATE.lock:
-                body = handler(p)
-            status = 200
-        except Fault as f:
-            status, body = f.status, error_xml(f.code, f.message)
-        if fault == "timeout":
-            time.sleep(cfg["timeout_s"])
-            self.close_connection = True
-        if fault == "create_error":
-            status, body = 500, error_xml("InternalError", "An internal error has occurred")
-        self.reply(status, body)
 
 
 def new_id():
@@ -832,31 +765,35 @@ ACTIONS = {
 }
 
 
+RATE, BURST = 150, 30
+
+
+def provider_env(url):
+    """The AWS provider's settings against this fake, for the conformance
+    suite (None: unset): credentials from the instance role (IMDS), so that
+    they expire and are refreshed; short backoffs; the rate limit above.
+    Tests of their own (test_aws_provider.c, caa_aws.sh) set theirs."""
+    env = {k: None for k in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_STS",
+        "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "PODVM_INSTANCE_TYPES", "USE_PUBLIC_IP",
+        "DISABLECVM", "SSH_KP_NAME", "USE_PODVM_LAUNCHTEMPLATE", "PODVM_LAUNCHTEMPLATE_NAME")}
+    env.update({
+        "FAKE_EC2_URL": url, "FAKE_EC2_ACCESS_KEY": STATIC_AK, "FAKE_EC2_SECRET_KEY": STATIC_SK,
+        "FAKE_EC2_WEB_IDENTITY_TOKEN": WEB_IDENTITY_TOKEN,
+        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": url,
+        "PODVM_AMI_ID": "ami-0123456789abcdef0", "PODVM_INSTANCE_TYPE": "m6a.large",
+        "AWS_SUBNET_ID": "subnet-0123456789abcdef0", "TAGS": "team=peer-pods,env=ci",
+        "AWS_RETRY_BASE_DELAY_MS": "5", "AWS_RETRY_MAX_DELAY_MS": "40", "AWS_MAX_ATTEMPTS": "8",
+        "AWS_API_ATTEMPT_TIMEOUT_MS": "400", "AWS_API_TIMEOUT_MS": "15000",
+        "AWS_IP_POLL_INTERVAL_MS": "20", "AWS_IP_WAIT_TIMEOUT_MS": "5000",
+        "AWS_API_RATE_LIMIT": str(RATE), "AWS_API_BURST": str(BURST)})
+    return env
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port-file")
-    ap.add_argument("command", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.request_queue_size = 256
-    port = srv.server_address[1]
-    if a.port_file:
-        with open(a.port_file + ".tmp", "w") as f:
-            f.write(str(port))
-        os.rename(a.port_file + ".tmp", a.port_file)
-    cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
-    if not cmd:
-        srv.serve_forever()
-        return 0
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    env = dict(os.environ, FAKE_EC2_URL=f"http://127.0.0.1:{port}",
-               FAKE_EC2_ACCESS_KEY=STATIC_AK, FAKE_EC2_SECRET_KEY=STATIC_SK,
-               FAKE_EC2_WEB_IDENTITY_TOKEN=WEB_IDENTITY_TOKEN)
-    rc = subprocess.call(cmd, env=env)
-    srv.shutdown()
-    return rc
+    return fakelib.main(STATE, Handler, provider_env, RATE, BURST)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "harness.h"
+#include "aws_harness.h"
 #include "util/grpc_codes.h"
 
 /* --- scenarios ------------------------------------------------------------------------------ */

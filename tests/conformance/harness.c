@@ -1,23 +1,25 @@
-/* Helpers shared by the AWS provider's tests against the fake EC2: the
- * loop, the fake's control API, the provider's settings, and synchronous
- * wrappers around create, delete and list. */
+/* Helpers shared by the tests of a provider against its fake cloud: the
+ * loop, the fake's control API, and synchronous wrappers around create,
+ * delete and list. */
 #include "harness.h"
 
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "util/grpc_codes.h"
+
 uv_loop_t loop;
 const char *fake_url;
-pp_http_t *ctl;
+static pp_http_t *ctl;
 
 /* --- running the loop ------------------------------------------------------------ */
 
@@ -119,74 +121,39 @@ long long rnum(json_t *rep, const char *key)
     return json_is_integer(v) ? json_integer_value(v) : (long long)json_number_value(v);
 }
 
-/* The server side's verdict that every scenario must keep. */
-void assert_clean(json_t *rep)
+long long alive_total(json_t *rep)
 {
-    if (rnum(rep, "signature_failures") != 0 || rnum(rep, "auth_failures") != 0 ||
-        json_array_size(json_object_get(rep, "param_failures")) != 0) {
-        char *s = json_dumps(rep, JSON_COMPACT);
-        fail_msg("the fake refused requests: %.2000s", s);
+    json_t *alive = json_object_get(rep, "alive_resources");
+    assert_true(json_is_object(alive));
+    long long n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(alive, k, v)
+    {
+        n += json_integer_value(v);
     }
-    assert_int_equal(json_object_size(json_object_get(rep, "duplicates")), 0);
+    return n;
+}
+
+char *rdump(json_t *rep, const char *key)
+{
+    return json_dumps(json_object_get(rep, key), JSON_COMPACT);
+}
+
+int harness_reset(void **state)
+{
+    (void)state;
+    json_decref(fake("POST", "/_fake/reset", NULL));
+    return 0;
 }
 
 /* --- the provider ---------------------------------------------------------------------- */
 
-void base_env(void)
-{
-    static const char *const unset[] = {
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_ENDPOINT_URL_STS",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_SESSION_TOKEN",
-        "PODVM_INSTANCE_TYPES",
-        "USE_PUBLIC_IP",
-        "DISABLECVM",
-        "USE_PODVM_LAUNCHTEMPLATE",
-        "PODVM_LAUNCHTEMPLATE_NAME",
-        "SSH_KP_NAME",
-        "AWS_DEFAULT_REGION",
-        "AWS_CA_BUNDLE",
-    };
-    for (size_t i = 0; i < sizeof(unset) / sizeof(unset[0]); i++)
-        unsetenv(unset[i]);
-    static char rate[16], burst[16];
-    snprintf(rate, sizeof(rate), "%d", RATE);
-    snprintf(burst, sizeof(burst), "%d", BURST);
-    const char *set[][2] = {
-        {"AWS_REGION", "us-east-1"},
-        {"AWS_ENDPOINT_URL", fake_url},
-        {"AWS_EC2_METADATA_SERVICE_ENDPOINT", fake_url},
-        {"AWS_ACCESS_KEY_ID", getenv("FAKE_EC2_ACCESS_KEY")},
-        {"AWS_SECRET_ACCESS_KEY", getenv("FAKE_EC2_SECRET_KEY")},
-        {"PODVM_AMI_ID", AMI},
-        {"PODVM_INSTANCE_TYPE", "m6a.large"},
-        {"AWS_SUBNET_ID", "subnet-0123456789abcdef0"},
-        {"AWS_SG_IDS", "sg-0aaaaaaaaaaaaaaaa, sg-0bbbbbbbbbbbbbbbb"},
-        {"TAGS", "team=peer-pods,env=ci"},
-        {"ROOT_VOLUME_SIZE", "30"},
-        {"AWS_RETRY_BASE_DELAY_MS", "5"},
-        {"AWS_RETRY_MAX_DELAY_MS", "40"},
-        {"AWS_MAX_ATTEMPTS", "8"},
-        {"AWS_API_ATTEMPT_TIMEOUT_MS", "400"},
-        {"AWS_API_TIMEOUT_MS", "15000"},
-        {"AWS_IP_POLL_INTERVAL_MS", "20"},
-        {"AWS_IP_WAIT_TIMEOUT_MS", "5000"},
-        {"AWS_API_RATE_LIMIT", rate},
-        {"AWS_API_BURST", burst},
-    };
-    for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++) {
-        assert_non_null(set[i][1]);
-        setenv(set[i][0], set[i][1], 1);
-    }
-}
-
-pp_provider_t *provider(void)
+pp_provider_t *provider_of(const struct pp_provider_ops *ops, const char *node)
 {
     pp_provider_t *p = NULL;
     pp_error_t err = {0};
-    int rc = pp_provider_new(&pp_provider_aws_ops, &loop, NODE, 0, NULL, &p, &err);
+    int rc = pp_provider_new(ops, &loop, node, 0, NULL, &p, &err);
     if (rc < 0)
         fail_msg("provider: %s", err.message);
     return p;
@@ -275,42 +242,13 @@ res_t list(pp_provider_t *p)
     return r;
 }
 
-json_t *last_run(json_t *rep)
-{
-    json_t *runs = json_object_get(rep, "runs");
-    assert_true(json_array_size(runs) > 0);
-    return json_array_get(runs, json_array_size(runs) - 1);
-}
-
-const char *tag_of(json_t *run, const char *key)
-{
-    json_t *specs = json_object_get(run, "TagSpecifications");
-    json_t *tags = json_object_get(json_array_get(specs, 0), "Tags");
-    size_t i;
-    json_t *t;
-    json_array_foreach(tags, i, t)
-    {
-        if (strcmp(json_string_value(json_object_get(t, "Key")), key) == 0)
-            return json_string_value(json_object_get(t, "Value"));
-    }
-    return NULL;
-}
-
-int harness_setup(void **state)
-{
-    (void)state;
-    json_decref(fake("POST", "/_fake/reset", NULL));
-    base_env();
-    return 0;
-}
-
 int harness_init(const char *log_level)
 {
     /* As in the daemons: a peer that hangs up is an error, not a signal. */
     signal(SIGPIPE, SIG_IGN);
-    fake_url = getenv("FAKE_EC2_URL");
+    fake_url = getenv("FAKE_URL");
     if (fake_url == NULL) {
-        fprintf(stderr, "run me under tests/integration/aws/fake_ec2.py\n");
+        fprintf(stderr, "run me under a fake cloud (tests/conformance/README.md)\n");
         return 77;
     }
     setenv("PP_LOG_LEVEL", log_level, 1);

@@ -1,8 +1,10 @@
-/* Shared by the AWS provider's tests against the fake EC2 (fake_ec2.py,
- * which starts them with FAKE_EC2_URL set). Every wait runs the loop with a
- * guard timer and fails the test when it fires. */
-#ifndef PP_TEST_AWS_HARNESS_H
-#define PP_TEST_AWS_HARNESS_H
+/* What the tests of a provider against its fake cloud share: the loop, the
+ * fake's control API (tests/conformance/README.md) and synchronous
+ * wrappers around create, delete and list. The fake starts the test with
+ * FAKE_URL set. Every wait runs the loop with a guard timer and fails the
+ * test when it fires. */
+#ifndef PP_TEST_CONFORMANCE_HARNESS_H
+#define PP_TEST_CONFORMANCE_HARNESS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -10,26 +12,21 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "providers/aws/aws.h"
 #include "providers/http/http.h"
 #include "providers/provider.h"
 
-#define AMI   "ami-0123456789abcdef0"
-#define NODE  "node-a"
-#define UD    "#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n  content: '{}'\n"
-#define RATE  150
-#define BURST 30
+#define NODE "node-a"
+#define UD   "#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n  content: '{}'\n"
 
 extern uv_loop_t loop;
 extern const char *fake_url;
-extern pp_http_t *ctl;
 
-/* Reads FAKE_EC2_URL, sets PP_LOG_LEVEL, makes the loop and the control
- * client; 77 when not run under the fake. */
+/* Reads FAKE_URL, sets PP_LOG_LEVEL, makes the loop and the control
+ * client; 77 when not run under a fake. */
 int harness_init(const char *log_level);
 void harness_fini(void);
-/* cmocka setup: resets the fake and the provider's environment. */
-int harness_setup(void **state);
+/* cmocka setup: resets the fake. */
+int harness_reset(void **state);
 
 void run_until(int *flag, uint64_t ms);
 void sleep_ms(uint64_t ms);
@@ -39,15 +36,10 @@ json_t *fake(const char *method, const char *path, const char *json);
 void fake_config(const char *json);
 json_t *report(void);
 long long rnum(json_t *rep, const char *key);
-/* No refused signature, credential or parameter; no sandbox with two VMs. */
-void assert_clean(json_t *rep);
-json_t *last_run(json_t *rep);
-const char *tag_of(json_t *run, const char *key);
-
-/* Settings for the provider against the fake, with short backoffs. */
-void base_env(void);
-pp_provider_t *provider(void);
-void provider_free(pp_provider_t *p);
+/* The resources alive in the fake (VMs, NICs, disks, addresses), summed. */
+long long alive_total(json_t *rep);
+/* A JSON dump of `key` of the report, for messages (free()). */
+char *rdump(json_t *rep, const char *key);
 
 typedef struct res_s {
     int done, status, grpc;
@@ -64,5 +56,8 @@ pp_instance_spec_t spec_for(const char *sid, char *name, size_t nlen);
 res_t create(pp_provider_t *p, const pp_instance_spec_t *spec);
 res_t destroy(pp_provider_t *p, const char *id);
 res_t list(pp_provider_t *p);
+
+pp_provider_t *provider_of(const struct pp_provider_ops *ops, const char *node);
+void provider_free(pp_provider_t *p);
 
 #endif
