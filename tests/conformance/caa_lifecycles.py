@@ -92,6 +92,7 @@ def main():
         env = dict(os.environ, CLOUD_PROVIDER=provider, REMOTE_HYPERVISOR_ENDPOINT=hv,
                    PODS_DIR=os.path.join(work, "pods"), NODE_NAME="node-caa",
                    FORWARDER_PORT=str(port), DISABLE_TLS="true", PROXY_TIMEOUT="10s",
+                   PEERPODS_LIMIT_PER_NODE="0",
                    PP_LOG_LEVEL="info")
         for k in ("HTTPS_PROXY", "https_proxy", "http_proxy"):
             env.pop(k, None)
