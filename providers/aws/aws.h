@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "providers/http/http.h"
+#include "providers/http/token.h"
 #include "providers/instance_type.h"
 #include "providers/provider.h"
 #include "util/buf.h"
@@ -210,20 +211,16 @@ typedef struct pp__aws_waiter_s {
 typedef struct pp__aws_creds_s {
     enum pp__aws_cred_mode mode;
     char *access_key, *secret_key, *session_token;
-    time_t expiration; /* 0 = never */
-    time_t refresh_at;
-    int refreshing;
-    pp__aws_waiter_t *waiters;
+    time_t expiration; /* of the keys just fetched */
+    pp_token_cache_t cache;
     char imds_token[256];
     uint64_t imds_token_until_ms;
     char imds_role[256];
-    unsigned fetches; /* for tests */
 } pp__aws_creds_t;
 
 /* 1: the credentials are fresh, `cb` will not be called. 0: a refresh runs
- * and `w->cb` fires once with its result. `w` is the caller's, linked until
- * then. */
-int pp__aws_creds_ensure(pp__aws_state_t *st, pp__aws_waiter_t *w);
+ * and `w->cb` fires once with its result (providers/http/token.h). */
+int pp__aws_creds_ensure(pp__aws_state_t *st, pp_token_waiter_t *w);
 /* After an answer that says the credentials expired: fetch new ones next. */
 void pp__aws_creds_invalidate(pp__aws_state_t *st);
 void pp__aws_creds_clear(pp__aws_creds_t *c);

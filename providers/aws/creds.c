@@ -18,11 +18,10 @@
 #include "util/grpc_codes.h"
 #include "util/log.h"
 
-#define COMP             "aws"
-#define REFRESH_MARGIN_S 300
-#define TOKEN_FILE_MAX   16384
-#define IMDS_TOKEN_LIFE  (21600ULL * 1000 - 60000) /* ms we use a 6 h token for */
-#define IMDS_CREDS_PATH  "/latest/meta-data/iam/security-credentials/"
+#define COMP            "aws"
+#define TOKEN_FILE_MAX  16384
+#define IMDS_TOKEN_LIFE (21600ULL * 1000 - 60000) /* ms we use a 6 h token for */
+#define IMDS_CREDS_PATH "/latest/meta-data/iam/security-credentials/"
 
 static void wipe(char **s)
 {
@@ -44,22 +43,13 @@ void pp__aws_creds_clear(pp__aws_creds_t *c)
 
 void pp__aws_creds_invalidate(pp__aws_state_t *st)
 {
-    st->creds.refresh_at = 0;
-    st->creds.expiration = 1;
+    pp_token_cache_invalidate(&st->creds.cache);
 }
 
 /* Wakes every waiter with the refresh's result. */
 static void finish(pp__aws_state_t *st, int status, const pp_error_t *err)
 {
-    pp__aws_creds_t *c = &st->creds;
-    pp__aws_waiter_t *w = c->waiters;
-    c->waiters = NULL;
-    c->refreshing = 0;
-    while (w != NULL) {
-        pp__aws_waiter_t *next = w->next;
-        w->cb(status, err, w->data);
-        w = next;
-    }
+    pp_token_cache_done(&st->creds.cache, status, st->creds.expiration, err);
 }
 
 static void install(pp__aws_state_t *st, pp__aws_sts_creds_t *n)
@@ -74,11 +64,8 @@ static void install(pp__aws_state_t *st, pp__aws_sts_creds_t *n)
     c->expiration = n->expiration;
     n->access_key = n->secret_key = n->session_token = NULL;
     time_t now = time(NULL);
-    time_t life = c->expiration > now ? c->expiration - now : 0;
-    time_t margin = life / 2 < REFRESH_MARGIN_S ? life / 2 : REFRESH_MARGIN_S;
-    c->refresh_at = c->expiration - margin;
-    c->fetches++;
-    PP_DEBUG(COMP, "credentials refreshed; valid for %lld s", (long long)life);
+    PP_DEBUG(COMP, "credentials refreshed; valid for %lld s",
+             (long long)(c->expiration > now ? c->expiration - now : 0));
 }
 
 static void fail(pp__aws_state_t *st, int status, pp_error_t *e, const char *what)
@@ -312,22 +299,19 @@ static int imds_step(pp__aws_state_t *st)
 
 /* --- entry point ------------------------------------------------------------------ */
 
-int pp__aws_creds_ensure(pp__aws_state_t *st, pp__aws_waiter_t *w)
+static int creds_fetch(pp_token_cache_t *cache, void *arg)
+{
+    pp__aws_state_t *st = arg;
+    (void)cache;
+    return st->creds.mode == PP_AWS_CREDS_WEB_IDENTITY ? refresh_web_identity(st) : imds_step(st);
+}
+
+int pp__aws_creds_ensure(pp__aws_state_t *st, pp_token_waiter_t *w)
 {
     pp__aws_creds_t *c = &st->creds;
     if (c->mode == PP_AWS_CREDS_STATIC)
         return c->access_key != NULL ? 1 : -EACCES;
-    if (c->access_key != NULL && time(NULL) < c->refresh_at)
-        return 1;
-    w->next = c->waiters;
-    c->waiters = w;
-    if (c->refreshing)
-        return 0;
-    int r = c->mode == PP_AWS_CREDS_WEB_IDENTITY ? refresh_web_identity(st) : imds_step(st);
-    if (r < 0) {
-        c->waiters = w->next;
-        return r;
-    }
-    c->refreshing = 1;
-    return 0;
+    if (c->cache.fetch == NULL)
+        pp_token_cache_init(&c->cache, creds_fetch, st);
+    return pp_token_cache_ensure(&c->cache, w);
 }

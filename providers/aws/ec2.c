@@ -27,7 +27,7 @@ struct pp__aws_call_s {
     char token[256];
     pp__aws_call_cb cb;
     void *data;
-    pp__aws_waiter_t w;
+    pp_token_waiter_t w;
     int auth_retried;
 };
 

@@ -1,5 +1,5 @@
 /* The HTTP client's pure parts: full-jitter backoff, Retry-After, the token
- * bucket, and the CURLcode table. */
+ * bucket, the CURLcode table, and the credential cache. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
 
 #include "providers/http/http.h"
+#include "providers/http/token.h"
 
 static void test_backoff(void **state)
 {
@@ -117,13 +119,86 @@ static void test_curl_errors(void **state)
     assert_int_equal(retry, 0);
 }
 
+typedef struct fetch_log_s {
+    int started;
+    int fail_sync;
+} fetch_log_t;
+
+static int count_fetch(pp_token_cache_t *c, void *arg)
+{
+    fetch_log_t *l = arg;
+    (void)c;
+    if (l->fail_sync)
+        return -EIO;
+    l->started++;
+    return 0;
+}
+
+static void waiter_done(int status, const pp_error_t *err, void *data)
+{
+    int *got = data;
+    *got = status < 0 ? status : 1;
+    (void)err;
+}
+
+static void test_token_cache(void **state)
+{
+    (void)state;
+    /* Refresh five minutes early, or halfway through a short life. */
+    assert_int_equal(pp__token_refresh_at(1000, 0), 0);
+    assert_int_equal(pp__token_refresh_at(1000, 1000 + 3600), 1000 + 3600 - 300);
+    assert_int_equal(pp__token_refresh_at(1000, 1000 + 60), 1000 + 30);
+    assert_int_equal(pp__token_refresh_at(1000, 900), 900);
+
+    fetch_log_t log = {0};
+    pp_token_cache_t c;
+    pp_token_cache_init(&c, count_fetch, &log);
+    pp_token_waiter_t w1 = {.cb = waiter_done}, w2 = {.cb = waiter_done}, w3 = {.cb = waiter_done};
+    int g1 = 0, g2 = 0, g3 = 0;
+    w1.data = &g1;
+    w2.data = &g2;
+    w3.data = &g3;
+    /* Two callers, one fetch; both woken by its end. */
+    assert_int_equal(pp_token_cache_ensure(&c, &w1), 0);
+    assert_int_equal(pp_token_cache_ensure(&c, &w2), 0);
+    assert_int_equal(log.started, 1);
+    pp_token_cache_done(&c, 0, time(NULL) + 3600, NULL);
+    assert_int_equal(g1, 1);
+    assert_int_equal(g2, 1);
+    assert_int_equal(c.fetches, 1);
+    /* Fresh: no fetch, no callback. */
+    assert_int_equal(pp_token_cache_ensure(&c, &w3), 1);
+    assert_int_equal(log.started, 1);
+    /* Invalidated: fetched again; a failed fetch is reported to the waiter. */
+    pp_token_cache_invalidate(&c);
+    assert_int_equal(pp_token_cache_ensure(&c, &w3), 0);
+    assert_int_equal(log.started, 2);
+    pp_error_t e;
+    pp_error_set(&e, -EACCES, "refused");
+    pp_token_cache_done(&c, -EACCES, 0, &e);
+    assert_int_equal(g3, -EACCES);
+    assert_int_equal(c.fetches, 1);
+    /* Expired: refreshed. */
+    pp_token_cache_done(&c, 0, time(NULL) - 1, NULL);
+    g1 = 0;
+    assert_int_equal(pp_token_cache_ensure(&c, &w1), 0);
+    assert_int_equal(log.started, 3);
+    /* A fetch that cannot start leaves no waiter behind. */
+    log.fail_sync = 1;
+    pp_token_cache_done(&c, -EIO, 0, &e);
+    assert_int_equal(g1, -EIO);
+    pp_token_cache_invalidate(&c);
+    assert_int_equal(pp_token_cache_ensure(&c, &w2), -EIO);
+    assert_null(c.waiters);
+    assert_int_equal(c.fetching, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_bucket),
-        cmocka_unit_test(test_curl_errors),
+        cmocka_unit_test(test_backoff),     cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_bucket),      cmocka_unit_test(test_curl_errors),
+        cmocka_unit_test(test_token_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
