@@ -66,7 +66,7 @@ struct pp_http_req_s {
     pp_http_cb cb;
     void *data;
 
-    uint64_t start_ms, deadline_ms;
+    uint64_t start_ms, deadline_ms, attempt_timeout_ms;
     unsigned attempt;
     pp_buf_t rbody, rhdr;
     int body_capped, hdr_capped;
@@ -542,8 +542,8 @@ static void start_attempt(pp_http_req_t *req)
         }
     }
     uint64_t attempt_ms = req->deadline_ms - now;
-    if (attempt_ms > h->cfg.attempt_timeout_ms)
-        attempt_ms = h->cfg.attempt_timeout_ms;
+    if (attempt_ms > req->attempt_timeout_ms)
+        attempt_ms = req->attempt_timeout_ms;
     pp_buf_free(&req->rbody);
     pp_buf_free(&req->rhdr);
     pp_buf_init(&req->rbody, h->cfg.max_response + 1);
@@ -901,6 +901,8 @@ int pp_http_send(pp_http_t *h, const pp_http_request_t *r, pp_http_cb cb, void *
     req->data = data;
     req->start_ms = now_ms();
     req->deadline_ms = req->start_ms + (r->timeout_ms ? r->timeout_ms : h->cfg.timeout_ms);
+    req->attempt_timeout_ms =
+        r->attempt_timeout_ms ? r->attempt_timeout_ms : h->cfg.attempt_timeout_ms;
     pp_buf_init(&req->rbody, h->cfg.max_response + 1);
     pp_buf_init(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
     req->next = h->reqs;

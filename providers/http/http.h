@@ -96,8 +96,10 @@ typedef struct pp_http_request_s {
     const char *const *headers; /* "Name: value" strings, NULL-terminated; copied */
     const void *body;           /* copied */
     size_t body_len;
-    uint64_t timeout_ms; /* deadline of this request; 0 = the client's */
-    unsigned flags;      /* PP_HTTP_* */
+    uint64_t timeout_ms;         /* deadline of this request; 0 = the client's */
+    uint64_t attempt_timeout_ms; /* of each attempt; 0 = the client's (a call the server
+                                  * holds on purpose, such as a long poll, needs more) */
+    unsigned flags;              /* PP_HTTP_* */
     pp_http_sign_cb sign;
     void *sign_arg;
 } pp_http_request_t;
