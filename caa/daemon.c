@@ -1,19 +1,19 @@
 /* Daemon lifetime: start-up, signals, graceful shutdown. */
+#include "daemon.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include "caa.h"
-#include "daemon.h"
-#include "state.h"
-#include "tls/lazy.h"
+#include "hypervisor.h"
+#include "lifecycle.h"
+#include "recover.h"
+#include "sandbox.h"
+#include "tlsmod.h"
 #include "util/log.h"
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -88,58 +88,6 @@ static void net_start(caa_daemon_t *d)
     d->net_ready = 1;
 }
 
-/* The per-node CA and the client side of the forwarder link. */
-static int tls_init(caa_daemon_t *d, pp_error_t *err)
-{
-    const caa_config_t *c = &d->cfg;
-    int r = pp_tls_lazy_load(c->module_dir, err);
-    if (r < 0)
-        return r;
-    pp_ca_opts_t o = {
-        .dir = c->ca_dir,
-        .cacert_file = c->ca_cert_file[0] ? c->ca_cert_file : NULL,
-        .cert_file = c->cert_file[0] ? c->cert_file : NULL,
-        .key_file = c->cert_key[0] ? c->cert_key : NULL,
-    };
-    pp_ca_t *ca = NULL;
-    pp_tls_ctx_t *tls = NULL;
-    r = pp_ca_load_or_create(&o, &ca, err);
-    if (r < 0)
-        return pp_error_wrap(err, "certificate authority");
-    const char *cert, *key;
-    r = pp_ca_client_identity(ca, "cloud-api-adaptor", &cert, &key, err);
-    if (r < 0) {
-        pp_ca_free(ca);
-        return pp_error_wrap(err, "client certificate");
-    }
-    pp_tls_config_t tc = {
-        .cert_pem = cert,
-        .key_pem = key,
-        .ca_pem = pp_ca_cert_pem(ca),
-        .min_version = c->tls_min_version,
-        .cipher_suites = c->tls_cipher_suites[0] ? c->tls_cipher_suites : NULL,
-        .skip_verify = c->tls_skip_verify,
-    };
-    r = pp_tls_ctx_new(PP_TLS_CLIENT, &tc, &tls, err);
-    if (r < 0) {
-        pp_ca_free(ca);
-        return pp_error_wrap(err, "TLS");
-    }
-    d->ca = ca;
-    d->tls = tls;
-    return 0;
-}
-
-int caa_tls_ready(caa_daemon_t *d, pp_error_t *err)
-{
-    if (d->cfg.disable_tls || d->tls != NULL)
-        return 0;
-    int r = tls_init(d, err);
-    if (r == 0)
-        PP_INFO("caa", "TLS to the forwarders ready (module `%s` loaded)", PP_TLS_MODULE_FILE);
-    return r;
-}
-
 /* Whether PODS_DIR holds pods from before (dot names are the daemon's own). */
 static int has_pods(const caa_daemon_t *d)
 {
@@ -152,67 +100,6 @@ static int has_pods(const caa_daemon_t *d)
         found = e->d_name[0] != '.';
     closedir(dir);
     return found;
-}
-
-/* Checks the TLS settings at start-up the way the first pod will use them,
- * in a child process: the daemon itself maps OpenSSL only when that pod
- * comes (tls/lazy.h), yet a bad setting still stops it at start-up, named.
- * In automatic mode the child also creates the CA when there is none. When
- * there are pods to recover, whose proxies need TLS at once, the daemon
- * makes its TLS context right away instead. */
-static int tls_check(caa_daemon_t *d, pp_error_t *err)
-{
-    if (d->cfg.disable_tls) {
-        PP_WARN("caa", "TLS DISABLED (`DISABLE_TLS`): the agent API crosses the network in "
-                       "plaintext; for debugging only");
-        return 0;
-    }
-    if (has_pods(d))
-        return caa_tls_ready(d, err);
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return pp_error_set(err, -errno, "check TLS settings: pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(fds[0]);
-        close(fds[1]);
-        return pp_error_set(err, -e, "check TLS settings: fork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        pp_error_t e = {0};
-        int r = tls_init(d, &e);
-        if (r < 0 && write(fds[1], &e, sizeof(e)) != (ssize_t)sizeof(e))
-            _exit(3);
-        /* _exit: nothing of the parent's (atexit handlers, stdio buffers)
-         * runs twice. */
-        _exit(r < 0 ? 1 : 0);
-    }
-    close(fds[1]);
-    pp_error_t e = {0};
-    size_t got = 0;
-    while (got < sizeof(e)) {
-        ssize_t n = read(fds[0], (char *)&e + got, sizeof(e) - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (got == sizeof(e) && e.code < 0) {
-        e.message[sizeof(e.message) - 1] = '\0';
-        return pp_error_set(err, e.code, "%s", e.message);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return pp_error_set(err, -EPROTO, "check TLS settings: the checking process %s %d",
-                            WIFSIGNALED(status) ? "died of signal" : "exited with",
-                            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-    return 0;
 }
 
 static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
@@ -238,7 +125,8 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
         return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
-    if ((r = tls_check(d, err)) < 0)
+    /* Pods to recover need their proxies, hence TLS, at once. */
+    if ((r = caa_tls_check(&d->tls, &d->cfg, has_pods(d), err)) < 0)
         return r;
     net_start(d);
     char sockdir[256];
@@ -279,12 +167,7 @@ void caa_daemon_fini(caa_daemon_t *d)
     if (d->net_inited)
         pp_node_net_fini(&d->net);
     d->net_ready = d->net_inited = 0;
-    if (d->tls != NULL)
-        pp_tls_ctx_free(d->tls);
-    d->tls = NULL;
-    if (d->ca != NULL)
-        pp_ca_free(d->ca);
-    d->ca = NULL;
+    caa_tls_fini(&d->tls);
     if (d->provider != NULL)
         pp_provider_free(d->provider);
     d->provider = NULL;

@@ -2,7 +2,8 @@
 #ifndef CAA_DAEMON_H
 #define CAA_DAEMON_H
 
-#include "caa.h"
+#include "context.h"
+#include "util/error.h"
 
 /* Creates the provider, the pods directory and the hypervisor socket, and
  * installs SIGTERM/SIGINT handlers. `d->cfg` must be loaded. */

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "caa.h"
+#include "heap.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 

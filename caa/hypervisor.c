@@ -3,8 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "caa.h"
+#include "hypervisor.h"
 #include "hypervisor.pb-c.h"
+#include "lifecycle.h"
 #include "util/log.h"
 
 #define SERVICE "hypervisor.Hypervisor"

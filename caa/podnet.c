@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "caa.h"
+#include "podnet.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -56,7 +56,7 @@ typedef struct net_job_s {
     int status;
     struct in_addr vm_ip;
     pp_error_t err;
-    void (*cb)(caa_sandbox_t *, int, const pp_error_t *);
+    caa_podnet_cb cb;
 } net_job_t;
 
 static void net_work(uv_work_t *w)
@@ -84,7 +84,7 @@ static void net_done(uv_work_t *w, int status)
     free(j);
 }
 
-static int queue(caa_sandbox_t *sb, int up, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+static int queue(caa_sandbox_t *sb, int up, caa_podnet_cb cb)
 {
     net_job_t *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -105,12 +105,12 @@ static int queue(caa_sandbox_t *sb, int up, void (*cb)(caa_sandbox_t *, int, con
     return 0;
 }
 
-int caa_podnet_up(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+int caa_podnet_up(caa_sandbox_t *sb, caa_podnet_cb cb)
 {
     return queue(sb, 1, cb);
 }
 
-int caa_podnet_down(caa_sandbox_t *sb, void (*cb)(caa_sandbox_t *, int, const pp_error_t *))
+int caa_podnet_down(caa_sandbox_t *sb, caa_podnet_cb cb)
 {
     return queue(sb, 0, cb);
 }

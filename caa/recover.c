@@ -1,4 +1,6 @@
 /* Recovery at start: records against the provider's instances. */
+#include "recover.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -6,6 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "lifecycle.h"
+#include "sandbox.h"
 #include "state.h"
 #include "util/log.h"
 

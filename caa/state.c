@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util/cleanup.h"
 #include "net/net.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 
 static const char *const state_names[] = {
@@ -160,17 +160,11 @@ static int copy_str(char *dst, size_t size, json_t *v)
 
 int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_error_t *err)
 {
-    caa_sandbox_t *sb = calloc(1, sizeof(*sb));
-    if (sb == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    sb->d = d;
-    sb->pod_index = -1;
-    if (strlen(id) >= sizeof(sb->id)) {
-        free(sb);
-        return pp_error_set(err, -EINVAL, "`%.64s...` is not a sandbox id", id);
-    }
-    memcpy(sb->id, id, strlen(id) + 1);
-    int r = caa_sandbox_paths(d, sb, err);
+    caa_sandbox_t *sb;
+    int r = caa_sandbox_new(d, id, &sb, err);
+    if (r < 0)
+        return r;
+    r = caa_sandbox_paths(d, sb, err);
     if (r < 0) {
         free(sb);
         return r;

@@ -10,7 +10,9 @@
 #ifndef CAA_STATE_H
 #define CAA_STATE_H
 
-#include "caa.h"
+#include "context.h"
+#include "sandbox.h"
+#include "util/error.h"
 
 #define CAA_STATE_FILE    "state.json"
 #define CAA_INITDATA_FILE "initdata"
@@ -24,10 +26,5 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
 
 const char *caa_state_name(enum caa_sandbox_state s);
 int caa_state_parse(const char *name, enum caa_sandbox_state *out);
-
-/* Loads every record, asks the provider for its instances, and reconciles;
- * `cb` fires once when done (status 0, or the provider's failure). */
-int caa_recover(caa_daemon_t *d, void (*cb)(caa_daemon_t *d, int status, const pp_error_t *err),
-                pp_error_t *err);
 
 #endif

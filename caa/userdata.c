@@ -1,31 +1,33 @@
 /* The user data each pod VM gets: the forwarder's configuration (apf.json)
  * and, when given, the pod's initdata, as #cloud-config. */
+#include "userdata.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "caa.h"
-#include "userdata/cloudconfig.h"
-#include "userdata/initdata.h"
+#include "tlsmod.h"
 #include "net/net.h"
 #include "tls/lazy.h"
+#include "userdata/cloudconfig.h"
+#include "userdata/initdata.h"
 #include "util/buf.h"
 
 /* The forwarder's certificate, issued for the instance name, and the CA
  * that CAA's client certificate comes from. */
 static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_error_t *err)
 {
-    int r = caa_tls_ready(d, err);
+    int r = caa_tls_ready(&d->tls, &d->cfg, err);
     if (r < 0)
         return r;
-    if (d->ca == NULL)
+    if (d->tls.ca == NULL)
         return 0;
-    if (pp_ca_can_issue(d->ca)) {
+    if (pp_ca_can_issue(d->tls.ca)) {
         char *cert = NULL, *key = NULL;
-        r = pp_ca_issue_server(d->ca, sb->instance_name, NULL, PP_CA_ISSUE_VALIDITY_S, &cert, &key,
-                               err);
+        r = pp_ca_issue_server(d->tls.ca, sb->instance_name, NULL, PP_CA_ISSUE_VALIDITY_S, &cert,
+                               &key, err);
         if (r < 0)
             return pp_error_wrap(err, "certificate for `%s`", sb->instance_name);
         r |= json_object_set_new(root, "tls-server-key", json_string(key));
@@ -33,7 +35,7 @@ static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_err
         pp_ca_secret_free(key);
         free(cert);
     }
-    r |= json_object_set_new(root, "tls-client-ca", json_string(pp_ca_cert_pem(d->ca)));
+    r |= json_object_set_new(root, "tls-client-ca", json_string(pp_ca_cert_pem(d->tls.ca)));
     if (d->cfg.tls_min_version[0])
         r |= json_object_set_new(root, "tls-min-version", json_string(d->cfg.tls_min_version));
     if (d->cfg.tls_cipher_suites[0])
@@ -222,17 +224,8 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
         pp_buf_free(&b);
         return r;
     }
-    caa_userdata_forget(sb);
+    caa_sandbox_forget_user_data(sb);
     sb->user_data_len = b.len - 1;
     sb->user_data = (char *)pp_buf_steal(&b, NULL);
     return 0;
-}
-
-void caa_userdata_forget(caa_sandbox_t *sb)
-{
-    if (sb->user_data != NULL)
-        explicit_bzero(sb->user_data, sb->user_data_len);
-    free(sb->user_data);
-    sb->user_data = NULL;
-    sb->user_data_len = 0;
 }

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "caa.h"
+#include "heap.h"
 
 #define BLOCKS 4096
 #define BLOCK  2048 /* below the mmap threshold: on the heap */

@@ -1,0 +1,22 @@
+/* A pod's network (design.md §4 VXLAN): its index (hence its VNI), the
+ * inspection of its namespace into sb->podnet, and the node end of its
+ * tunnel, which is made and removed off the loop. */
+#ifndef CAA_PODNET_H
+#define CAA_PODNET_H
+
+#include "sandbox.h"
+#include "util/error.h"
+
+typedef void (*caa_podnet_cb)(caa_sandbox_t *sb, int status, const pp_error_t *err);
+
+/* Takes the pod's index and inspects its namespace into sb->podnet. */
+int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err);
+/* The node end of the tunnel toward the instance, off the loop; `cb` gets
+ * 0 or a negative errno with `err`. */
+int caa_podnet_up(caa_sandbox_t *sb, caa_podnet_cb cb);
+/* Removes the node end; `cb` as above. */
+int caa_podnet_down(caa_sandbox_t *sb, caa_podnet_cb cb);
+/* Gives the pod's index back. */
+void caa_podnet_release(caa_sandbox_t *sb);
+
+#endif

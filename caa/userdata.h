@@ -1,0 +1,21 @@
+/* The user data each pod VM gets (design.md §4 "User data"): the
+ * forwarder's configuration (apf.json, with the pod VM's TLS material and
+ * pod network), image pull credentials (auth.json) and the pod's initdata,
+ * as #cloud-config. */
+#ifndef CAA_USERDATA_H
+#define CAA_USERDATA_H
+
+#include "context.h"
+#include "sandbox.h"
+#include "util/error.h"
+
+/* Checks the pod's initdata (annotation, else INITDATA) and keeps it
+ * gzip+base64 in sb->initdata_b64 (NULL when none), its digest in
+ * sb->initdata_digest. */
+int caa_initdata_prepare(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation,
+                         pp_error_t *err);
+/* The #cloud-config for a sandbox, into sb->user_data (replacing what was
+ * there). */
+int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err);
+
+#endif
