@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "metrics/metrics.h"
 #include "util/error.h"
 #include "util/module.h"
 #include "util/settings.h"
@@ -80,6 +81,9 @@ struct pp_provider_s {
     uv_loop_t *loop;
     const char *node_name; /* a copy, or NULL */
     void *state;           /* ops->state_size bytes */
+    /* The daemon's registry, for the provider's HTTP client to count its
+     * cloud calls in (pp_http_config_t.metrics); NULL when nobody counts. */
+    pp_metrics_t *metrics;
 };
 
 /* The back ends built in. */
@@ -115,6 +119,10 @@ void pp_provider_names(const char *module_dir, char *out, size_t size);
  * left and `err` says which setting is wrong. */
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
                     int argc, char **argv, pp_provider_t **out, pp_error_t *err);
+/* The same, with a metrics registry that outlives the provider. */
+int pp_provider_new_with_metrics(const struct pp_provider_ops *ops, uv_loop_t *loop,
+                                 const char *node_name, int argc, char **argv,
+                                 pp_metrics_t *metrics, pp_provider_t **out, pp_error_t *err);
 /* Runs ops->fini and frees. No operation may be in flight, and it must not be
  * called from inside a provider callback. Handles the provider owned close
  * asynchronously: run the loop once more before uv_loop_close(). */

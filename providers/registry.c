@@ -121,6 +121,13 @@ int pp_provider_load(const char *name, const char *module_dir, const struct pp_p
 int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const char *node_name,
                     int argc, char **argv, pp_provider_t **out, pp_error_t *err)
 {
+    return pp_provider_new_with_metrics(ops, loop, node_name, argc, argv, NULL, out, err);
+}
+
+int pp_provider_new_with_metrics(const struct pp_provider_ops *ops, uv_loop_t *loop,
+                                 const char *node_name, int argc, char **argv,
+                                 pp_metrics_t *metrics, pp_provider_t **out, pp_error_t *err)
+{
     if (ops == NULL || loop == NULL || out == NULL || (argc > 0 && argv == NULL))
         return pp_error_set(err, -EINVAL, "provider: missing argument");
     if (!settings_fit(ops))
@@ -131,6 +138,7 @@ int pp_provider_new(const struct pp_provider_ops *ops, uv_loop_t *loop, const ch
         return pp_error_set(err, -ENOMEM, "provider `%s`: out of memory", ops->name);
     p->ops = ops;
     p->loop = loop;
+    p->metrics = metrics;
     if (node_name != NULL && (p->node_name = strdup(node_name)) == NULL)
         goto nomem;
     if (ops->state_size > 0 && (p->state = calloc(1, ops->state_size)) == NULL)

@@ -8,7 +8,7 @@ add_library(pp_tls STATIC
   ${CMAKE_CURRENT_LIST_DIR}/tls_ctx.c
   ${CMAKE_CURRENT_LIST_DIR}/tls_net.c)
 target_include_directories(pp_tls PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
-target_link_libraries(pp_tls PUBLIC peerpod OpenSSL::SSL OpenSSL::Crypto)
+target_link_libraries(pp_tls PUBLIC peerpod pp_metrics OpenSSL::SSL OpenSSL::Crypto)
 
 # TLS on demand (lazy.h): the module pp-tls.so holds pp_tls and the initdata
 # digest; pp_tls_lazy stands in for them in cloud-api-adaptor, without
@@ -17,4 +17,4 @@ pp_module(pp-tls SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_module.c
           LIBS pp_tls pp_userdata EXPORTS pp_tls_module)
 add_library(pp_tls_lazy STATIC ${CMAKE_CURRENT_LIST_DIR}/lazy.c)
 target_include_directories(pp_tls_lazy PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
-target_link_libraries(pp_tls_lazy PUBLIC peerpod)
+target_link_libraries(pp_tls_lazy PUBLIC peerpod pp_metrics)

@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "metrics/metrics.h"
 #include "ttrpc/ttrpc.h"
 #include "util/error.h"
 
@@ -63,6 +64,12 @@ typedef struct pp_tls_config_s {
     int skip_verify;
     /* 0 = PP_TLS_HANDSHAKE_TIMEOUT_MS. */
     unsigned handshake_timeout_ms;
+    /* Where failed handshakes are counted (NULL: nowhere), as
+     * peerpod_tls_handshake_failures_total{role,reason} (role: ours,
+     * client or server; reason: certificate, timeout, closed, protocol).
+     * It must outlive the context; a context with one is used by one
+     * loop's thread only. */
+    pp_metrics_t *metrics;
 } pp_tls_config_t;
 
 typedef struct pp_tls_ctx_s pp_tls_ctx_t;

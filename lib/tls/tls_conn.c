@@ -423,6 +423,12 @@ static void finish(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *filte
         hs->stream = NULL;
         if (hs->err[0] == '\0')
             snprintf(hs->err, sizeof(hs->err), "%s", uv_strerror(status));
+        const char *reason = status == -EACCES                             ? "certificate"
+                             : status == UV_ETIMEDOUT                      ? "timeout"
+                             : status == UV_EOF || status == UV_ECONNRESET ? "closed"
+                                                                           : "protocol";
+        pp_series_inc(pp_metric_at(hs->ctx->handshake_failures,
+                                   hs->ctx->role == PP_TLS_SERVER ? "server" : "client", reason));
     }
     hs->cb(hs, status, filter, status < 0 ? hs->err : NULL, hs->data);
     hs_unref(hs);

@@ -345,6 +345,9 @@ static int ctx_setup(pp_tls_ctx_t *ctx, const pp_tls_config_t *cfg, pp_error_t *
     if ((cfg->cert_pem == NULL) != (cfg->key_pem == NULL))
         return pp_error_set(err, -EINVAL, "a certificate needs its key and a key its certificate");
     ctx->verify_peer = server ? !cfg->no_client_auth : !cfg->skip_verify;
+    ctx->handshake_failures =
+        pp_metrics_counter(cfg->metrics, "peerpod_tls_handshake_failures_total",
+                           "TLS handshakes that failed, by our role and why.", "role,reason");
     if (ctx->verify_peer && cfg->ca_pem == NULL)
         return pp_error_set(err, -EINVAL, "no CA certificate to verify the %s with",
                             server ? "client (mutual TLS)" : "server");

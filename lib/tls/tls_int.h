@@ -16,6 +16,7 @@ struct pp_tls_ctx_s {
     BIO_METHOD *bio_method;
     unsigned timeout_ms;
     int verify_peer;
+    pp_metric_t *handshake_failures; /* NULL: not counted */
 };
 
 pp_tls_ctx_t *pp__tls_ctx_ref(pp_tls_ctx_t *ctx);

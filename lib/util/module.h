@@ -26,8 +26,10 @@
 /* Bump when anything that crosses a module boundary changes: the provider
  * ops table and pp_provider_t (providers/provider.h), the settings tables it
  * points to (util/settings.h), the TLS module's table (tls/lazy.h),
- * pp_error_t, pp_stream_filter_t. */
-#define PP_MODULE_ABI 2
+ * pp_tls_config_t, pp_error_t, pp_stream_filter_t, the metrics registry
+ * (metrics/metrics.c: modules hold their own copy of the code that works on
+ * the daemon's registry). */
+#define PP_MODULE_ABI 3
 
 #define PP_MODULE_SUFFIX ".so"
 

@@ -867,6 +867,7 @@ static int aws_init(pp_provider_t *p, pp_error_t *err)
         .max_response = PP_AWS_XML_MAX,
         .user_agent = "peerpod-cloud-api-adaptor",
         .classify = pp__aws_http_classify,
+        .metrics = p->metrics,
     };
     r = pp_http_new(p->loop, &hc, &st->http, err);
     if (r < 0) {

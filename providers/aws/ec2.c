@@ -223,6 +223,7 @@ static int send_call(pp__aws_call_t *c)
     }
     }
     r.headers = hdrs;
+    r.operation = c->kind == CALL_IMDS ? "IMDS" : c->action;
     return pp_http_send(st->http, &r, on_answer, c, NULL);
 }
 

@@ -54,7 +54,9 @@ struct pp_http_req_s {
 
     char *method;
     char *url;
-    char *log_url; /* without query and user info */
+    char *log_url;      /* without query and user info */
+    char operation[64]; /* for metrics */
+    uint64_t queued_ns; /* when it last joined the queue for a token */
     struct curl_slist *headers;
     struct curl_slist *attempt_headers;
     struct curl_slist *sent_headers; /* headers + attempt_headers, for this attempt */
@@ -98,6 +100,8 @@ struct pp_http_s {
     int closing;
     unsigned pending; /* handles not yet closed, and requests not yet called back */
     pp_http_stats_t stats;
+    pp_metric_t *m_calls, *m_duration, *m_throttles, *m_retries;
+    pp_series_t *m_rate_wait;
     uint64_t starts[RATE_WINDOW];
     size_t nstarts, first;
 };
@@ -309,6 +313,37 @@ static void detach(pp_http_req_t *req)
     uv_timer_stop(&req->timer);
 }
 
+/* The result label of a finished request. */
+static const char *result_of(const pp_http_req_t *req)
+{
+    if (req->status == 0)
+        return req->resp.status < 400 ? "ok" : req->resp.status < 500 ? "http_4xx" : "http_5xx";
+    switch (req->status) {
+    case -ETIMEDOUT:
+        return "timeout";
+    case -ECANCELED:
+        return "canceled";
+    case -ECONNREFUSED:
+    case -ECONNRESET:
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+    case -EPROTO:
+        return "network";
+    default:
+        return "error";
+    }
+}
+
+static void count_call(const pp_http_req_t *req)
+{
+    const pp_http_t *h = req->h;
+    if (h->m_calls == NULL)
+        return;
+    pp_series_inc(pp_metric_at(h->m_calls, h->name, req->operation, result_of(req)));
+    pp_series_observe(pp_metric_at(h->m_duration, h->name, req->operation),
+                      (double)(now_ms() - req->start_ms) / 1000.0);
+}
+
 /* Ends the request; the callback runs when the timer has closed. */
 static void finish(pp_http_req_t *req, int status)
 {
@@ -317,6 +352,7 @@ static void finish(pp_http_req_t *req, int status)
     detach(req);
     req->state = RQ_DONE;
     req->status = status;
+    count_call(req);
     if (status == 0) {
         PP_DEBUG(COMP, "%s: %s %s: %ld after %u attempt(s), %" PRIu64 " ms", req->h->name,
                  req->method, req->log_url, req->resp.status, req->attempt,
@@ -349,6 +385,7 @@ static void enqueue(pp_http_req_t *req)
 {
     pp_http_t *h = req->h;
     req->state = RQ_QUEUED;
+    req->queued_ns = uv_hrtime();
     req->qprev = h->qtail;
     req->qnext = NULL;
     if (h->qtail != NULL)
@@ -396,6 +433,7 @@ static void pump(pp_http_t *h)
         pp_http_req_t *req = h->qhead;
         dequeue(req);
         uv_timer_stop(&req->timer);
+        pp_series_add(h->m_rate_wait, (double)(uv_hrtime() - req->queued_ns) / 1e9);
         start_attempt(req);
     }
 }
@@ -565,8 +603,10 @@ static void start_attempt(pp_http_req_t *req)
     req->in_multi = 1;
     req->state = RQ_RUNNING;
     h->stats.attempts++;
-    if (req->attempt > 1)
+    if (req->attempt > 1) {
         h->stats.retries++;
+        pp_series_inc(pp_metric_at(h->m_retries, h->name, req->operation));
+    }
     note_start(h);
 }
 
@@ -624,6 +664,8 @@ static void attempt_done(pp_http_req_t *req, CURLcode code)
         if (h->cfg.classify != NULL)
             v = h->cfg.classify(&req->resp, h->cfg.classify_arg);
         int retry = v == PP_HTTP_RETRY || (v == PP_HTTP_DEFAULT && retryable_status(status));
+        if (v == PP_HTTP_RETRY || status == 429 || status == 503)
+            pp_series_inc(pp_metric_at(h->m_throttles, h->name, req->operation));
         if (retry) {
             uint64_t after = 0;
             char ra[64];
@@ -770,6 +812,23 @@ int pp_http_new(uv_loop_t *loop, const pp_http_config_t *cfg, pp_http_t **out, p
     DEF(max_response, PP_HTTP_DEFAULT_MAX_RESPONSE);
 #undef DEF
     pp__http_bucket_init(&h->bucket, h->cfg.rate, h->cfg.burst, uv_hrtime() / 1000);
+    pp_metrics_t *m = cfg->metrics;
+    h->m_calls = pp_metrics_counter(m, "peerpod_cloud_api_calls_total",
+                                    "Cloud API calls by provider, operation and result.",
+                                    "provider,operation,result");
+    h->m_duration = pp_metrics_histogram(m, "peerpod_cloud_api_call_duration_seconds",
+                                         "Cloud API calls' duration, retries and waits included.",
+                                         "provider,operation", pp_metrics_seconds_buckets,
+                                         pp_metrics_seconds_nbuckets);
+    h->m_throttles =
+        pp_metrics_counter(m, "peerpod_cloud_api_throttles_total",
+                           "Cloud API answers that asked to slow down.", "provider,operation");
+    h->m_retries = pp_metrics_counter(m, "peerpod_cloud_api_retries_total",
+                                      "Cloud API attempts after the first.", "provider,operation");
+    h->m_rate_wait = pp_metric_at(
+        pp_metrics_counter(m, "peerpod_cloud_api_rate_limit_wait_seconds_total",
+                           "Time cloud API calls waited for the rate limit.", "provider"),
+        h->name);
     if (getrandom(&h->rng, sizeof(h->rng), GRND_NONBLOCK) != (ssize_t)sizeof(h->rng))
         h->rng = uv_hrtime();
     h->rng |= 1;
@@ -872,6 +931,8 @@ int pp_http_send(pp_http_t *h, const pp_http_request_t *r, pp_http_cb cb, void *
     rc = -ENOMEM;
     if ((req->method = strdup(r->method)) == NULL || (req->url = strdup(r->url)) == NULL)
         goto fail;
+    snprintf(req->operation, sizeof(req->operation), "%s",
+             r->operation != NULL ? r->operation : r->method);
     /* One more byte so that POSTFIELDS is never NULL and a text body ends in NUL. */
     if ((req->body = malloc(r->body_len + 1)) == NULL)
         goto fail;

@@ -7,4 +7,4 @@ add_library(pp_http STATIC
   ${CMAKE_CURRENT_LIST_DIR}/retry.c
   ${CMAKE_CURRENT_LIST_DIR}/token.c)
 target_include_directories(pp_http PUBLIC ${CMAKE_CURRENT_LIST_DIR}/../..)
-target_link_libraries(pp_http PUBLIC peerpod PkgConfig::PP_CURL)
+target_link_libraries(pp_http PUBLIC peerpod pp_metrics PkgConfig::PP_CURL)

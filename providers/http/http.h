@@ -36,6 +36,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "metrics/metrics.h"
 #include "util/error.h"
 
 typedef struct pp_http_s pp_http_t;
@@ -76,6 +77,16 @@ typedef struct pp_http_config_s {
     const char *user_agent;      /* NULL = "peerpod" */
     pp_http_classify_cb classify;
     void *classify_arg;
+    /* Where calls are counted (NULL: nowhere), by provider (`name`),
+     * operation and result: peerpod_cloud_api_calls_total{provider,
+     * operation,result} (result: ok, http_4xx, http_5xx, timeout, network,
+     * canceled, error), peerpod_cloud_api_call_duration_seconds{provider,
+     * operation}, peerpod_cloud_api_throttles_total{provider,operation}
+     * (answers 429 and 503, and those the classify hook retries),
+     * peerpod_cloud_api_retries_total{provider,operation} and
+     * peerpod_cloud_api_rate_limit_wait_seconds_total{provider} (time
+     * requests waited for a token). Loop thread only, as the client. */
+    pp_metrics_t *metrics;
 } pp_http_config_t;
 
 #define PP_HTTP_DEFAULT_MAX_RESPONSE ((size_t)8 << 20)
@@ -92,6 +103,7 @@ typedef int (*pp_http_sign_cb)(pp_http_req_t *req, void *arg, pp_error_t *err);
 
 typedef struct pp_http_request_s {
     const char *method;         /* GET, POST, PUT, DELETE, HEAD */
+    const char *operation;      /* for metrics ("RunInstances"); NULL: the method; copied */
     const char *url;            /* http:// or https:// */
     const char *const *headers; /* "Name: value" strings, NULL-terminated; copied */
     const void *body;           /* copied */

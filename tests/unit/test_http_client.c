@@ -724,6 +724,76 @@ static void test_log_has_no_secrets(void **state)
     free(log);
 }
 
+/* With a registry, every call is counted by provider, operation and result,
+ * with its throttles, retries and the time it waited for the rate limit. */
+static void test_metrics(void **state)
+{
+    (void)state;
+    pp_metrics_t *m = pp_metrics_new();
+    assert_non_null(m);
+    int classified = 0;
+    pp_http_config_t cfg = {.name = "test",
+                            .max_attempts = 4,
+                            .backoff_base_ms = 10,
+                            .backoff_max_ms = 20,
+                            .rate = 20,
+                            .burst = 1,
+                            .classify = classify,
+                            .classify_arg = &classified,
+                            .metrics = m};
+    pp_http_t *h = client(&cfg);
+    static const ths_reply_t replies[] = {
+        {.status = 429, .body = "slow down"},
+        {.status = 400, .body = "<Code>Throttling</Code>"},
+        {.status = 200, .body = "fine"},
+        {.status = 404, .body = "no"},
+    };
+    ths_script(&srv, replies, 4, NULL);
+    pp_http_request_t r = {.method = "POST", .url = srv_url("/"), .operation = "RunInstances"};
+    result_t a = {0}, b = {0};
+    assert_int_equal(pp_http_send(h, &r, on_done, &a, NULL), 0);
+    run_until(&a.calls, 1, 5000);
+    assert_int_equal(a.http, 200);
+    r.operation = NULL;
+    assert_int_equal(pp_http_send(h, &r, on_done, &b, NULL), 0);
+    run_until(&b.calls, 1, 5000);
+    assert_int_equal(b.http, 404);
+    /* The connection refused: a network result. */
+    pp_http_request_t down = {.method = "GET",
+                              .url = "http://127.0.0.1:1/",
+                              .operation = "Down",
+                              .flags = PP_HTTP_NO_RETRY};
+    result_t c = {0};
+    assert_int_equal(pp_http_send(h, &down, on_done, &c, NULL), 0);
+    run_until(&c.calls, 1, 5000);
+    assert_true(c.status < 0);
+
+    pp_metric_t *calls =
+        pp_metrics_counter(m, "peerpod_cloud_api_calls_total", "", "provider,operation,result");
+    assert_true(pp_series_value(pp_metric_at(calls, "test", "RunInstances", "ok")) == 1);
+    assert_true(pp_series_value(pp_metric_at(calls, "test", "POST", "http_4xx")) == 1);
+    assert_true(pp_series_value(pp_metric_at(calls, "test", "Down", "network")) == 1);
+    pp_metric_t *thr =
+        pp_metrics_counter(m, "peerpod_cloud_api_throttles_total", "", "provider,operation");
+    assert_true(pp_series_value(pp_metric_at(thr, "test", "RunInstances")) == 2);
+    pp_metric_t *ret =
+        pp_metrics_counter(m, "peerpod_cloud_api_retries_total", "", "provider,operation");
+    assert_true(pp_series_value(pp_metric_at(ret, "test", "RunInstances")) == 2);
+    assert_true(pp_series_value(pp_metric_at(ret, "test", "POST")) == 0);
+    pp_metric_t *dur =
+        pp_metrics_histogram(m, "peerpod_cloud_api_call_duration_seconds", "", "provider,operation",
+                             pp_metrics_seconds_buckets, pp_metrics_seconds_nbuckets);
+    assert_true(pp_series_value(pp_metric_at(dur, "test", "RunInstances")) == 1);
+    /* Five attempts at 20/s with a burst of one: about 0.2 s of waiting. */
+    pp_metric_t *wait =
+        pp_metrics_counter(m, "peerpod_cloud_api_rate_limit_wait_seconds_total", "", "provider");
+    double waited = pp_series_value(pp_metric_at(wait, "test"));
+    print_message("waited %.3f s for the rate limit\n", waited);
+    assert_true(waited > 0.05 && waited < 2);
+    free_client(h);
+    pp_metrics_free(m);
+}
+
 int main(void)
 {
     /* As in the daemons: a peer that hangs up is an error, not a signal. */
@@ -749,6 +819,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_proxy_from_environment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_has_no_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

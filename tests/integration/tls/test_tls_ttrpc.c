@@ -242,6 +242,47 @@ static void test_skip_verify_and_no_client_auth(void **state)
 
 /* ---- refusals ---------------------------------------------------------- */
 
+/* Failed handshakes are counted on both sides when the contexts have a
+ * registry; good ones are not. */
+static void test_failures_counted(void **state)
+{
+    fx_t *fx = *state;
+    pp_metrics_t *m = pp_metrics_new();
+    pp_tls_config_t sc = fx_server_config(fx, &fx->server);
+    sc.metrics = m;
+    pp_tls_ctx_t *sctx = fx_ctx(PP_TLS_SERVER, &sc);
+    fx_server_start(fx, &fx->tls, sctx);
+    pp_tls_ctx_free(sctx);
+    pp_metric_t *f =
+        pp_metrics_counter(m, "peerpod_tls_handshake_failures_total", "", "role,reason");
+    assert_non_null(f);
+    /* The client trusts another CA: it refuses the server's certificate. */
+    pp_tls_config_t cc = fx_client_config(fx, &fx->client, pp_ca_cert_pem(fx->other_ca));
+    cc.metrics = m;
+    expect_refusal(fx, &cc, FX_NAME, "server certificate verification failed", "unknown CA");
+    assert_true(pp_series_value(pp_metric_at(f, "client", "certificate")) == 1);
+    /* The server heard the client's alert about its certificate. */
+    assert_true(pp_series_value(pp_metric_at(f, "server", "certificate")) == 1);
+    /* TLS 1.2, so that the server sees the bad client certificate during
+     * the handshake. */
+    cc = fx_client_config(fx, &fx->client_other, NULL);
+    cc.max_version = "1.2";
+    expect_refusal(fx, &cc, FX_NAME, NULL, "client certificate verification failed");
+    assert_true(pp_series_value(pp_metric_at(f, "server", "certificate")) == 2);
+    assert_true(pp_series_value(pp_metric_at(f, "client", "certificate")) == 1);
+    /* assert_still_serving() made good handshakes: nothing more counted. */
+    pp_buf_t b;
+    pp_buf_init(&b, 1 << 16);
+    assert_int_equal(pp_metrics_render(m, &b), 0);
+    assert_int_equal(pp_buf_append_byte(&b, 0), 0);
+    printf("%s", (const char *)b.data);
+    assert_non_null(strstr((const char *)b.data, "peerpod_tls_handshake_failures_total{role="
+                                                 "\"client\",reason=\"certificate\"} 1\n"));
+    pp_buf_free(&b);
+    fx_server_stop(fx, &fx->tls);
+    pp_metrics_free(m);
+}
+
 static void test_wrong_ca(void **state)
 {
     fx_t *fx = *state;
@@ -543,6 +584,7 @@ int main(void)
     setenv("PP_LOG_LEVEL", "error", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_echo_small_and_large, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failures_counted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_calls, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_key_update_under_load, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tls12_and_ciphers, fx_setup, fx_teardown),
