@@ -90,6 +90,7 @@ struct pp_http_s {
     uv_timer_t rate_timer;
     char *name;
     char *ca_bundle;
+    char *ca_pem;
     char *user_agent;
     pp_http_config_t cfg;
     pp__http_bucket_t bucket;
@@ -137,6 +138,7 @@ static void maybe_free(pp_http_t *h)
         return;
     free(h->name);
     free(h->ca_bundle);
+    free(h->ca_pem);
     free(h->user_agent);
     free(h);
 }
@@ -515,6 +517,11 @@ static int configure(pp_http_req_t *req, uint64_t attempt_ms)
     SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->ca_bundle != NULL)
         SETOPT(e, CURLOPT_CAINFO, h->ca_bundle);
+    if (h->ca_pem != NULL) {
+        /* libcurl copies the blob. */
+        struct curl_blob blob = {h->ca_pem, strlen(h->ca_pem), CURL_BLOB_COPY};
+        SETOPT(e, CURLOPT_CAINFO_BLOB, &blob);
+    }
     SETOPT(e, CURLOPT_USERAGENT, h->user_agent);
     SETOPT(e, CURLOPT_TIMEOUT_MS, (long)attempt_ms);
     SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS,
@@ -789,16 +796,19 @@ int pp_http_new(uv_loop_t *loop, const pp_http_config_t *cfg, pp_http_t **out, p
     int oom = 0;
     h->name = dup_or_null(cfg->name ? cfg->name : "http", &oom);
     h->ca_bundle = dup_or_null(cfg->ca_bundle, &oom);
+    h->ca_pem = dup_or_null(cfg->ca_pem, &oom);
     h->user_agent = dup_or_null(cfg->user_agent ? cfg->user_agent : "peerpod", &oom);
     if (oom) {
         free(h->name);
         free(h->ca_bundle);
+        free(h->ca_pem);
         free(h->user_agent);
         free(h);
         return pp_error_set(err, -ENOMEM, "http: out of memory");
     }
     h->cfg.name = h->name;
     h->cfg.ca_bundle = h->ca_bundle;
+    h->cfg.ca_pem = h->ca_pem;
     h->cfg.user_agent = h->user_agent;
 #define DEF(f, v)                                                                                  \
     if (h->cfg.f == 0)                                                                             \
@@ -864,6 +874,7 @@ fail:
         curl_multi_cleanup(h->multi);
     free(h->name);
     free(h->ca_bundle);
+    free(h->ca_pem);
     free(h->user_agent);
     free(h);
     return pp_error_set(err, -ENOMEM, "http: %s failed", what);

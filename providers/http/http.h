@@ -65,6 +65,7 @@ typedef pp_http_verdict_t (*pp_http_classify_cb)(const pp_http_response_t *resp,
 typedef struct pp_http_config_s {
     const char *name;            /* in log lines and messages, e.g. "aws"; copied */
     const char *ca_bundle;       /* PEM file of trusted CAs; NULL = the system's; copied */
+    const char *ca_pem;          /* PEM text of trusted CAs, instead of a file; copied */
     double rate;                 /* attempts per second; 0 = no limit */
     unsigned burst;              /* bucket size; 0 = max(1, rate) */
     unsigned max_attempts;       /* per request; 0 = 5 */
