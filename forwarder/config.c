@@ -8,40 +8,46 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/buf.h"
 #include "util/cleanup.h"
 #include "util/loop.h"
+#include "util/settings.h"
 
-enum flag_kind { FLAG_STRING, FLAG_BOOL, FLAG_DURATION, FLAG_BUSY_POLL };
+typedef apf_config_t cfg_t;
 
-static const struct flag_s {
-    const char *name;
-    enum flag_kind kind;
-    size_t offset;
-    const char *help;
-} flags[] = {
-    {"listen", FLAG_STRING, offsetof(apf_config_t, listen), "listen address (host:port)"},
-    {"kata-agent-socket", FLAG_STRING, offsetof(apf_config_t, agent_socket),
-     "path to the kata agent socket"},
-    {"config", FLAG_STRING, offsetof(apf_config_t, config_path),
-     "path to the forwarder config file (read when present)"},
-    {"pod-namespace", FLAG_STRING, offsetof(apf_config_t, netns_path),
-     "path to the network namespace where the pod runs"},
-    {"kata-agent-timeout", FLAG_DURATION, offsetof(apf_config_t, agent_wait_ms),
-     "how long to wait for the kata agent socket (e.g. 150s, 500ms)"},
-    {"busy-poll-us", FLAG_BUSY_POLL, offsetof(apf_config_t, busy_poll_us),
-     "after a quick wake-up, poll this long (microseconds) before sleeping again; 0: never "
-     "(default: BUSY_POLL_US, else 0)"},
-    {"disable-tls", FLAG_BOOL, offsetof(apf_config_t, disable_tls),
-     "serve without TLS (for testing)"},
-    {"version", FLAG_BOOL, offsetof(apf_config_t, show_version), "print the version and exit"},
-    {"help", FLAG_BOOL, offsetof(apf_config_t, show_help), "print this help and exit"},
-    {"h", FLAG_BOOL, offsetof(apf_config_t, show_help), NULL},
+static const pp_setting_t items[] = {
+    PP_SETTING_STR(cfg_t, config_path, NULL, "config", APF_DEFAULT_CONFIG,
+                   "the forwarder's config file (read when present)"),
+    PP_SETTING_STR(cfg_t, listen, NULL, "listen", APF_DEFAULT_LISTEN, "listen address (host:port)"),
+    PP_SETTING_STR(cfg_t, agent_socket, NULL, "kata-agent-socket", APF_DEFAULT_AGENT_SOCKET,
+                   "the kata agent's socket"),
+    PP_SETTING_STR(cfg_t, netns_path, NULL, "pod-namespace", APF_DEFAULT_NETNS,
+                   "the network namespace where the pod runs (absolute)"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, NULL, "host-interface", NULL,
+                        "the VXLAN end in the pod VM is bound to no interface; upstream's reads "
+                        "it only to check a dedicated interface's address"),
+    PP_SETTING_STR(cfg_t, ca_cert_file, NULL, "ca-cert-file", NULL,
+                   "CA of the clients (PEM), instead of the config file's `tls-client-ca`"),
+    PP_SETTING_STR(cfg_t, cert_file, NULL, "cert-file", NULL,
+                   "server certificate (PEM), with -cert-key, instead of the config file's"),
+    PP_SETTING_STR(cfg_t, cert_key, NULL, "cert-key", NULL,
+                   "server key (PEM), with -cert-file, instead of the config file's"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, NULL, "tls-skip-verify", NULL,
+                        "a server verifies its clients against their CA; upstream's flag "
+                        "changes only what a client checks",
+                        .flags = PP_SETTING_AS_BOOL),
+    PP_SETTING_BOOL_OF(cfg_t, disable_tls, NULL, "disable-tls", "false",
+                       "serve without TLS (testing only)"),
+    PP_SETTING_DURATION_OF(cfg_t, agent_wait_ms, NULL, "kata-agent-timeout", "150s", 1, 3600000,
+                           "how long to wait for the kata agent socket (like 150s, 500ms)"),
+    PP_SETTING_INT_OF(cfg_t, busy_poll_us, "BUSY_POLL_US", "busy-poll-us", "0", 0,
+                      PP_LOOP_BUSY_POLL_MAX_US,
+                      "after a quick wake-up, poll this long (microseconds) before sleeping "
+                      "again; 0: never"),
+    PP_SETTING_BOOL_OF(cfg_t, show_version, NULL, "version", "false", "print the version and exit"),
 };
 
-static char **str_field(apf_config_t *cfg, size_t offset)
-{
-    return (char **)((char *)cfg + offset);
-}
+const pp_settings_table_t apf_settings = {"agent-protocol-forwarder", items, PP_ARRAY_SIZE(items)};
 
 static int set_string(char **slot, const char *v)
 {
@@ -56,24 +62,15 @@ static int set_string(char **slot, const char *v)
 int apf_config_init(apf_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->agent_wait_ms = APF_DEFAULT_AGENT_WAIT_MS;
-    cfg->busy_poll_us = PP_LOOP_BUSY_POLL_US;
-    if (set_string(&cfg->listen, APF_DEFAULT_LISTEN) < 0 ||
-        set_string(&cfg->agent_socket, APF_DEFAULT_AGENT_SOCKET) < 0 ||
-        set_string(&cfg->config_path, APF_DEFAULT_CONFIG) < 0 ||
-        set_string(&cfg->netns_path, APF_DEFAULT_NETNS) < 0) {
-        apf_config_fini(cfg);
-        return -ENOMEM;
-    }
-    return 0;
+    pp_error_t err = {0};
+    return pp_settings_load(&apf_settings, cfg, 0, NULL, PP_SETTINGS_NO_ENV | PP_SETTINGS_QUIET,
+                            &err) < 0
+               ? -EINVAL
+               : 0;
 }
 
 void apf_config_fini(apf_config_t *cfg)
 {
-    free(cfg->listen);
-    free(cfg->agent_socket);
-    free(cfg->config_path);
-    free(cfg->netns_path);
     free(cfg->pod_name);
     free(cfg->pod_namespace);
     if (cfg->tls_server_key != NULL)
@@ -89,123 +86,16 @@ void apf_config_fini(apf_config_t *cfg)
 
 void apf_config_usage(FILE *out, const char *argv0)
 {
-    fprintf(out, "usage: %s [flags]\n", argv0);
-    for (size_t i = 0; i < PP_ARRAY_SIZE(flags); i++) {
-        if (flags[i].help == NULL)
-            continue;
-        fprintf(out, "  -%s%s\n        %s\n", flags[i].name,
-                flags[i].kind == FLAG_BOOL ? "" : " value", flags[i].help);
-    }
-}
-
-/* Go-style durations, reduced to what a timeout needs: an unsigned number
- * with an optional unit (ms, s, m); no unit means seconds. */
-static int parse_duration_ms(const char *v, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}};
-    char *end;
-    if (v[0] < '0' || v[0] > '9')
-        return -EINVAL;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno != 0)
-        return -EINVAL;
-    for (size_t i = 0; i < PP_ARRAY_SIZE(units); i++) {
-        if (strcmp(end, units[i].unit) != 0)
-            continue;
-        if (n > UINT64_MAX / units[i].ms)
-            return -EINVAL;
-        *out = (uint64_t)n * units[i].ms;
-        return 0;
-    }
-    return -EINVAL;
-}
-
-static int parse_bool(const char *v, int *out)
-{
-    static const struct {
-        const char *word;
-        int value;
-    } words[] = {{"1", 1}, {"t", 1}, {"true", 1},  {"TRUE", 1},  {"True", 1},
-                 {"0", 0}, {"f", 0}, {"false", 0}, {"FALSE", 0}, {"False", 0}};
-    for (size_t i = 0; i < PP_ARRAY_SIZE(words); i++) {
-        if (strcmp(v, words[i].word) == 0) {
-            *out = words[i].value;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-static const struct flag_s *find_flag(const char *name, size_t len)
-{
-    for (size_t i = 0; i < PP_ARRAY_SIZE(flags); i++)
-        if (strlen(flags[i].name) == len && memcmp(flags[i].name, name, len) == 0)
-            return &flags[i];
-    return NULL;
+    fprintf(out, "usage: %s [flags]\n\n", argv0);
+    pp_settings_usage(out, &apf_settings);
 }
 
 int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *err)
 {
-    /* The one setting also taken from the environment, under the name
-     * cloud-api-adaptor uses for it; the flag wins. */
-    const char *env = getenv("BUSY_POLL_US");
-    if (env != NULL && pp_loop_busy_poll_parse(env, &cfg->busy_poll_us) < 0)
-        return pp_error_set(err, -EINVAL,
-                            "`BUSY_POLL_US`: expected microseconds from 0 to %u, got `%s`",
-                            PP_LOOP_BUSY_POLL_MAX_US, env);
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (arg[0] != '-' || arg[1] == '\0')
-            return pp_error_set(err, -EINVAL, "unexpected argument `%s`", arg);
-        const char *name = arg + (arg[1] == '-' ? 2 : 1);
-        const char *eq = strchr(name, '=');
-        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
-        const struct flag_s *fl = find_flag(name, name_len);
-        if (fl == NULL)
-            return pp_error_set(err, -EINVAL, "unknown flag `-%.*s`", (int)name_len, name);
-
-        const char *value = eq ? eq + 1 : NULL;
-        if (fl->kind == FLAG_BOOL) {
-            int *slot = (int *)((char *)cfg + fl->offset);
-            if (value == NULL) {
-                *slot = 1;
-            } else if (parse_bool(value, slot) < 0) {
-                return pp_error_set(err, -EINVAL, "flag `-%s`: expected true or false, got `%s`",
-                                    fl->name, value);
-            }
-            continue;
-        }
-        if (value == NULL) {
-            if (i + 1 >= argc)
-                return pp_error_set(err, -EINVAL, "flag `-%s` needs a value", fl->name);
-            value = argv[++i];
-        }
-        if (fl->kind == FLAG_DURATION) {
-            uint64_t *slot = (uint64_t *)((char *)cfg + fl->offset);
-            if (parse_duration_ms(value, slot) < 0)
-                return pp_error_set(err, -EINVAL,
-                                    "flag `-%s`: expected a duration such as 150s or 500ms, got "
-                                    "`%s`",
-                                    fl->name, value);
-            continue;
-        }
-        if (fl->kind == FLAG_BUSY_POLL) {
-            unsigned *slot = (unsigned *)((char *)cfg + fl->offset);
-            if (pp_loop_busy_poll_parse(value, slot) < 0)
-                return pp_error_set(err, -EINVAL,
-                                    "flag `-%s`: expected microseconds from 0 to %u, got `%s`",
-                                    fl->name, PP_LOOP_BUSY_POLL_MAX_US, value);
-            continue;
-        }
-        if (value[0] == '\0')
-            return pp_error_set(err, -EINVAL, "flag `-%s` needs a non-empty value", fl->name);
-        if (set_string(str_field(cfg, fl->offset), value) < 0)
-            return pp_error_set(err, -ENOMEM, "out of memory");
-    }
+    int r = pp_settings_load(&apf_settings, cfg, argc > 0 ? argc - 1 : 0, argv + 1, 0, err);
+    if (r < 0)
+        return r;
+    cfg->show_help = r == PP_SETTINGS_HELP;
     /* Checked now, not after waiting for the agent; the host part is
      * checked when listening. */
     const char *colon = strrchr(cfg->listen, ':');
@@ -218,6 +108,10 @@ int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *
         return pp_error_set(err, -EINVAL,
                             "flag `-pod-namespace`: expected an absolute path, got `%s`",
                             cfg->netns_path);
+    if ((cfg->cert_file[0] != '\0') != (cfg->cert_key[0] != '\0'))
+        return pp_error_set(err, -EINVAL, "flag `%s` is set but `%s` is not: both or neither",
+                            cfg->cert_file[0] ? "-cert-file" : "-cert-key",
+                            cfg->cert_file[0] ? "-cert-key" : "-cert-file");
     return 0;
 }
 
@@ -225,7 +119,7 @@ int apf_config_parse_args(apf_config_t *cfg, int argc, char **argv, pp_error_t *
 
 /* Keys the forwarder knows; anything else is ignored (newer CAAs may send
  * more). Only the type of those not used yet is checked. */
-enum key_use { KEY_POD_NAME, KEY_POD_NAMESPACE, KEY_POD_NETWORK, KEY_TLS, KEY_STRING };
+enum key_use { KEY_POD_NAME, KEY_POD_NAMESPACE, KEY_POD_NETWORK, KEY_TLS, KEY_STRING, KEY_SUITES };
 
 #define NO_FIELD ((size_t)-1)
 
@@ -242,7 +136,9 @@ static const struct {
     {"tls-server-cert", JSON_STRING, KEY_TLS, offsetof(apf_config_t, tls_server_cert)},
     {"tls-client-ca", JSON_STRING, KEY_TLS, offsetof(apf_config_t, tls_client_ca)},
     {"tls-min-version", JSON_STRING, KEY_STRING, offsetof(apf_config_t, tls_min_version)},
-    {"tls-cipher-suites", JSON_STRING, KEY_STRING, offsetof(apf_config_t, tls_cipher_suites)},
+    /* Upstream's forwarder reads an array of names; a string is what this
+     * project wrote before. */
+    {"tls-cipher-suites", JSON_ARRAY, KEY_SUITES, offsetof(apf_config_t, tls_cipher_suites)},
 };
 
 static const char *json_type_name(json_type t)
@@ -259,6 +155,38 @@ static void json_decref_p(json_t **j)
 {
     if (*j != NULL)
         json_decref(*j);
+}
+
+/* ["A", "B"] -> "A,B". -EINVAL for an item that is not a name. */
+static int join_names(json_t *arr, char **out)
+{
+    pp_buf_t b;
+    pp_buf_init(&b, 64 * 1024);
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item)
+    {
+        const char *name = json_string_value(item);
+        if (name == NULL || name[0] == '\0' || strchr(name, ',') != NULL) {
+            pp_buf_free(&b);
+            return -EINVAL;
+        }
+        if ((i > 0 && pp_buf_append_byte(&b, ',') < 0) || pp_buf_printf(&b, "%s", name) < 0) {
+            pp_buf_free(&b);
+            return -ENOMEM;
+        }
+    }
+    if (pp_buf_append_byte(&b, '\0') < 0) {
+        pp_buf_free(&b);
+        return -ENOMEM;
+    }
+    char *s = strdup((const char *)b.data);
+    pp_buf_free(&b);
+    if (s == NULL)
+        return -ENOMEM;
+    free(*out);
+    *out = s;
+    return 0;
 }
 
 int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const char *origin,
@@ -278,7 +206,7 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
         json_t *v = json_object_get(root, keys[i].key);
         if (v == NULL || json_is_null(v))
             continue;
-        if (json_typeof(v) != keys[i].type)
+        if (json_typeof(v) != keys[i].type && !(keys[i].use == KEY_SUITES && json_is_string(v)))
             return pp_error_set(err, -EINVAL, "config `%s`: key `%s`: expected %s, got %s", origin,
                                 keys[i].key, json_type_name(keys[i].type),
                                 json_type_name(json_typeof(v)));
@@ -307,6 +235,18 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
             break;
         case KEY_STRING:
             rc = set_string((char **)((char *)cfg + keys[i].field), json_string_value(v));
+            break;
+        case KEY_SUITES:
+            if (json_is_string(v)) {
+                rc = set_string((char **)((char *)cfg + keys[i].field), json_string_value(v));
+                break;
+            }
+            rc = join_names(v, (char **)((char *)cfg + keys[i].field));
+            if (rc == -EINVAL)
+                return pp_error_set(err, rc,
+                                    "config `%s`: key `%s`: expected an array of names without "
+                                    "commas",
+                                    origin, keys[i].key);
             break;
         }
         if (rc < 0)
@@ -347,4 +287,56 @@ int apf_config_load_file(apf_config_t *cfg, pp_error_t *err)
         have += (size_t)n;
     }
     return apf_config_apply_json(cfg, text, have, path, err);
+}
+
+/* A whole PEM file, for -ca-cert-file, -cert-file and -cert-key. */
+static int read_pem(const char *flag, const char *path, char **out, pp_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pp_error_set(err, -errno, "flag `-%s`: `%s`: %s", flag, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return pp_error_set(err, -errno, "flag `-%s`: `%s`: %s", flag, path, strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)APF_CONFIG_MAX)
+        return pp_error_set(err, -EINVAL, "flag `-%s`: `%s` is not a PEM file of at most %u bytes",
+                            flag, path, APF_CONFIG_MAX);
+    char *text = malloc((size_t)st.st_size + 1);
+    if (text == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    size_t have = 0;
+    while (have < (size_t)st.st_size) {
+        ssize_t n = read(fd, text + have, (size_t)st.st_size - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    text[have] = '\0';
+    if (strstr(text, "-----BEGIN ") == NULL) {
+        explicit_bzero(text, have);
+        free(text);
+        return pp_error_set(err, -EINVAL, "flag `-%s`: `%s` holds no PEM block", flag, path);
+    }
+    if (*out != NULL)
+        explicit_bzero(*out, strlen(*out));
+    free(*out);
+    *out = text;
+    return 0;
+}
+
+int apf_config_load_tls_files(apf_config_t *cfg, pp_error_t *err)
+{
+    int r = 0;
+    if (cfg->ca_cert_file[0] != '\0')
+        r = read_pem("ca-cert-file", cfg->ca_cert_file, &cfg->tls_client_ca, err);
+    if (r == 0 && cfg->cert_file[0] != '\0') {
+        r = read_pem("cert-file", cfg->cert_file, &cfg->tls_server_cert, err);
+        if (r == 0)
+            r = read_pem("cert-key", cfg->cert_key, &cfg->tls_server_key, err);
+    }
+    if (r == 0 && (cfg->ca_cert_file[0] != '\0' || cfg->cert_file[0] != '\0'))
+        cfg->has_tls_material = 1;
+    return r;
 }

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
         apf_config_fini(&cfg);
         return 0;
     }
-    if (apf_config_load_file(&cfg, &err) < 0) {
+    if (apf_config_load_file(&cfg, &err) < 0 || apf_config_load_tls_files(&cfg, &err) < 0) {
         fprintf(stderr, "%s: %s\n", argv[0], err.message);
         apf_config_fini(&cfg);
         return 1;
@@ -190,7 +190,7 @@ int main(int argc, char **argv)
             uv_close((uv_handle_t *)&m.sigint, NULL);
         }
     }
-    unsigned busy_poll_us = cfg.busy_poll_us;
+    unsigned busy_poll_us = (unsigned)cfg.busy_poll_us;
     apf_config_fini(&cfg);
 
     pp_loop_run(&m.loop, busy_poll_us);

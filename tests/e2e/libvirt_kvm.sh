@@ -103,7 +103,10 @@ done
 mkdir -p "$work/etc"
 cp -a /etc/libvirt/. "$work/etc/"
 # VMs run as root with no security driver or cgroups: this is a throwaway
-# libvirtd in a container-like namespace, not a host's.
+# libvirtd in a container-like namespace, not a host's. No per-domain mount
+# namespace either: inside ours, moving its /dev/kvm mount fails on some
+# hosts ("Unable to move ... mount to /dev/kvm: Invalid argument"), which
+# providers/libvirt/README.md describes for nodes.
 cat >"$work/etc/qemu.conf" <<'EOF'
 user = "root"
 group = "root"
@@ -111,6 +114,7 @@ dynamic_ownership = 0
 security_driver = "none"
 cgroup_controllers = [ ]
 stdio_handler = "file"
+namespaces = [ ]
 EOF
 cat >"$work/etc/libvirtd.conf" <<EOF
 log_outputs = "3:file:$work/libvirtd.log"

@@ -76,6 +76,7 @@ static void test_flags(void **state)
     assert_false(cfg->disable_tls);
     assert_int_equal(cfg->agent_wait_ms, 120000);
     assert_int_equal(parse(cfg, &err, "-kata-agent-timeout", "3", NULL), 0);
+    assert_int_equal(cfg->agent_wait_ms, 3000);
     assert_int_equal(parse(cfg, &err, "-busy-poll-us", "0", NULL), 0);
     assert_int_equal(cfg->busy_poll_us, 0);
     assert_int_equal(parse(cfg, &err, "-busy-poll-us=100000", NULL), 0);
@@ -87,9 +88,17 @@ static void test_flags(void **state)
     assert_int_equal(cfg->busy_poll_us, 50); /* the flag wins */
     unsetenv("BUSY_POLL_US");
     assert_int_equal(parse(cfg, &err, "-listen", "[::1]:15150", NULL), 0);
-    assert_int_equal(cfg->agent_wait_ms, 3000);
     assert_int_equal(parse(cfg, &err, "-help", NULL), 0);
     assert_true(cfg->show_help);
+    assert_int_equal(parse(cfg, &err, "-version", NULL), 0);
+    assert_true(cfg->show_version);
+    /* Upstream's flags, as its unit file passes them. */
+    assert_int_equal(parse(cfg, &err, "-host-interface", "eth1", "-tls-skip-verify",
+                           "-ca-cert-file", "/etc/c/ca.crt", "-cert-file", "/etc/c/s.crt",
+                           "-cert-key", "/etc/c/s.key", NULL),
+                     0);
+    assert_string_equal(cfg->ca_cert_file, "/etc/c/ca.crt");
+    assert_string_equal(cfg->cert_key, "/etc/c/s.key");
 }
 
 static void assert_rejected(apf_config_t *cfg, const char *needle, ...)
@@ -111,21 +120,23 @@ static void test_bad_flags(void **state)
 {
     apf_config_t *cfg = *state;
     assert_rejected(cfg, "unknown flag `-bogus`", "-bogus", NULL);
-    assert_rejected(cfg, "unknown flag `-listenx`", "-listenx=1", NULL);
+    assert_rejected(cfg, "unknown flag `-listenx=1`", "-listenx=1", NULL);
     assert_rejected(cfg, "`-listen` needs a value", "-listen", NULL);
-    assert_rejected(cfg, "`-listen` needs a non-empty value", "-listen=", NULL);
-    assert_rejected(cfg, "`-disable-tls`: expected true or false", "-disable-tls=maybe", NULL);
+    assert_rejected(cfg, "`-listen`: expected host:port, got ``", "-listen=", NULL);
+    assert_rejected(cfg, "`-disable-tls`: `maybe` is not true or false", "-disable-tls=maybe",
+                    NULL);
+    assert_rejected(cfg, "`-cert-file` is set but `-cert-key` is not", "-cert-file", "/c", NULL);
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "soon", NULL);
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "5h", NULL);
     assert_rejected(cfg, "`-kata-agent-timeout`", "-kata-agent-timeout", "-5s", NULL);
-    assert_rejected(cfg, "`-busy-poll-us`: expected microseconds from 0 to 100000", "-busy-poll-us",
-                    "100001", NULL);
+    assert_rejected(cfg, "`-busy-poll-us`: `100001` is not a whole number from 0 to 100000",
+                    "-busy-poll-us", "100001", NULL);
     assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "-1", NULL);
     assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "200us", NULL);
     assert_rejected(cfg, "`-busy-poll-us`", "-busy-poll-us", "", NULL);
     assert_rejected(cfg, "unexpected argument `stray`", "stray", NULL);
     setenv("BUSY_POLL_US", "soon", 1);
-    assert_rejected(cfg, "`BUSY_POLL_US`: expected microseconds", NULL);
+    assert_rejected(cfg, "`BUSY_POLL_US`: `soon` is not a whole number", NULL);
     unsetenv("BUSY_POLL_US");
     assert_rejected(cfg, "`-pod-namespace`: expected an absolute path", "-pod-namespace", "podns",
                     NULL);
@@ -155,6 +166,22 @@ static void test_json(void **state)
 
     assert_int_equal(apply(cfg, "{\"pod-name\": null}", &err), 0);
     assert_int_equal(apply(cfg, "{}", &err), 0);
+
+    /* TLS settings as upstream's daemon writes them, and as this one did. */
+    assert_int_equal(apply(cfg,
+                           "{\"tls-min-version\": \"VersionTLS12\", \"tls-cipher-suites\": "
+                           "[\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", "
+                           "\"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\"]}",
+                           &err),
+                     0);
+    assert_string_equal(cfg->tls_min_version, "VersionTLS12");
+    assert_string_equal(
+        cfg->tls_cipher_suites,
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384");
+    assert_int_equal(apply(cfg, "{\"tls-cipher-suites\": \"TLS_AES_128_GCM_SHA256\"}", &err), 0);
+    assert_string_equal(cfg->tls_cipher_suites, "TLS_AES_128_GCM_SHA256");
+    assert_int_equal(apply(cfg, "{\"tls-cipher-suites\": []}", &err), 0);
+    assert_string_equal(cfg->tls_cipher_suites, "");
 }
 
 static void assert_json_rejected(apf_config_t *cfg, const char *json, const char *needle)
@@ -177,6 +204,9 @@ static void test_json_rejected(void **state)
     assert_json_rejected(cfg, "{\"pod-network\": \"x\"}",
                          "key `pod-network`: expected an object, got a string");
     assert_json_rejected(cfg, "{\"a\": 1, \"a\": 2}", "duplicate");
+    assert_json_rejected(cfg, "{\"tls-cipher-suites\": [1]}", "expected an array of names");
+    assert_json_rejected(cfg, "{\"tls-cipher-suites\": [\"A,B\"]}", "expected an array of names");
+    assert_json_rejected(cfg, "{\"tls-cipher-suites\": 5}", "expected an array, got a number");
 }
 
 static void test_file(void **state)
@@ -221,6 +251,60 @@ static void test_file(void **state)
     rmdir(dir);
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* -ca-cert-file, -cert-file and -cert-key win over the file's TLS material,
+ * as upstream's. */
+static void test_tls_files(void **state)
+{
+    apf_config_t *cfg = *state;
+    pp_error_t err = {0};
+    char dir[] = "/tmp/apf-tls-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char ca[256], crt[256], key[256], bad[256];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+    snprintf(crt, sizeof(crt), "%s/s.crt", dir);
+    snprintf(key, sizeof(key), "%s/s.key", dir);
+    snprintf(bad, sizeof(bad), "%s/bad", dir);
+    write_file(ca, "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n");
+    write_file(crt, "-----BEGIN CERTIFICATE-----\nS\n-----END CERTIFICATE-----\n");
+    write_file(key, "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n");
+    write_file(bad, "not pem\n");
+    assert_int_equal(apply(cfg,
+                           "{\"tls-server-cert\": \"FILE CERT\", \"tls-server-key\": \"FILE KEY\","
+                           " \"tls-client-ca\": \"FILE CA\"}",
+                           &err),
+                     0);
+    /* Without the flags, the file's. */
+    assert_int_equal(parse(cfg, &err, NULL), 0);
+    assert_int_equal(apf_config_load_tls_files(cfg, &err), 0);
+    assert_string_equal(cfg->tls_server_cert, "FILE CERT");
+    assert_int_equal(
+        parse(cfg, &err, "-ca-cert-file", ca, "-cert-file", crt, "-cert-key", key, NULL), 0);
+    assert_int_equal(apf_config_load_tls_files(cfg, &err), 0);
+    assert_non_null(strstr(cfg->tls_client_ca, "\nCA\n"));
+    assert_non_null(strstr(cfg->tls_server_cert, "\nS\n"));
+    assert_non_null(strstr(cfg->tls_server_key, "\nK\n"));
+    assert_true(cfg->has_tls_material);
+    assert_int_equal(parse(cfg, &err, "-ca-cert-file", bad, NULL), 0);
+    assert_int_equal(apf_config_load_tls_files(cfg, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "flag `-ca-cert-file`"));
+    assert_int_equal(parse(cfg, &err, "-cert-file", crt, "-cert-key", "/nonexistent", NULL), 0);
+    assert_int_equal(apf_config_load_tls_files(cfg, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "flag `-cert-key`: `/nonexistent`"));
+    unlink(ca);
+    unlink(crt);
+    unlink(key);
+    unlink(bad);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +314,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_files, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

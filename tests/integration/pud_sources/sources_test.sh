@@ -137,7 +137,7 @@ run() {
     t0=$(now_ms)
     set +e
     ip netns exec "$ns" "$PUD" provision-files --root "$root" --sysfs "$sys" --dev empty-dev \
-        --metadata-url http://169.254.169.254 --probe-timeout $PT "$@" >out.log 2>err.log
+        --metadata-url http://169.254.169.254 --probe-timeout $PT --wait 0 "$@" >out.log 2>err.log
     rc=$?
     set -e
     elapsed=$(($(now_ms) - t0))
@@ -340,7 +340,8 @@ drive_run() { # NAME [args]
     local d=$work/$1
     shift
     set +e
-    "$PUD" provision-files --root "$d/root" --sysfs "$d/sys" --dev "$d/dev" "$@" >out.log 2>err.log
+    "$PUD" provision-files --root "$d/root" --sysfs "$d/sys" --dev "$d/dev" --wait 0 "$@" \
+        >out.log 2>err.log
     rc=$?
     set -e
 }
@@ -394,7 +395,7 @@ drive first cidata genisoimage -quiet -J -r
 start_server --clouds aws --user-data bad.yaml
 set +e
 ip netns exec "$NS" "$PUD" provision-files --root "$work/first/root" --sysfs "$work/first/sys" \
-    --dev "$work/first/dev" --metadata-url http://169.254.169.254 >out.log 2>err.log
+    --dev "$work/first/dev" --metadata-url http://169.254.169.254 --wait 0 >out.log 2>err.log
 rc=$?
 set -e
 stop_server

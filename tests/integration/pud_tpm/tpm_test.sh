@@ -98,7 +98,7 @@ run() { # ROOT args...: sets rc
     local root=$1
     shift
     set +e
-    "$PUD" provision-files --root "$root" "$@" >out.log 2>err.log
+    "$PUD" provision-files --root "$root" --wait 0 "$@" >out.log 2>err.log
     rc=$?
     set -e
 }

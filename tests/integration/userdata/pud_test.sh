@@ -162,7 +162,7 @@ ok "initdata made by gzip | base64 decodes; sha256 and sha512 digests match open
 
 root=$work/root-cd
 mkdir -p "$root/media/cidata"
-expect_refusal "no user data found (tried: config-drive)" provision-files --root "$root"
+expect_refusal "no user data found (tried: config-drive)" provision-files --root "$root" --wait 0
 cp ud.yaml "$root/media/cidata/user-data"
 "$PUD" provision-files --root "$root" 2>pud.log || { cat pud.log >&2; fail "config drive"; }
 grep -q "user data from \`config-drive\`" pud.log || fail "source not logged"
@@ -276,5 +276,18 @@ set +e
 "$PUD" show extra >/dev/null 2>&1; [ $? = 2 ] || fail "extra argument: want exit 2"
 set -e
 ok "usage errors"
+
+# Upstream's command line: --version (-v), and --user-data-fetch-timeout
+# (-t, seconds), the time given to find the user data.
+"$PUD" --version | grep -q '^process-user-data ' || fail "--version"
+"$PUD" -v | grep -q '^process-user-data ' || fail "-v"
+root=$work/root-empty
+mkdir -p "$root/media/cidata"
+expect_refusal "no user data found" provision-files --root "$root" --user-data-fetch-timeout 0
+t0=$(date +%s%N)
+expect_refusal "no user data found" provision-files --root "$root" -t 1
+elapsed=$((($(date +%s%N) - t0) / 1000000))
+[ $elapsed -ge 900 ] || fail "-t 1 gave up after $elapsed ms"
+ok "upstream's --version, -v, --user-data-fetch-timeout and -t"
 
 echo "all $pass checks passed"
