@@ -17,7 +17,7 @@ typedef struct pending_s {
     uint32_t id;
     pp_ttrpc_result_cb cb;
     void *data;
-    uint64_t deadline; /* loop time, or 0; the connection's timer enforces it */
+    pp__deadline_t deadline; /* due 0: none; else in the connection's heap */
 } pending_t;
 
 struct pp_ttrpc_client_s {
@@ -88,6 +88,7 @@ static pending_t *take_pending(pp_ttrpc_client_t *c, uint32_t id)
             *pp = p->next;
             p->next = NULL;
             c->in_flight--;
+            pp__conn_deadline_remove(&c->conn, &p->deadline);
             return p;
         }
     }
@@ -125,6 +126,8 @@ static void fail_all(pp_ttrpc_client_t *c, int code, const char *msg)
         }
     }
     c->in_flight = 0;
+    for (pending_t *p = list; p != NULL; p = p->next)
+        pp__conn_deadline_remove(&c->conn, &p->deadline);
     while (list != NULL) {
         pending_t *p = list;
         list = p->next;
@@ -132,33 +135,18 @@ static void fail_all(pp_ttrpc_client_t *c, int code, const char *msg)
     }
 }
 
-/* The first call in the table whose deadline is at or before `now`. */
-static pending_t *find_due(pp_ttrpc_client_t *c, uint64_t now)
-{
-    for (size_t i = 0; i < BUCKETS; i++)
-        for (pending_t *p = c->buckets[i]; p != NULL; p = p->next)
-            if (p->deadline != 0 && p->deadline <= now)
-                return p;
-    return NULL;
-}
-
-/* The connection's deadline timer: completes every call whose deadline has
- * passed. A callback may make or end calls, or close the client, so the
- * table is searched again after each one. */
+/* The connection's timer: completes every call whose deadline has passed,
+ * earliest first, each taken out of the table (and the heap) before its
+ * callback, which may make or end calls, or close the client. */
 static uint64_t cconn_expire(pp__conn_t *conn, uint64_t now)
 {
     pp_ttrpc_client_t *c = conn->owner;
-    pending_t *p;
-    while ((p = find_due(c, now)) != NULL) {
-        take_pending(c, p->id);
+    pp__deadline_t *e;
+    while (!c->closing && (e = pp__conn_deadline_due(conn, now)) != NULL) {
+        pending_t *p = take_pending(c, container_of(e, pending_t, deadline)->id);
         complete_local(p, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
     }
-    uint64_t next = 0;
-    for (size_t i = 0; i < BUCKETS; i++)
-        for (p = c->buckets[i]; p != NULL; p = p->next)
-            if (p->deadline != 0 && (next == 0 || p->deadline < next))
-                next = p->deadline;
-    return next;
+    return 0;
 }
 
 /* ---- connection -------------------------------------------------------- */
@@ -378,16 +366,20 @@ static int send_frame(pp_ttrpc_client_t *c, uint8_t *frame, size_t len, int64_t 
         free(p);
         return r;
     }
+    if (timeout_nano > 0) {
+        /* The loop's cached time may be stale if the caller blocked. */
+        uv_update_time(c->loop);
+        p->deadline.due = uv_now(c->loop) + ((uint64_t)timeout_nano + 999999) / 1000000;
+        if (pp__conn_deadline_add(&c->conn, &p->deadline) < 0) {
+            /* The frame is on its way: its answer will find no call. */
+            free(p);
+            return -ENOMEM;
+        }
+    }
     pending_t **b = &c->buckets[(id >> 1) & (BUCKETS - 1)];
     p->next = *b;
     *b = p;
     c->in_flight++;
-    if (timeout_nano > 0) {
-        /* The loop's cached time may be stale if the caller blocked. */
-        uv_update_time(c->loop);
-        p->deadline = uv_now(c->loop) + ((uint64_t)timeout_nano + 999999) / 1000000;
-        pp__conn_deadline(&c->conn, p->deadline);
-    }
     return 0;
 }
 

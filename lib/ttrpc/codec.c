@@ -67,7 +67,18 @@ void pp_ttrpc_decoder_fini(pp_ttrpc_decoder_t *d)
     d->payload = NULL;
     d->hdr_have = 0;
     d->have = 0;
+    d->cap = 0;
     d->discard = 0;
+}
+
+int pp_ttrpc_decoder_busy(const pp_ttrpc_decoder_t *d)
+{
+    return d->hdr_have > 0 || d->payload != NULL || d->discard > 0;
+}
+
+size_t pp_ttrpc_decoder_held(const pp_ttrpc_decoder_t *d)
+{
+    return d->payload != NULL ? PP_TTRPC_HEADER_SIZE + d->cap : 0;
 }
 
 /* Hands the completed frame to the callback and resets for the next one. */
@@ -77,8 +88,31 @@ static int deliver(pp_ttrpc_decoder_t *d)
     pp_ttrpc_header_t h = d->cur;
     d->payload = NULL;
     d->have = 0;
+    d->cap = 0;
     d->hdr_have = 0;
     return d->on_frame(d->ctx, &h, frame);
+}
+
+/* Makes room for at least `need` bytes of payload. The room grows by at
+ * most PP_TTRPC_GROW_STEP at a time, so the heap a frame holds follows the
+ * bytes that came, not the length its header announced; large buffers are
+ * mmap'ed by malloc, and realloc moves their pages without copying. */
+static int grow(pp_ttrpc_decoder_t *d, size_t need)
+{
+    if (need <= d->cap)
+        return 0;
+    size_t step = d->cap < PP_TTRPC_GROW_STEP ? d->cap : PP_TTRPC_GROW_STEP;
+    size_t cap = d->cap + step;
+    if (cap < need)
+        cap = need;
+    if (cap > d->cur.length)
+        cap = d->cur.length;
+    uint8_t *frame = realloc(d->payload - PP_TTRPC_HEADER_SIZE, PP_TTRPC_HEADER_SIZE + cap);
+    if (frame == NULL)
+        return -ENOMEM;
+    d->payload = frame + PP_TTRPC_HEADER_SIZE;
+    d->cap = cap;
+    return 0;
 }
 
 /* A header is complete: start its payload, or its discard. */
@@ -89,16 +123,22 @@ static int start_payload(pp_ttrpc_decoder_t *d)
         d->discard = d->cur.length;
         d->hdr_have = 0;
         int r = d->on_oversize ? d->on_oversize(d->ctx, &d->cur) : 0;
+        if (r == 0 && d->cur.length > PP_TTRPC_DISCARD_MAX) {
+            d->discard = 0;
+            r = -EMSGSIZE;
+        }
         return r;
     }
     /* The payload is received behind room for its header, so the buffer is
      * a whole frame that can be sent on as it is. */
-    uint8_t *frame = malloc(PP_TTRPC_HEADER_SIZE + (size_t)d->cur.length);
+    size_t cap = d->cur.length < PP_TTRPC_FRAME_START ? d->cur.length : PP_TTRPC_FRAME_START;
+    uint8_t *frame = malloc(PP_TTRPC_HEADER_SIZE + cap);
     if (frame == NULL)
         return -ENOMEM;
     memcpy(frame, d->hdr, PP_TTRPC_HEADER_SIZE);
     d->payload = frame + PP_TTRPC_HEADER_SIZE;
     d->have = 0;
+    d->cap = cap;
     if (d->cur.length == 0)
         return deliver(d);
     return 0;
@@ -132,12 +172,15 @@ int pp_ttrpc_decoder_feed(pp_ttrpc_decoder_t *d, const uint8_t *p, size_t n)
         size_t k = d->cur.length - d->have;
         if (k > n)
             k = n;
+        int r = grow(d, d->have + k);
+        if (r < 0)
+            return r;
         memcpy(d->payload + d->have, p, k);
         d->have += k;
         p += k;
         n -= k;
         if (d->have == d->cur.length) {
-            int r = deliver(d);
+            r = deliver(d);
             if (r < 0)
                 return r;
         }
@@ -152,8 +195,10 @@ size_t pp_ttrpc_decoder_direct(pp_ttrpc_decoder_t *d, uint8_t **p, size_t min)
     size_t rest = d->cur.length - d->have;
     if (rest < min)
         return 0;
+    if (d->cap - d->have < min && grow(d, d->have + min) < 0)
+        return 0;
     *p = d->payload + d->have;
-    return rest;
+    return d->cap - d->have;
 }
 
 int pp_ttrpc_decoder_advance(pp_ttrpc_decoder_t *d, size_t n)
@@ -234,6 +279,8 @@ int pp_ttrpc_request_decode(const uint8_t *p, size_t n, pp_ttrpc_request_t *out)
         return rc;
     if (nmd == 0)
         return 0;
+    if (nmd > PP_TTRPC_MAX_METADATA)
+        return -E2BIG;
     out->metadata = calloc(nmd, sizeof(*out->metadata));
     if (out->metadata == NULL)
         return -ENOMEM;

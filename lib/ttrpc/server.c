@@ -1,5 +1,6 @@
-/* ttrpc server: listeners, connections, dispatch, deadlines. */
+/* ttrpc server: listeners, connections, dispatch, deadlines, limits. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,8 @@ struct pp_ttrpc_call_s {
     uint8_t *frame; /* header + the encoded request; NULL once stolen */
     size_t raw_len;
     pp_ttrpc_request_t req;
-    uint64_t deadline; /* loop time, or 0; the connection's timer enforces it */
+    pp__deadline_t deadline; /* due 0: none; else in the connection's heap */
+    size_t charge;           /* heap held, counted to the connection */
     void (*cancel_cb)(pp_ttrpc_call_t *, void *);
     void *cancel_data;
     unsigned cancelled : 1; /* no answer can be sent any more */
@@ -42,9 +44,13 @@ struct sconn_s {
     pp__conn_t conn;
     pp_ttrpc_server_t *srv;
     sconn_t *prev, *next;
+    sconn_t *idle_prev, *idle_next; /* in srv's idle list, oldest first */
+    uint64_t idle_since;            /* loop time it went idle */
     pp_ttrpc_call_t *calls;
     size_t ncalls;
     unsigned closed : 1; /* handle closed; freed once no call refers to it */
+    unsigned idle : 1;   /* in the idle list */
+    unsigned live : 1;   /* counted in srv->live and the budget */
 };
 
 typedef struct listener_s {
@@ -67,7 +73,16 @@ struct pp_ttrpc_server_s {
     listener_t *listeners[MAX_LISTENERS];
     size_t nlisteners;
     sconn_t *conns;
+    sconn_t *idle_head, *idle_tail; /* connections with nothing going on */
+    size_t live;                    /* connections open and not ending */
     size_t in_flight;
+    pp_ttrpc_server_opts_t opts; /* with defaults filled in */
+    char name[64];
+    pp_ttrpc_budget_t own_budget;
+    pp_ttrpc_budget_t *budget; /* &own_budget or a shared one */
+    uv_timer_t idle_timer;     /* closes idle connections past the timeout */
+    uint64_t idle_timer_due;
+    pp_log_limit_t refuse_log;
     size_t pending_closes; /* listeners and connections still closing */
     pp_ttrpc_server_close_cb close_cb;
     void *close_data;
@@ -79,6 +94,7 @@ struct pp_ttrpc_server_s {
 
 static void maybe_finish_close(pp_ttrpc_server_t *srv);
 static void sconn_close(sconn_t *sc);
+static void sconn_touch(sconn_t *sc);
 
 /* ---- registration ------------------------------------------------------ */
 
@@ -88,8 +104,42 @@ int pp_ttrpc_server_new(uv_loop_t *loop, pp_ttrpc_server_t **out)
     if (srv == NULL)
         return -ENOMEM;
     srv->loop = loop;
+    pp_ttrpc_budget_init(&srv->own_budget, PP_TTRPC_BUDGET_BYTES, 0);
+    pp_ttrpc_server_opts_t o = {0};
+    pp_ttrpc_server_set_opts(srv, &o);
+    uv_timer_init(loop, &srv->idle_timer);
+    srv->idle_timer.data = srv;
     *out = srv;
     return 0;
+}
+
+int pp_ttrpc_server_set_opts(pp_ttrpc_server_t *srv, const pp_ttrpc_server_opts_t *o)
+{
+    pp_ttrpc_server_opts_t v = *o;
+    if (v.max_conns == 0)
+        v.max_conns = PP_TTRPC_MAX_CONNS;
+    if (v.frame_timeout_ms == 0)
+        v.frame_timeout_ms = PP_TTRPC_FRAME_TIMEOUT_MS;
+    if (v.conn_max_held == 0)
+        v.conn_max_held = PP_TTRPC_CONN_MAX_HELD;
+    if (v.socket_mode == 0)
+        v.socket_mode = 0600;
+    v.socket_mode &= 0777;
+    snprintf(srv->name, sizeof(srv->name), "%s", o->name ? o->name : "ttrpc");
+    v.name = srv->name;
+    srv->budget = v.budget ? v.budget : &srv->own_budget;
+    srv->opts = v;
+    return 0;
+}
+
+const pp_ttrpc_budget_t *pp_ttrpc_server_budget(const pp_ttrpc_server_t *srv)
+{
+    return srv->budget;
+}
+
+size_t pp_ttrpc_server_conns(const pp_ttrpc_server_t *srv)
+{
+    return srv->live;
 }
 
 static method_t *find_method(pp_ttrpc_server_t *srv, pp_str_t service, pp_str_t method)
@@ -171,6 +221,9 @@ static void unlink_call(pp_ttrpc_call_t *call)
         call->next->prev = call->prev;
     call->sc = NULL;
     sc->ncalls--;
+    pp__conn_deadline_remove(&sc->conn, &call->deadline);
+    pp__conn_charge(&sc->conn, -(ptrdiff_t)call->charge);
+    call->charge = 0;
 }
 
 /* The handler has answered: release everything the call holds. */
@@ -189,6 +242,8 @@ static void call_finish(pp_ttrpc_call_t *call)
             free(sc); /* the last call held it after its handle closed */
         else if (srv->closing)
             sconn_close(sc); /* a graceful close waited for this answer */
+        else
+            sconn_touch(sc);
     }
     maybe_finish_close(srv);
 }
@@ -285,7 +340,7 @@ uint8_t *pp_ttrpc_call_steal_frame(pp_ttrpc_call_t *call, size_t *len)
 
 uint64_t pp_ttrpc_call_deadline(const pp_ttrpc_call_t *call)
 {
-    return call->deadline;
+    return call->deadline.due;
 }
 
 void pp_ttrpc_call_on_cancel(pp_ttrpc_call_t *call, void (*cb)(pp_ttrpc_call_t *, void *),
@@ -300,28 +355,21 @@ int pp_ttrpc_call_is_cancelled(const pp_ttrpc_call_t *call)
     return call->cancelled;
 }
 
-/* The connection's deadline timer: answers every call whose deadline has
- * passed (the handler's later answer is dropped) and tells its handler.
- * A cancel callback may answer, and so unlink, any call, so the list is
- * searched from its head again after each one. */
+/* The connection's timer: answers every call whose deadline has passed
+ * (the handler's later answer is dropped) and tells its handler. Each is
+ * taken from the heap before its callback, which may answer, and so take
+ * out, any other call. */
 static uint64_t sconn_expire(pp__conn_t *c, uint64_t now)
 {
     sconn_t *sc = c->owner;
-    for (;;) {
-        pp_ttrpc_call_t *due = NULL;
-        for (pp_ttrpc_call_t *call = sc->calls; call != NULL && due == NULL; call = call->next)
-            if (!call->cancelled && call->deadline != 0 && call->deadline <= now)
-                due = call;
-        if (due == NULL || c->closing)
-            break;
+    pp__deadline_t *e;
+    while (!c->closing && (e = pp__conn_deadline_due(c, now)) != NULL) {
+        pp_ttrpc_call_t *due = container_of(e, pp_ttrpc_call_t, deadline);
+        pp__conn_deadline_remove(c, e);
         send_status(sc, due->stream_id, PP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
         cancel_call(due);
     }
-    uint64_t next = 0;
-    for (pp_ttrpc_call_t *call = sc->calls; call != NULL; call = call->next)
-        if (!call->cancelled && call->deadline != 0 && (next == 0 || call->deadline < next))
-            next = call->deadline;
-    return next;
+    return 0;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -338,7 +386,16 @@ static int dispatch(sconn_t *sc, uint32_t stream_id, uint8_t *frame, size_t len)
     call->raw_len = len;
     call->stream_id = stream_id;
     call->srv = srv;
-    if (pp_ttrpc_request_decode(frame + PP_TTRPC_HEADER_SIZE, len, &call->req) < 0) {
+    int r = pp_ttrpc_request_decode(frame + PP_TTRPC_HEADER_SIZE, len, &call->req);
+    if (r == -E2BIG) {
+        free(frame);
+        free(call);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "request has more than %u metadata entries",
+                 PP_TTRPC_MAX_METADATA);
+        return send_status(sc, stream_id, PP_GRPC_RESOURCE_EXHAUSTED, msg);
+    }
+    if (r < 0) {
         free(frame);
         free(call);
         /* An undecodable request means the peer is broken: drop the conn. */
@@ -383,14 +440,30 @@ static int dispatch(sconn_t *sc, uint32_t stream_id, uint8_t *frame, size_t len)
     sc->calls = call;
     sc->ncalls++;
     srv->in_flight++;
+    sconn_touch(sc);
+    /* What the call holds until it is answered counts against the
+     * connection's cap and the budget. */
+    call->charge = sizeof(*call) + PP_TTRPC_HEADER_SIZE + len +
+                   call->req.metadata_count * sizeof(pp_ttrpc_kv_t);
+    pp__conn_charge(&sc->conn, (ptrdiff_t)call->charge);
 
     if (call->req.timeout_nano > 0) {
         uint64_t ms = ((uint64_t)call->req.timeout_nano + 999999) / 1000000;
-        call->deadline = uv_now(srv->loop) + ms;
-        pp__conn_deadline(&sc->conn, call->deadline);
+        call->deadline.due = uv_now(srv->loop) + ms;
+        if (pp__conn_deadline_add(&sc->conn, &call->deadline) < 0) {
+            unlink_call(call);
+            srv->in_flight--;
+            goto refuse_memory;
+        }
     }
     cb(call, data);
     return 0;
+
+refuse_memory:
+    pp_ttrpc_request_fini(&call->req);
+    free(call->frame);
+    free(call);
+    return send_status(sc, stream_id, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 
 refuse:
     pp_ttrpc_request_fini(&call->req);
@@ -439,10 +512,93 @@ static void cancel_all(sconn_t *sc)
     sc->ncalls--;
 }
 
+/* ---- idle connections -------------------------------------------------- */
+
+static void idle_unlink(sconn_t *sc)
+{
+    pp_ttrpc_server_t *srv = sc->srv;
+    if (!sc->idle)
+        return;
+    if (sc->idle_prev)
+        sc->idle_prev->idle_next = sc->idle_next;
+    else
+        srv->idle_head = sc->idle_next;
+    if (sc->idle_next)
+        sc->idle_next->idle_prev = sc->idle_prev;
+    else
+        srv->idle_tail = sc->idle_prev;
+    sc->idle_prev = sc->idle_next = NULL;
+    sc->idle = 0;
+}
+
+static void idle_timer_cb(uv_timer_t *t);
+
+static void idle_timer_arm(pp_ttrpc_server_t *srv)
+{
+    if (srv->opts.idle_timeout_ms == 0 || srv->idle_head == NULL || srv->closing)
+        return;
+    uint64_t due = srv->idle_head->idle_since + srv->opts.idle_timeout_ms;
+    /* Set already for that or sooner: it fires, and sets itself again. */
+    if (srv->idle_timer_due != 0 && srv->idle_timer_due <= due)
+        return;
+    uint64_t now = uv_now(srv->loop);
+    srv->idle_timer_due = due;
+    uv_timer_start(&srv->idle_timer, idle_timer_cb, due > now ? due - now : 0, 0);
+}
+
+/* Closes the connections idle past the timeout: the list is oldest first. */
+static void idle_timer_cb(uv_timer_t *t)
+{
+    pp_ttrpc_server_t *srv = t->data;
+    srv->idle_timer_due = 0;
+    uint64_t now = uv_now(srv->loop);
+    while (srv->idle_head != NULL &&
+           srv->idle_head->idle_since + srv->opts.idle_timeout_ms <= now) {
+        sconn_t *sc = srv->idle_head;
+        idle_unlink(sc);
+        srv->budget->stats.idle_closed++;
+        sconn_close(sc);
+    }
+    idle_timer_arm(srv);
+}
+
+/* A connection is idle when it has no call in flight and no frame begun:
+ * then it joins the end of the idle list (again, after each read), and
+ * leaves it when that changes. O(1). */
+static void sconn_touch(sconn_t *sc)
+{
+    pp_ttrpc_server_t *srv = sc->srv;
+    idle_unlink(sc);
+    if (sc->ncalls > 0 || sc->conn.closing || sc->conn.ended || sc->closed ||
+        pp_ttrpc_decoder_busy(&sc->conn.dec))
+        return;
+    sc->idle = 1;
+    sc->idle_since = uv_now(srv->loop);
+    sc->idle_prev = srv->idle_tail;
+    if (srv->idle_tail)
+        srv->idle_tail->idle_next = sc;
+    else
+        srv->idle_head = sc;
+    srv->idle_tail = sc;
+    idle_timer_arm(srv);
+}
+
+static void sconn_read_done(pp__conn_t *c)
+{
+    sconn_touch(c->owner);
+}
+
 static void sconn_ended(pp__conn_t *c, int status)
 {
+    sconn_t *sc = c->owner;
     (void)status;
-    cancel_all(c->owner);
+    idle_unlink(sc);
+    if (sc->live) {
+        sc->live = 0;
+        sc->srv->live--;
+        sc->srv->budget->conns--;
+    }
+    cancel_all(sc);
 }
 
 static void sconn_closed(pp__conn_t *c)
@@ -469,6 +625,7 @@ static const pp__conn_ops_t sconn_ops = {
     .ended = sconn_ended,
     .closed = sconn_closed,
     .expire = sconn_expire,
+    .read_done = sconn_read_done,
 };
 
 static void sconn_close(sconn_t *sc)
@@ -507,26 +664,60 @@ int pp_ttrpc_server_serve_filtered(pp_ttrpc_server_t *srv, uv_stream_t *stream,
     }
     sc->srv = srv;
     pp__conn_init(&sc->conn, stream, &sconn_ops, sc);
+    pp__conn_limit(&sc->conn, srv->budget, srv->opts.conn_max_held, srv->opts.frame_timeout_ms);
     sc->conn.filter = filter;
     sc->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = sc;
     srv->conns = sc;
     srv->pending_closes++;
+    sc->live = 1;
+    srv->live++;
+    srv->budget->conns++;
     int r = pp__conn_start(&sc->conn);
     if (r < 0)
         pp__conn_close(&sc->conn);
+    else
+        sconn_touch(sc);
     return 0;
 }
 
 /* ---- listening --------------------------------------------------------- */
+
+/* At a limit: the connection idle the longest makes room when the options
+ * allow it, else the new one is refused (closed at once, so that it does
+ * not wait in the backlog; logged at most every 10 s). */
+static int admit(pp_ttrpc_server_t *srv)
+{
+    pp_ttrpc_budget_t *b = srv->budget;
+    int full = srv->live >= srv->opts.max_conns || (b->max_conns != 0 && b->conns >= b->max_conns);
+    if (!full)
+        return 1;
+    if (srv->opts.evict_idle && srv->idle_head != NULL) {
+        sconn_t *sc = srv->idle_head;
+        idle_unlink(sc);
+        b->stats.evicted++;
+        sconn_close(sc);
+        return 1;
+    }
+    b->stats.refused++;
+    uint64_t quiet;
+    if (pp_log_limit(&srv->refuse_log, uv_now(srv->loop), 10000, &quiet))
+        PP_WARN("ttrpc",
+                "`%s`: refusing connections: %zu open (limit %zu here, %zu in all); "
+                "%llu more refused since the last message",
+                srv->name, srv->live, srv->opts.max_conns, b->max_conns, (unsigned long long)quiet);
+    return 0;
+}
 
 static void connection_cb(uv_stream_t *server, int status)
 {
     listener_t *l = server->data;
     pp_ttrpc_server_t *srv = l->srv;
     if (status < 0) {
-        PP_WARN("ttrpc", "accept: %s", uv_strerror(status));
+        uint64_t quiet;
+        if (pp_log_limit(&srv->refuse_log, uv_now(srv->loop), 10000, &quiet))
+            PP_WARN("ttrpc", "`%s`: accept: %s", srv->name, uv_strerror(status));
         return;
     }
     uv_stream_t *client;
@@ -546,7 +737,7 @@ static void connection_cb(uv_stream_t *server, int status)
         uv_tcp_nodelay(t, 1);
         client = (uv_stream_t *)t;
     }
-    if (uv_accept(server, client) < 0) {
+    if (uv_accept(server, client) < 0 || !admit(srv)) {
         uv_close((uv_handle_t *)client, (uv_close_cb)free);
         return;
     }
@@ -613,6 +804,42 @@ static int remove_stale_socket(const char *path, pp_error_t *err)
     return 0;
 }
 
+/* A listening unix socket at `path` whose file has exactly `mode` (and
+ * group `gid` unless -1), never more open meanwhile: bind() makes the file
+ * with the socket's own mode less the umask, and the socket's mode is set
+ * to `mode` first, so the file is at most that before it is set exactly. */
+static int bind_unix(const char *path, unsigned mode, gid_t gid, int *out, pp_error_t *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return pp_error_set(err, -errno, "socket: %s", strerror(errno));
+    int e = 0;
+    const char *what = "";
+    if (fchmod(fd, (mode_t)mode) < 0) {
+        e = errno;
+        what = "set the socket's mode";
+    } else if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        e = errno;
+        what = "bind";
+    } else if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) {
+        e = errno;
+        what = "set the socket's group";
+    } else if (chmod(path, (mode_t)mode) < 0) {
+        e = errno;
+        what = "set the socket's mode";
+    }
+    if (e != 0) {
+        if (strcmp(what, "bind") != 0)
+            unlink(path);
+        close(fd);
+        return pp_error_set(err, -e, "listen on `%s`: %s: %s", path, what, strerror(e));
+    }
+    *out = fd;
+    return 0;
+}
+
 int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_error_t *err)
 {
     struct sockaddr_un sa;
@@ -624,10 +851,20 @@ int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_err
     listener_t *l = listener_new(srv, 1);
     if (l == NULL)
         return pp_error_set(err, -ENOMEM, "listen on `%s`: out of memory or listeners", path);
-    r = uv_pipe_bind(&l->u.pipe, path);
-    if (r == 0)
+    gid_t gid = srv->opts.socket_gid != 0 ? (gid_t)srv->opts.socket_gid : (gid_t)-1;
+    int fd = -1;
+    r = bind_unix(path, srv->opts.socket_mode, gid, &fd, err);
+    if (r < 0) {
+        listener_discard(l);
+        return r;
+    }
+    r = uv_pipe_open(&l->u.pipe, fd);
+    if (r < 0)
+        close(fd);
+    else
         r = uv_listen(&l->u.stream, 128, connection_cb);
     if (r < 0) {
+        unlink(path);
         listener_discard(l);
         return pp_error_set(err, r, "listen on `%s`: %s", path, uv_strerror(r));
     }
@@ -699,6 +936,13 @@ static void maybe_finish_close(pp_ttrpc_server_t *srv)
     free(srv);
 }
 
+static void idle_timer_closed_cb(uv_handle_t *h)
+{
+    pp_ttrpc_server_t *srv = h->data;
+    srv->pending_closes--;
+    maybe_finish_close(srv);
+}
+
 void pp_ttrpc_server_close(pp_ttrpc_server_t *srv, int graceful, pp_ttrpc_server_close_cb cb,
                            void *data)
 {
@@ -722,6 +966,8 @@ void pp_ttrpc_server_close(pp_ttrpc_server_t *srv, int graceful, pp_ttrpc_server
         listener_discard(l);
     }
     srv->nlisteners = 0;
+    srv->pending_closes++;
+    uv_close((uv_handle_t *)&srv->idle_timer, idle_timer_closed_cb);
     sconn_t *next;
     for (sconn_t *sc = srv->conns; sc != NULL; sc = next) {
         next = sc->next;

@@ -26,6 +26,19 @@
 
 #define PP_TTRPC_HEADER_SIZE 10
 #define PP_TTRPC_MAX_MESSAGE (4u << 20)
+/* A frame announced over the maximum is discarded and answered
+ * RESOURCE_EXHAUSTED, as containerd's ttrpc does, up to this length; a
+ * longer one (a 4 GiB length is a broken or hostile peer, not a message)
+ * ends the connection after that answer. */
+#define PP_TTRPC_DISCARD_MAX (16u << 20)
+/* Metadata entries a request may carry; more are refused with
+ * RESOURCE_EXHAUSTED (each costs a decoded entry on the heap). */
+#define PP_TTRPC_MAX_METADATA 1024
+/* A frame's payload buffer starts at this size (or the frame's, when
+ * smaller) and grows as its bytes arrive, by at most PP_TTRPC_GROW_STEP at a
+ * time: a length in a header reserves nothing. */
+#define PP_TTRPC_FRAME_START (16u << 10)
+#define PP_TTRPC_GROW_STEP   (256u << 10)
 
 enum pp_ttrpc_type { PP_TTRPC_REQUEST = 1, PP_TTRPC_RESPONSE = 2, PP_TTRPC_DATA = 3 };
 
@@ -55,7 +68,9 @@ void pp_ttrpc_header_unpack(const uint8_t in[PP_TTRPC_HEADER_SIZE], pp_ttrpc_hea
  * returned by pp_ttrpc_decoder_feed(). */
 typedef int (*pp_ttrpc_frame_cb)(void *ctx, const pp_ttrpc_header_t *h, uint8_t *frame);
 /* Called when a header announces more than the maximum; the decoder then
- * discards that many bytes and goes on with the next frame. */
+ * discards that many bytes and goes on with the next frame, or, past
+ * PP_TTRPC_DISCARD_MAX, returns -EMSGSIZE from pp_ttrpc_decoder_feed() once
+ * the callback has returned. */
 typedef int (*pp_ttrpc_oversize_cb)(void *ctx, const pp_ttrpc_header_t *h);
 
 typedef struct pp_ttrpc_decoder_s {
@@ -64,6 +79,7 @@ typedef struct pp_ttrpc_decoder_s {
     pp_ttrpc_header_t cur;
     uint8_t *payload; /* payload of the frame being received (header room before) */
     size_t have;
+    size_t cap;       /* bytes of payload room allocated; grows as bytes arrive */
     uint64_t discard; /* bytes of an oversize frame still to drop */
     size_t max;
     pp_ttrpc_frame_cb on_frame;
@@ -74,12 +90,18 @@ typedef struct pp_ttrpc_decoder_s {
 void pp_ttrpc_decoder_init(pp_ttrpc_decoder_t *d, size_t max, pp_ttrpc_frame_cb on_frame,
                            pp_ttrpc_oversize_cb on_oversize, void *ctx);
 void pp_ttrpc_decoder_fini(pp_ttrpc_decoder_t *d);
-/* Feeds bytes; frames may arrive one byte at a time. 0, -ENOMEM, or what a
- * callback returned. */
+/* Feeds bytes; frames may arrive one byte at a time. 0, -ENOMEM, -EMSGSIZE
+ * (an announced length past PP_TTRPC_DISCARD_MAX), or what a callback
+ * returned. */
 int pp_ttrpc_decoder_feed(pp_ttrpc_decoder_t *d, const uint8_t *p, size_t n);
-/* Where the decoder wants bytes written directly: the rest of a payload being
- * received, when at least `min` bytes remain. 0 when none; then feed. */
+/* Where the decoder wants bytes written directly: room in the payload being
+ * received (grown if need be), when at least `min` bytes of it remain to
+ * come. 0 when none; then feed. */
 size_t pp_ttrpc_decoder_direct(pp_ttrpc_decoder_t *d, uint8_t **p, size_t min);
+/* Whether a frame has begun and not ended (header, payload or discard). */
+int pp_ttrpc_decoder_busy(const pp_ttrpc_decoder_t *d);
+/* Heap held for the frame being received (0 when none). */
+size_t pp_ttrpc_decoder_held(const pp_ttrpc_decoder_t *d);
 /* Accounts for `n` bytes written at the pointer pp_ttrpc_decoder_direct()
  * gave. */
 int pp_ttrpc_decoder_advance(pp_ttrpc_decoder_t *d, size_t n);
@@ -112,7 +134,8 @@ typedef struct pp_ttrpc_response_s {
     size_t payload_len;
 } pp_ttrpc_response_t;
 
-/* Decoders: 0 or -EBADMSG. Unknown fields are skipped. */
+/* Decoders: 0 or -EBADMSG; a request with more than PP_TTRPC_MAX_METADATA
+ * metadata entries gives -E2BIG. Unknown fields are skipped. */
 int pp_ttrpc_request_decode(const uint8_t *p, size_t n, pp_ttrpc_request_t *out);
 void pp_ttrpc_request_fini(pp_ttrpc_request_t *req);
 int pp_ttrpc_response_decode(const uint8_t *p, size_t n, pp_ttrpc_response_t *out);
@@ -153,6 +176,77 @@ struct pp_stream_filter_s {
     const char *(*last_error)(pp_stream_filter_t *f);
 };
 
+/* ---- limits ------------------------------------------------------------ */
+
+/* What a peer can make a connection hold, and for how long
+ * (docs/design/limits.md gives the figures and why):
+ *
+ * - A frame being received holds only what has come of it (see
+ *   PP_TTRPC_FRAME_START), and must be whole within `frame_timeout_ms` of
+ *   its first byte, discarded ones too; else the connection ends.
+ * - Bytes held for a connection (its frame being received, and the
+ *   requests of its calls in flight) count against the connection's cap
+ *   and against a budget that servers may share. Past either, the
+ *   connection is not read until they go down: the peer waits, the heap
+ *   does not grow. A connection holding less than PP_TTRPC_BUDGET_FREE is
+ *   read even when the budget is spent, so that small calls (a Version)
+ *   still get through.
+ * - Answers queued and not yet taken by the peer stop the reading of its
+ *   connection past PP_TTRPC_WRITE_PAUSE bytes of heap, until they drain to
+ *   a quarter of that; past PP_TTRPC_WRITE_MAX the connection ends. (For a
+ *   connection through a filter, TLS, only the latter applies, counted in
+ *   bytes queued on the stream.)
+ * - A server holds at most `max_conns` connections, and servers sharing a
+ *   budget at most the budget's `max_conns` together. At a limit a new
+ *   connection is closed at once, unless `evict_idle` lets it take the place
+ *   of the connection idle the longest (no call in flight, no frame begun).
+ * - With `idle_timeout_ms`, a connection idle that long is closed. */
+#define PP_TTRPC_FRAME_TIMEOUT_MS 30000u
+#define PP_TTRPC_MAX_CONNS        1024u
+#define PP_TTRPC_CONN_MAX_HELD    (8u << 20)
+#define PP_TTRPC_BUDGET_BYTES     (32u << 20)
+#define PP_TTRPC_BUDGET_FREE      (16u << 10)
+#define PP_TTRPC_WRITE_PAUSE      (1u << 20)
+#define PP_TTRPC_WRITE_MAX        (64u << 20)
+
+/* Counts of what the limits did, for logs and metrics. */
+typedef struct pp_ttrpc_limit_stats_s {
+    uint64_t refused;        /* connections closed at accept: at a limit */
+    uint64_t evicted;        /* idle connections closed for a new one */
+    uint64_t idle_closed;    /* idle past idle_timeout_ms */
+    uint64_t frame_timeouts; /* a frame not whole within frame_timeout_ms */
+    uint64_t oversize;       /* frames announced over the maximum */
+    uint64_t paused;         /* times a connection's reading was paused */
+} pp_ttrpc_limit_stats_t;
+
+/* Shared by the servers (and their connections) it is given to; lives as
+ * long as they do. Loop thread only. */
+typedef struct pp_ttrpc_budget_s {
+    size_t max_bytes; /* held across connections before large ones pause */
+    size_t used_bytes;
+    size_t queued_bytes; /* heap of answers not yet taken by their peers */
+    size_t max_conns;    /* connections across the servers; 0 = no limit */
+    size_t conns;
+    struct pp__conn_s *waiters; /* paused for the budget (internal) */
+    pp_ttrpc_limit_stats_t stats;
+} pp_ttrpc_budget_t;
+
+void pp_ttrpc_budget_init(pp_ttrpc_budget_t *b, size_t max_bytes, size_t max_conns);
+
+typedef struct pp_ttrpc_server_opts_s {
+    size_t max_conns;          /* 0: PP_TTRPC_MAX_CONNS */
+    int evict_idle;            /* at a limit, the longest idle connection makes room */
+    uint64_t idle_timeout_ms;  /* 0: idle connections stay */
+    uint64_t frame_timeout_ms; /* 0: PP_TTRPC_FRAME_TIMEOUT_MS */
+    size_t conn_max_held;      /* 0: PP_TTRPC_CONN_MAX_HELD */
+    pp_ttrpc_budget_t *budget; /* NULL: the server's own, PP_TTRPC_BUDGET_BYTES */
+    /* Unix sockets: the mode the socket file gets (0: 0600), set on the file
+     * whatever the umask, and its group ((gid_t)-1 or 0: left as created). */
+    unsigned socket_mode;
+    unsigned socket_gid;
+    const char *name; /* in log lines: "hypervisor", "agent of `x`"; copied */
+} pp_ttrpc_server_opts_t;
+
 /* ---- server ------------------------------------------------------------ */
 
 typedef struct pp_ttrpc_server_s pp_ttrpc_server_t;
@@ -171,8 +265,18 @@ int pp_ttrpc_server_register(pp_ttrpc_server_t *srv, const char *service, const 
 /* Handles every method not registered (a proxy); without one such calls are
  * answered UNIMPLEMENTED. */
 void pp_ttrpc_server_set_fallback(pp_ttrpc_server_t *srv, pp_ttrpc_handler_cb cb, void *data);
+/* Sets the limits (see above) for connections accepted from now on, and
+ * the mode of sockets listened on from now on. -ENOMEM. */
+int pp_ttrpc_server_set_opts(pp_ttrpc_server_t *srv, const pp_ttrpc_server_opts_t *o);
+/* The budget the server counts in (its own, or the one shared), with what
+ * the limits did: for logs, metrics and tests. */
+const pp_ttrpc_budget_t *pp_ttrpc_server_budget(const pp_ttrpc_server_t *srv);
+/* Connections open now. */
+size_t pp_ttrpc_server_conns(const pp_ttrpc_server_t *srv);
 /* Listens on a unix socket, replacing a stale socket file (but not a live
- * socket or any other kind of file). */
+ * socket or any other kind of file). The socket file's mode is set as the
+ * options say (0600 by default); it is never more open than that, even for
+ * an instant, whatever the umask. */
 int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_error_t *err);
 /* Listens on "host:port" (IPv4 or [IPv6]). */
 int pp_ttrpc_server_listen_tcp(pp_ttrpc_server_t *srv, const char *hostport, pp_error_t *err);

@@ -49,3 +49,17 @@ void pp_log(enum pp_log_level level, const char *component, const char *fmt, ...
     /* One write per line so lines from several processes do not interleave. */
     fprintf(stderr, "%s\n", line);
 }
+
+int pp_log_limit(pp_log_limit_t *l, uint64_t now_ms, uint64_t interval_ms, uint64_t *suppressed)
+{
+    if (l->next_ms != 0 && now_ms < l->next_ms) {
+        l->suppressed++;
+        return 0;
+    }
+    *suppressed = l->suppressed;
+    l->suppressed = 0;
+    l->next_ms = now_ms + interval_ms;
+    if (l->next_ms == 0)
+        l->next_ms = 1;
+    return 1;
+}

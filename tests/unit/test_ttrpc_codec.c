@@ -159,15 +159,117 @@ static void test_decoder_direct(void **state)
     assert_int_equal(pp_ttrpc_decoder_direct(&d, &p, 1), 0); /* no header yet */
     assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr, sizeof(hdr)), 0);
     assert_int_equal(pp_ttrpc_decoder_feed(&d, (const uint8_t *)"ab", 2), 0);
-    size_t room = pp_ttrpc_decoder_direct(&d, &p, 1024);
-    assert_int_equal(room, n - 2);
-    memset(p, 'z', room);
-    assert_int_equal(pp_ttrpc_decoder_advance(&d, room), 0);
+    /* The room offered is what the buffer holds so far (16 KiB to start),
+     * and it grows as it is filled, until the frame is whole. */
+    size_t have = 2, reads = 0;
+    while (got.count == 0) {
+        size_t room = pp_ttrpc_decoder_direct(&d, &p, 1024);
+        assert_true(room > 0);
+        /* At most twice what came, or twice the first allocation. */
+        assert_true(room <= 2 * (have > PP_TTRPC_FRAME_START ? have : PP_TTRPC_FRAME_START));
+        if (room > n - have)
+            room = n - have;
+        memset(p, 'z', room);
+        have += room;
+        reads++;
+        assert_int_equal(pp_ttrpc_decoder_advance(&d, room), 0);
+    }
+    assert_int_equal(have, n);
+    /* The room doubles: a few reads, not one, and not one per 16 KiB. */
+    assert_true(reads >= 3 && reads <= 5);
     assert_int_equal(got.count, 1);
     assert_int_equal(got.last_frame[PP_TTRPC_HEADER_SIZE], 'a');
     assert_int_equal(got.last_frame[PP_TTRPC_HEADER_SIZE + n - 1], 'z');
     free(got.last_frame);
     pp_ttrpc_decoder_fini(&d);
+}
+
+/* A header's length reserves nothing: what a frame holds follows the bytes
+ * that came, within one growth step. */
+static void test_decoder_grows_as_bytes_arrive(void **state)
+{
+    (void)state;
+    frames_t got = {0};
+    pp_ttrpc_decoder_t d;
+    pp_ttrpc_decoder_init(&d, PP_TTRPC_MAX_MESSAGE, collect, count_oversize, &got);
+    uint8_t hdr[PP_TTRPC_HEADER_SIZE];
+    pp_ttrpc_header_t h = {PP_TTRPC_MAX_MESSAGE, 1, PP_TTRPC_REQUEST, 0};
+    pp_ttrpc_header_pack(hdr, &h);
+    assert_int_equal(pp_ttrpc_decoder_held(&d), 0);
+    assert_false(pp_ttrpc_decoder_busy(&d));
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr, 3), 0);
+    assert_true(pp_ttrpc_decoder_busy(&d));
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr + 3, sizeof(hdr) - 3), 0);
+    /* 4 MiB announced: 16 KiB held. */
+    assert_int_equal(pp_ttrpc_decoder_held(&d), PP_TTRPC_HEADER_SIZE + (16u << 10));
+    static uint8_t chunk[100000];
+    size_t fed = 0;
+    while (fed + sizeof(chunk) < PP_TTRPC_MAX_MESSAGE) {
+        assert_int_equal(pp_ttrpc_decoder_feed(&d, chunk, sizeof(chunk)), 0);
+        fed += sizeof(chunk);
+        size_t held = pp_ttrpc_decoder_held(&d) - PP_TTRPC_HEADER_SIZE;
+        assert_true(held >= fed);
+        assert_true(held <= fed + (256u << 10));
+    }
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, chunk, PP_TTRPC_MAX_MESSAGE - fed), 0);
+    assert_int_equal(got.count, 1);
+    assert_int_equal(pp_ttrpc_decoder_held(&d), 0);
+    assert_false(pp_ttrpc_decoder_busy(&d));
+    free(got.last_frame);
+    pp_ttrpc_decoder_fini(&d);
+}
+
+/* Up to 16 MiB an oversize frame is discarded and the stream goes on (as
+ * containerd's ttrpc does); past that the decoder gives up on the stream
+ * once the oversize callback has answered. */
+static void test_decoder_discard_bounded(void **state)
+{
+    (void)state;
+    frames_t got = {0};
+    pp_ttrpc_decoder_t d;
+    pp_ttrpc_decoder_init(&d, PP_TTRPC_MAX_MESSAGE, collect, count_oversize, &got);
+    uint8_t hdr[PP_TTRPC_HEADER_SIZE];
+    pp_ttrpc_header_t h = {16u << 20, 1, PP_TTRPC_REQUEST, 0};
+    pp_ttrpc_header_pack(hdr, &h);
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr, sizeof(hdr)), 0);
+    assert_int_equal(got.oversize, 1);
+    assert_true(pp_ttrpc_decoder_busy(&d));
+    assert_int_equal(pp_ttrpc_decoder_held(&d), 0);
+    h.length = (16u << 20) + 1;
+    pp_ttrpc_decoder_fini(&d);
+    pp_ttrpc_header_pack(hdr, &h);
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr, sizeof(hdr)), -EMSGSIZE);
+    assert_int_equal(got.oversize, 2);
+    h.length = 0xffffffffu;
+    pp_ttrpc_decoder_fini(&d);
+    pp_ttrpc_header_pack(hdr, &h);
+    assert_int_equal(pp_ttrpc_decoder_feed(&d, hdr, sizeof(hdr)), -EMSGSIZE);
+    assert_int_equal(got.oversize, 3);
+    assert_int_equal(got.count, 0);
+    pp_ttrpc_decoder_fini(&d);
+}
+
+/* 1024 metadata entries decode; 1025 are refused before any is allocated. */
+static void test_metadata_cap(void **state)
+{
+    (void)state;
+    for (size_t count = 1024; count <= 1025; count++) {
+        uint8_t *msg = malloc(count * 2);
+        for (size_t i = 0; i < count; i++) {
+            msg[2 * i] = 0x2a; /* field 5, length-delimited */
+            msg[2 * i + 1] = 0;
+        }
+        pp_ttrpc_request_t req;
+        int r = pp_ttrpc_request_decode(msg, count * 2, &req);
+        if (count == PP_TTRPC_MAX_METADATA) {
+            assert_int_equal(r, 0);
+            assert_int_equal(req.metadata_count, count);
+            pp_ttrpc_request_fini(&req);
+        } else {
+            assert_int_equal(r, -E2BIG);
+        }
+        free(msg);
+    }
 }
 
 static void test_decoder_fini_mid_frame(void **state)
@@ -365,6 +467,9 @@ int main(void)
         cmocka_unit_test(test_decoder_many_in_one_read),
         cmocka_unit_test(test_decoder_oversize_discarded),
         cmocka_unit_test(test_decoder_direct),
+        cmocka_unit_test(test_decoder_grows_as_bytes_arrive),
+        cmocka_unit_test(test_decoder_discard_bounded),
+        cmocka_unit_test(test_metadata_cap),
         cmocka_unit_test(test_decoder_fini_mid_frame),
         cmocka_unit_test(test_request_encode_matches_protoc),
         cmocka_unit_test(test_response_status_always_present),

@@ -23,3 +23,9 @@ endif()
 
 add_executable(pp_bench_pingpong ${CMAKE_CURRENT_LIST_DIR}/pingpong.c)
 set_target_properties(pp_bench_pingpong PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PP_BENCH_TTRPC_DIR})
+
+# Deadline cost per call at growing numbers of calls on one connection
+# (tests/bench/deadlines/run.sh).
+add_executable(pp_bench_deadlines ${CMAKE_CURRENT_LIST_DIR}/deadlines.c)
+target_link_libraries(pp_bench_deadlines PRIVATE peerpod)
+set_target_properties(pp_bench_deadlines PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PP_BENCH_TTRPC_DIR})
