@@ -7,6 +7,7 @@
 
 #include "aa.h"
 #include "cdh.h"
+#include "rest.h"
 #include "util/log.h"
 
 int guest_socket_arg(const char *arg, const char *name, char *out, size_t size, pp_error_t *err)
@@ -57,8 +58,10 @@ static void on_signal(uv_signal_t *s, int signum)
     run->svc = (void *)1; /* closing */
     if (run->kind == GUEST_RUN_AA)
         guest_aa_close(svc, on_closed, run);
-    else
+    else if (run->kind == GUEST_RUN_CDH)
         guest_cdh_close(svc, on_closed, run);
+    else
+        guest_rest_close(svc, on_closed, run);
     uv_signal_stop(&run->term);
     uv_signal_stop(&run->intr);
 }
@@ -75,8 +78,10 @@ int guest_run(const char *log, const void *opts, enum guest_run_kind kind, pp_er
     run.term.data = run.intr.data = &run;
     if (kind == GUEST_RUN_AA)
         r = guest_aa_start(&loop, opts, (guest_aa_t **)&run.svc, err);
-    else
+    else if (kind == GUEST_RUN_CDH)
         r = guest_cdh_start(&loop, opts, (guest_cdh_t **)&run.svc, err);
+    else
+        r = guest_rest_start(&loop, opts, (guest_rest_t **)&run.svc, err);
     if (r < 0) {
         uv_close((uv_handle_t *)&run.term, NULL);
         uv_close((uv_handle_t *)&run.intr, NULL);

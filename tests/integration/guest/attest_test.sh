@@ -235,6 +235,61 @@ call 15 "$CDHS" api.GetResourceService GetResource kbs:///default/key/none
 call 13 "$CDHS" api.GetResourceService GetResource "kbs:///../key/k1"
 ok "GetResource released by the KBS to the attested key; sealed secret verified and unsealed; tampered refused; unknown NOT_FOUND"
 
+# ---- the REST API -------------------------------------------------------------------
+
+start_rest() { # FEATURES PORT LOG
+    ip netns exec "$NS" "$BIN/api-server-rest" --features "$1" --bind "127.0.0.1:$2" \
+        --aa-socket "unix://$AAS" --cdh-socket "unix://$CDHS" >"$3" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do in_ns "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $2))" 2>/dev/null && return; sleep 0.05; done
+    fail "api-server-rest did not start"
+}
+start_rest all 8006 rest.log
+start_rest resource 8007 rest2.log
+rest() { # WANT_STATUS METHOD PORT PATH [BODY]: the body in out.bin
+    in_ns "$PY" - "$@" <<'PYEOF' || fail "REST $2 $4"
+import sys, urllib.request as u, urllib.error
+want, method, port, path = sys.argv[1:5]
+data = sys.argv[5].encode() if len(sys.argv) > 5 else None
+req = u.Request("http://127.0.0.1:%s%s" % (port, path), data=data, method=method)
+try:
+    r = u.urlopen(req, timeout=60)
+    status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+open("out.bin", "wb").write(body)
+if str(status) != want:
+    sys.exit("status %d, want %s: %r" % (status, want, body[:200]))
+PYEOF
+}
+rest 200 GET 8006 /info
+"$PY" -c "import json; i = json.load(open('out.bin')); assert i['tee'] == 'tpm' and i['feature'] == 'all' and 'version' in i, i" ||
+    fail "/info: $(cat out.bin)"
+rest 200 GET 8006 "/aa/token?token_type=kbs"
+"$PY" -c "import json; t = json.load(open('out.bin')); assert t['token'].count('.') == 2" || fail "/aa/token"
+for q in "runtime_data=rest-data" "runtime_data=cmVzdC1kYXRh&encoding=base64"; do
+    rest 200 GET 8006 "/aa/evidence?$q"
+    "$PY" -c "
+import sys, json
+sys.path.insert(0, '$HERE')
+import kbs
+kbs.verify_tpm(json.load(open('out.bin')), b'rest-data', None, None)" || fail "/aa/evidence?$q does not bind rest-data"
+done
+rest 400 GET 8006 /aa/evidence
+[ "$(cat out.bin)" = "BAD REQUEST" ] || fail "/aa/evidence without runtime_data: $(cat out.bin)"
+rest 200 POST 8006 /aa/aael '{"domain":"d","operation":"o","content":"c"}'
+grep -q '"success":"false"' out.bin || fail "/aa/aael: $(cat out.bin)"
+rest 200 GET 8006 /cdh/resource/default/key/k1
+[ "$(cat out.bin)" = the-secret-value ] || fail "/cdh/resource: $(cat out.bin)"
+rest 500 GET 8006 /cdh/resource/default/key/none
+rest 404 GET 8006 /nope
+[ "$(cat out.bin)" = "URL NOT FOUND" ] || fail "/nope: $(cat out.bin)"
+rest 405 POST 8006 /info x
+rest 404 GET 8007 "/aa/token?token_type=kbs"
+[ "$(cat out.bin)" = "Attestation Feature Not Enabled" ] || fail "features: $(cat out.bin)"
+rest 200 GET 8007 /cdh/resource/default/key/k1
+ok "REST on 127.0.0.1:8006: /info, /aa/token, /aa/evidence (plain and base64), /aa/aael, /cdh/resource, 400, 404, 405, features"
+
 # ---- other initdata -----------------------------------------------------------------
 
 sed 's/8443/8444/' aa.toml >aa-other.toml
@@ -279,7 +334,7 @@ call 0 "$CDHS" api.GetResourceService GetResource kbs:///default/key/k1
 ok "a nonce the session no longer holds is refused; a 401 gets a token again; an expiring token is replaced by a new attestation"
 
 call 0 "$AAS" $AA GetTeeType
-for f in aa.log aa2.log cdh.log cdh2.log; do
+for f in aa.log aa2.log cdh.log cdh2.log rest.log rest2.log; do
     if grep -q -e the-secret-value -e vault-secret -e 'eyJ' -e 'PRIVATE KEY' "$f"; then
         fail "$f holds a secret"
     fi
