@@ -64,6 +64,10 @@ static const pp_setting_t items[] = {
                    "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
     PP_SETTING_INT_OF(cfg_t, peerpods_limit, "PEERPODS_LIMIT_PER_NODE", "peerpods-limit-per-node",
                       "10", 0, 100000, "most pod VMs on this node (0: no limit)"),
+    PP_SETTING_BOOL_OF(cfg_t, enable_scratch_space, "ENABLE_SCRATCH_SPACE", "enable-scratch-space",
+                       "false",
+                       "ask pod VMs for encrypted scratch space (a marker in the user data, "
+                       "which the pod VM image acts on)"),
     PP_SETTING_INT_OF(cfg_t, busy_poll_us, "BUSY_POLL_US", "busy-poll-us", "0", 0,
                       PP_LOOP_BUSY_POLL_MAX_US,
                       "after a quick wake-up, poll this long (microseconds) before sleeping "
@@ -82,8 +86,6 @@ static const pp_setting_t items[] = {
                         "upstream's check never stops its daemon; user data is always built "
                         "here and checked in the pod VM",
                         .flags = PP_SETTING_AS_BOOL),
-    PP_SETTING_UPSTREAM(PP_SETTING_WARN, "ENABLE_SCRATCH_SPACE", "enable-scratch-space", only_false,
-                        "pod VMs get no encrypted scratch space", .flags = PP_SETTING_AS_BOOL),
     PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, "EXTERNAL_NETWORK_VIA_PODVM", "ext-network-via-podvm",
                         only_false, "pod traffic leaves through the node only",
                         .flags = PP_SETTING_AS_BOOL),

@@ -40,10 +40,11 @@ typedef struct caa_config_s {
     int vxlan_min_id;
     int tls_skip_verify;
     int disable_tls;
-    int peerpods_limit; /* 0 = no limit */
-    int busy_poll_us;   /* 0 = never (util/loop.h) */
-    char failpoint[64]; /* PP_FAILPOINT: for crash tests only */
-    int list_settings;  /* -list-settings */
+    int peerpods_limit;       /* 0 = no limit */
+    int enable_scratch_space; /* ENABLE_SCRATCH_SPACE: the marker in the user data */
+    int busy_poll_us;         /* 0 = never (util/loop.h) */
+    char failpoint[64];       /* PP_FAILPOINT: for crash tests only */
+    int list_settings;        /* -list-settings */
     /* The flags of the command line (argv past the program and the
      * provider word), borrowed: the provider reads its own from them. */
     int nflags;

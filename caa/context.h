@@ -19,6 +19,7 @@
 
 typedef struct caa_daemon_s caa_daemon_t;
 typedef struct caa_sandbox_s caa_sandbox_t;
+typedef struct caa_vminfo_waiter_s caa_vminfo_waiter_t;
 
 /* A hypervisor call that waits: during recovery, or for a teardown. */
 typedef struct caa_waiting_call_s {
@@ -42,7 +43,8 @@ struct caa_daemon_s {
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
     caa_heap_t heap;
-    caa_waiting_call_t *parked; /* hypervisor calls that came during recovery */
+    caa_waiting_call_t *parked;          /* hypervisor calls that came during recovery */
+    caa_vminfo_waiter_t *vminfo_waiters; /* PodVMInfo calls waiting for a VM (vminfo.h) */
     int recovering;
     int stopping;
     int exit_code;

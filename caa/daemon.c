@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "hypervisor.h"
+#include "vminfo.h"
 #include "lifecycle.h"
 #include "recover.h"
 #include "sandbox.h"
@@ -54,6 +55,7 @@ void caa_daemon_shutdown(caa_daemon_t *d)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     caa_heap_stop(&d->heap);
+    caa_vminfo_stop(d);
     if (d->hv != NULL)
         pp_ttrpc_server_close(d->hv, 1, hv_closed_cb, d);
 }
@@ -138,7 +140,8 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
             return pp_error_set(err, r, "`REMOTE_HYPERVISOR_ENDPOINT` directory `%s`: %s", sockdir,
                                 strerror(-r));
     }
-    if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 || (r = caa_hypervisor_register(d)) < 0)
+    if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 || (r = caa_hypervisor_register(d)) < 0 ||
+        (r = caa_vminfo_register(d)) < 0)
         return pp_error_set(err, r, "hypervisor service: %s", strerror(-r));
     /* Claim the socket before recovery so that a second daemon fails here. */
     if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)

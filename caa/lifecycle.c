@@ -1,5 +1,6 @@
 /* The sandbox state machine: CreateVM, StartVM, StopVM (lifecycle.h). */
 #include "lifecycle.h"
+#include "vminfo.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -430,6 +431,7 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
          * else happens, so that a crash from here on finds it. */
         save(sb);
         failpoint(sb->d, "start:instance-recorded");
+        caa_vminfo_notify(sb->d, sb->pod_namespace, sb->pod_name, sb->instance.id);
     }
     if (sb->stop_requested || sb->state != CAA_SB_STARTING) {
         teardown(sb);

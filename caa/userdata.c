@@ -14,6 +14,23 @@
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/buf.h"
+#include "util/settings.h"
+
+/* TLS_CIPHER_SUITES as upstream's forwarder reads it: an array of names.
+ * NULL (which jansson's setters refuse) when out of memory. */
+static json_t *suite_names(const char *list)
+{
+    json_t *a = json_array();
+    const char *cur = list, *item;
+    size_t len;
+    while (a != NULL && pp_list_next(&cur, &item, &len)) {
+        if (json_array_append_new(a, json_stringn(item, len)) < 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    return a;
+}
 
 /* The forwarder's certificate, issued for the instance name, and the CA
  * that CAA's client certificate comes from. */
@@ -39,7 +56,7 @@ static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_err
     if (d->cfg.tls_min_version[0])
         r |= json_object_set_new(root, "tls-min-version", json_string(d->cfg.tls_min_version));
     if (d->cfg.tls_cipher_suites[0])
-        r |= json_object_set_new(root, "tls-cipher-suites", json_string(d->cfg.tls_cipher_suites));
+        r |= json_object_set_new(root, "tls-cipher-suites", suite_names(d->cfg.tls_cipher_suites));
     return r == 0 ? 0 : pp_error_set(err, -ENOMEM, "out of memory");
 }
 
@@ -184,7 +201,7 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
     int r = apf_json(d, sb, &apf, err);
     if (r < 0)
         return r;
-    pp_userdata_file_t files[3] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
+    pp_userdata_file_t files[4] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
     size_t n = 1;
     char *auth = NULL;
     r = auth_json(d, &auth, err);
@@ -203,6 +220,14 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
         files[n].path = "/run/peerpod/initdata";
         files[n].content = sb->initdata_b64;
         files[n].len = strlen(sb->initdata_b64);
+        n++;
+    }
+    if (d->cfg.enable_scratch_space) {
+        /* As upstream's daemon: an empty marker, which the pod VM image acts
+         * on. */
+        files[n].path = "/run/peerpod/scratch-space.marker";
+        files[n].content = "";
+        files[n].len = 0;
         n++;
     }
     pp_buf_t b;

@@ -954,8 +954,13 @@ static int add_entry(parser_t *p, size_t entry_line, entry_t *e, pp_userdata_fil
     const char *path = e->val[KEY_PATH];
     char shown[MSG_MAX];
     pp__printable(path, e->len[KEY_PATH], shown, sizeof(shown));
-    if (e->val[KEY_CONTENT] == NULL)
-        return fail(p, entry_line, "entry for `%s` has no `content`", shown);
+    if (e->val[KEY_CONTENT] == NULL) {
+        /* Upstream's template leaves `content` out of an empty file (the
+         * scratch space marker); its reader takes that as empty. */
+        if ((e->val[KEY_CONTENT] = calloc(1, 1)) == NULL)
+            return pp_error_set(p->err, -ENOMEM, "user data: out of memory");
+        e->len[KEY_CONTENT] = 0;
+    }
     if (strlen(path) != e->len[KEY_PATH])
         return fail(p, e->line[KEY_PATH], "path contains a NUL character");
     pp_error_t perr;

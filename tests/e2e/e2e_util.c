@@ -150,8 +150,8 @@ void caa_start(caa_t *c, const char *name, const char *const *extra)
 
 void caa_restart(caa_t *c, const char *const *extra)
 {
-    char env[16][300];
-    char *envp[20];
+    char env[32][300];
+    char *envp[36];
     int n = 0;
     /* Extras first: getenv() finds the first of two equal names. */
     for (int i = 0; extra && extra[i]; i++)

@@ -39,4 +39,6 @@ if(TARGET process-user-data AND TARGET pp_userdata)
             ${PP_UD_INTEROP_ARGS})
   set_tests_properties(userdata_pud userdata_yaml_interop PROPERTIES
     TIMEOUT 300 LABELS integration SKIP_RETURN_CODE 77)
+  set_tests_properties(userdata_pud PROPERTIES ENVIRONMENT
+                       "PP_COMPAT_DATA=${PROJECT_SOURCE_DIR}/tests/compat/data")
 endif()

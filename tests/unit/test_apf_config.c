@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "net/net.h"
 
 static int parse(apf_config_t *cfg, pp_error_t *err, ...)
 {
@@ -251,6 +252,37 @@ static void test_file(void **state)
     rmdir(dir);
 }
 
+/* apf.json as upstream's daemon writes it: its TLS profile (an array of
+ * suites), and its pod network (a route with `"gw": ""`, omitted protocol
+ * and scope), read by this forwarder. */
+static void test_upstream_apf_json(void **state)
+{
+    apf_config_t *cfg = *state;
+    pp_error_t err = {0};
+    assert_int_equal(parse(cfg, &err, "-config", UPSTREAM_APF, NULL), 0);
+    if (apf_config_load_file(cfg, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_string_equal(cfg->pod_name, "nginx-7c5ddbdf54-x2x8k");
+    assert_string_equal(cfg->pod_namespace, "default");
+    assert_true(cfg->has_tls_material);
+    assert_string_equal(cfg->tls_min_version, "VersionTLS12");
+    assert_string_equal(cfg->tls_cipher_suites, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"
+                                                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384");
+    assert_true(cfg->has_pod_network);
+    pp_podnet_t *pn = calloc(1, sizeof(*pn));
+    assert_non_null(pn);
+    if (pp_podnet_decode(cfg->pod_network_json, strlen(cfg->pod_network_json), pn, &err) < 0)
+        fail_msg("pod-network: %s", err.message);
+    assert_string_equal(pn->interface, "eth0");
+    assert_int_equal(pn->vxlan_id, 555003);
+    assert_int_equal(pn->vxlan_port, 4789);
+    assert_int_equal(pn->mtu, 1450);
+    assert_int_equal(pn->n_routes, 3);
+    assert_false(pn->routes[1].has_gw);
+    assert_int_equal(pn->n_neighbors, 1);
+    free(pn);
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -315,6 +347,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_apf_json, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,4 +290,19 @@ elapsed=$((($(date +%s%N) - t0) / 1000000))
 [ $elapsed -ge 900 ] || fail "-t 1 gave up after $elapsed ms"
 ok "upstream's --version, -v, --user-data-fetch-timeout and -t"
 
+# User data as upstream's daemon writes it (tests/compat/data: its
+# template's layout, the scratch space marker without `content`).
+root=$work/root-upstream
+mkdir "$root"
+"$PUD" provision-files --from "$PP_COMPAT_DATA/upstream-userdata.yaml" --root "$root" \
+    2>pud.log || { cat pud.log >&2; fail "upstream's user data"; }
+for f in apf.json auth.json initdata initdata.digest aa.toml cdh.toml policy.rego \
+    scratch-space.marker; do
+    [ -f "$root/run/peerpod/$f" ] || fail "upstream's user data: no $f"
+done
+[ ! -s "$root/run/peerpod/scratch-space.marker" ] || fail "the marker is not empty"
+grep -q '"tls-cipher-suites": \[' "$root/run/peerpod/apf.json" || fail "apf.json changed"
+grep -q 'url = "http://10.0.0.10:8080"' "$root/run/peerpod/aa.toml" || fail "aa.toml"
+ok "user data as upstream's daemon writes it"
+
 echo "all $pass checks passed"

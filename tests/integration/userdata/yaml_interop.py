@@ -127,7 +127,9 @@ def compare_parsed(label, docs, wants, lines):
 
 
 def as_files(doc):
-    return [{"path": e["path"], "content": e["content"]} for e in doc["write_files"]]
+    # A missing or null `content` is an empty file, as upstream's yaml.v2
+    # reader (into a string field) has it.
+    return [{"path": e["path"], "content": e.get("content") or ""} for e in doc["write_files"]]
 
 
 def check_builder(tool, rng, count):
