@@ -159,6 +159,9 @@ static void on_call(pp_ttrpc_call_t *call, void *data)
 
 int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t **out)
 {
+    /* Plaintext only when asked for (main.c says why before it gets here). */
+    if (!cfg->disable_tls && !cfg->has_tls_material)
+        return -EPERM;
     apf_forwarder_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -ENOMEM;
@@ -183,7 +186,7 @@ int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t 
         return r;
     }
     pp_ttrpc_server_set_fallback(f->srv, on_call, f);
-    if (!cfg->disable_tls && cfg->has_tls_material) {
+    if (!cfg->disable_tls) {
         pp_error_t err = {0};
         pp_tls_config_t tc = {
             .cert_pem = cfg->tls_server_cert,

@@ -35,7 +35,9 @@ typedef void (*apf_forwarder_ready_cb)(apf_forwarder_t *f, int status, const pp_
                                        void *data);
 typedef void (*apf_forwarder_close_cb)(apf_forwarder_t *f, void *data);
 
-/* Copies what it needs from `cfg`. */
+/* Copies what it needs from `cfg`. -EPERM without TLS material unless
+ * cfg->disable_tls: the agent API is served in plaintext only when that
+ * was asked for. */
 int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t **out);
 
 /* Waits for the kata agent (up to cfg->agent_wait_ms), then listens. */

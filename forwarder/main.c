@@ -1,4 +1,5 @@
 /* agent-protocol-forwarder: the kata agent API bridge in the pod VM. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,12 +92,26 @@ static void log_config(const apf_config_t *cfg)
                 "TLS DISABLED by -disable-tls: serving plaintext ttrpc, for "
                 "debugging only%s",
                 cfg->has_tls_material ? " (tls material in the config is ignored)" : "");
-    else if (!cfg->has_tls_material)
-        PP_WARN(COMPONENT, "NO TLS: the config carries no tls material (cloud-api-adaptor "
-                           "runs with TLS disabled): serving plaintext ttrpc");
-    else
+    else if (cfg->has_tls_material)
         PP_INFO(COMPONENT, "serving ttrpc over TLS%s",
                 cfg->tls_client_ca ? " with client certificates required" : "");
+}
+
+/* Plaintext only when it was asked for: a config that is missing, or that
+ * carries no TLS material, means the pod VM was not provisioned as it
+ * should have been, not that anyone wants the agent API open to the
+ * network without authentication (upstream's forwarder fails then too). */
+static int check_tls(const apf_config_t *cfg, pp_error_t *err)
+{
+    if (cfg->disable_tls || cfg->has_tls_material)
+        return 0;
+    return pp_error_set(err, -EPERM,
+                        "no TLS material: the config `%s` %s and no -cert-file/-cert-key were "
+                        "given; refusing to serve the agent API in plaintext (give -disable-tls "
+                        "for that, for debugging only)",
+                        cfg->config_path,
+                        cfg->file_loaded ? "has no tls-server-key, tls-server-cert or tls-client-ca"
+                                         : "does not exist");
 }
 
 /* The VM end of the pod's tunnel, from the config's `pod-network`: the
@@ -159,6 +174,11 @@ int main(int argc, char **argv)
         return 1;
     }
     log_config(&cfg);
+    if (check_tls(&cfg, &err) < 0) {
+        PP_ERR(COMPONENT, "%s", err.message);
+        apf_config_fini(&cfg);
+        return 1;
+    }
     if (cfg.has_pod_network && setup_pod_network(&cfg, &err) < 0) {
         PP_ERR(COMPONENT, "pod network: %s", err.message);
         apf_config_fini(&cfg);

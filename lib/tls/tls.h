@@ -144,14 +144,26 @@ typedef struct pp_tls_acceptor_s pp_tls_acceptor_t;
 typedef void (*pp_tls_accept_event_cb)(pp_tls_acceptor_t *a, int status, const char *peer,
                                        const char *err_msg, void *data);
 
+/* Handshakes in progress at once; at the cap a new connection ends the
+ * oldest handshake (docs/design/limits.md). */
+#define PP_TLS_MAX_PENDING 64
+
+typedef struct pp_tls_acceptor_stats_s {
+    uint64_t failed;  /* handshakes that failed (or could not start) */
+    uint64_t evicted; /* handshakes ended at the cap for a newer connection */
+} pp_tls_acceptor_stats_t;
+
 /* Installs an accept hook on `srv` so that every connection it accepts runs
  * a handshake with `ctx` first (server role), and is served through the TLS
- * filter if it succeeds, or logged and closed if it fails. */
+ * filter if it succeeds, or closed if it fails (logged at most once every
+ * 10 s, with the number not logged). At most PP_TLS_MAX_PENDING handshakes
+ * run at once. */
 int pp_tls_acceptor_new(pp_ttrpc_server_t *srv, pp_tls_ctx_t *ctx, pp_tls_acceptor_t **out,
                         pp_error_t *err);
 void pp_tls_acceptor_on_event(pp_tls_acceptor_t *a, pp_tls_accept_event_cb cb, void *data);
 /* Handshakes in progress. */
 size_t pp_tls_acceptor_pending(const pp_tls_acceptor_t *a);
+const pp_tls_acceptor_stats_t *pp_tls_acceptor_stats(const pp_tls_acceptor_t *a);
 /* Cancels handshakes in progress (closing their streams) and frees the
  * acceptor; the server refuses connections from then on. Call it before
  * pp_ttrpc_server_close(). */

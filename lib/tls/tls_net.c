@@ -22,8 +22,10 @@ typedef struct pending_s {
 struct pp_tls_acceptor_s {
     pp_ttrpc_server_t *srv;
     pp_tls_ctx_t *ctx;
-    pending_t *pending;
+    pending_t *pending, *pending_tail; /* oldest first */
     size_t npending;
+    pp_tls_acceptor_stats_t stats;
+    pp_log_limit_t refuse_log;
     pp_tls_accept_event_cb event_cb;
     void *event_data;
     int freeing;
@@ -77,6 +79,8 @@ static void accepted_cb(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *
         a->pending = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    else
+        a->pending_tail = p->prev;
     a->npending--;
 
     if (status == 0) {
@@ -85,18 +89,43 @@ static void accepted_cb(pp_tls_handshake_t *hs, int status, pp_stream_filter_t *
         int r = pp_ttrpc_server_serve_filtered(a->srv, p->stream, filter);
         event(a, r, p->peer, r < 0 ? "the server is closing" : NULL);
     } else {
-        if (status != UV_ECANCELED)
-            PP_WARN("tls", "refused connection from %s: %s", p->peer, err_msg);
+        if (status != UV_ECANCELED) {
+            a->stats.failed++;
+            uint64_t quiet;
+            if (pp_log_limit(&a->refuse_log, uv_now(p->stream->loop), 10000, &quiet))
+                PP_WARN("tls", "refused connection from %s: %s (%llu more not logged)", p->peer,
+                        err_msg, (unsigned long long)quiet);
+        }
         uv_close((uv_handle_t *)p->stream, (uv_close_cb)free);
         event(a, status, p->peer, err_msg);
     }
     free(p);
 }
 
+/* Handshakes in progress are capped: a new connection at the cap ends the
+ * oldest handshake, so that connections opened and left silent cannot keep
+ * out one that completes its handshake in a few milliseconds, and hold no
+ * more than PP_TLS_MAX_PENDING descriptors and TLS states. */
+static void make_room(pp_tls_acceptor_t *a, uv_loop_t *loop)
+{
+    if (a->npending < PP_TLS_MAX_PENDING || a->pending == NULL)
+        return;
+    pending_t *oldest = a->pending;
+    a->stats.evicted++;
+    uint64_t quiet;
+    if (pp_log_limit(&a->refuse_log, uv_now(loop), 10000, &quiet))
+        PP_WARN("tls",
+                "%zu TLS handshakes in progress: ending the oldest, from %s (%llu more not "
+                "logged)",
+                a->npending, oldest->peer, (unsigned long long)quiet);
+    pp_tls_handshake_cancel(oldest->hs); /* unlinks it */
+}
+
 static void accept_hook(pp_ttrpc_server_t *srv, uv_stream_t *stream, void *data)
 {
     pp_tls_acceptor_t *a = data;
     (void)srv;
+    make_room(a, stream->loop);
     pending_t *p = calloc(1, sizeof(*p));
     if (p == NULL) {
         uv_close((uv_handle_t *)stream, (uv_close_cb)free);
@@ -107,17 +136,24 @@ static void accept_hook(pp_ttrpc_server_t *srv, uv_stream_t *stream, void *data)
     peer_string(stream, p->peer, sizeof(p->peer));
     int r = pp_tls_handshake(a->ctx, stream, NULL, accepted_cb, p, &p->hs);
     if (r < 0) {
-        PP_WARN("tls", "refused connection from %s: cannot start the TLS handshake: %s", p->peer,
-                uv_strerror(r));
+        a->stats.failed++;
+        uint64_t quiet;
+        if (pp_log_limit(&a->refuse_log, uv_now(stream->loop), 10000, &quiet))
+            PP_WARN("tls",
+                    "refused connection from %s: cannot start the TLS handshake: %s (%llu more "
+                    "not logged)",
+                    p->peer, uv_strerror(r), (unsigned long long)quiet);
         uv_close((uv_handle_t *)stream, (uv_close_cb)free);
         event(a, r, p->peer, "cannot start the TLS handshake");
         free(p);
         return;
     }
-    p->next = a->pending;
-    if (a->pending)
-        a->pending->prev = p;
-    a->pending = p;
+    p->prev = a->pending_tail;
+    if (a->pending_tail)
+        a->pending_tail->next = p;
+    else
+        a->pending = p;
+    a->pending_tail = p;
     a->npending++;
 }
 
@@ -155,6 +191,11 @@ void pp_tls_acceptor_on_event(pp_tls_acceptor_t *a, pp_tls_accept_event_cb cb, v
 size_t pp_tls_acceptor_pending(const pp_tls_acceptor_t *a)
 {
     return a->npending;
+}
+
+const pp_tls_acceptor_stats_t *pp_tls_acceptor_stats(const pp_tls_acceptor_t *a)
+{
+    return &a->stats;
 }
 
 void pp_tls_acceptor_free(pp_tls_acceptor_t *a)

@@ -473,11 +473,13 @@ static void start_forwarder(lp_op_t *op)
     pp__local_fmt(listen, sizeof(listen), "%s:%d", op->tag.ip, PP_LOCAL_FORWARDER_PORT);
     pp__local_fmt(sock, sizeof(sock), "%s/agent.sock", op->dir);
     pp__local_fmt(config, sizeof(config), "%s/root/run/peerpod/apf.json", op->dir);
-    /* TLS or not is the forwarder's config's to say (its tls-* keys). */
-    const char *extra[] = {"-listen", listen, "-kata-agent-socket", sock,
-                           "-config", config, "-pod-namespace",     op->pod_ns};
-    int rc = spawn(op, &op->st->forwarder, extra, PP_ARRAY_SIZE(extra), NULL, "forwarder.log", 1,
-                   on_forwarder);
+    /* The forwarder serves TLS with its config's material, or plaintext
+     * when told to (as a pod VM image for a node without TLS would be). */
+    const char *extra[] = {"-listen",     listen, "-kata-agent-socket", sock,
+                           "-config",     config, "-pod-namespace",     op->pod_ns,
+                           "-disable-tls"};
+    size_t nextra = PP_ARRAY_SIZE(extra) - (op->st->plaintext ? 0 : 1);
+    int rc = spawn(op, &op->st->forwarder, extra, nextra, NULL, "forwarder.log", 1, on_forwarder);
     if (rc < 0) {
         pp_error_set(&op->err, rc, "start forwarder: %s", strerror(-rc));
         create_abort(op);

@@ -234,6 +234,7 @@ typedef struct pp__local_state_s {
     char agent_cmd[1024];     /* LOCAL_AGENT_COMMAND */
     char forwarder_cmd[1024]; /* LOCAL_FORWARDER_COMMAND */
     char pud_cmd[1024];       /* LOCAL_PROCESS_USER_DATA_COMMAND */
+    int plaintext;            /* DISABLE_TLS: forwarders run with -disable-tls */
 
     pp_provider_t *p;
     pp__local_pool_t pool; /* LOCAL_SUBNET */

@@ -134,6 +134,13 @@ static const pp_setting_t local_items[] = {
     LP_SETTING(pud_cmd, "LOCAL_PROCESS_USER_DATA_COMMAND", NULL,
                "process-user-data's command line (default: process-user-data next to this "
                "program)"),
+    /* The adaptor's own variable: a node whose adaptor speaks plaintext to
+     * its pod VMs has pod VMs whose forwarders were told to (a forwarder
+     * without TLS material refuses to serve otherwise). No flag: the
+     * adaptor's -disable-tls is the adaptor's. */
+    PP_SETTING_BOOL_OF(lp_state_t, plaintext, "DISABLE_TLS", NULL, NULL,
+                       "the pod VMs' forwarders serve plaintext (-disable-tls), as the adaptor "
+                       "does with DISABLE_TLS"),
 };
 
 const pp_settings_table_t pp__local_settings = {"local provider", local_items,

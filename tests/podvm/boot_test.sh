@@ -63,7 +63,8 @@ show_log() {
 }
 
 # The config drive, as a cloud or libvirt gives it: user-data is the
-# #cloud-config CAA writes, with a plaintext apf.json (no TLS material).
+# #cloud-config CAA writes, with a plaintext apf.json (no TLS material; the
+# test image's forwarder runs with -disable-tls, podvm/install-files.sh).
 mkdir -p "$work/cidata"
 cat >"$work/cidata/user-data" <<'EOF'
 #cloud-config

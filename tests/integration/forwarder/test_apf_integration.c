@@ -32,6 +32,8 @@
 #include "health.pb-c.h"
 #include "interceptor.h"
 #include "oci.pb-c.h"
+#include "tls/ca.h"
+#include "tls/tls.h"
 #include "ttrpc/ttrpc.h"
 
 #define PODNS         "/run/netns/itest-podns"
@@ -47,6 +49,7 @@ typedef struct env_s {
     pid_t agent, apf;
     uv_loop_t loop;
     pp_ttrpc_client_t *client;
+    int tls; /* start the forwarder without -disable-tls */
 } env_t;
 
 /* Test hooks of pp-test-agent; NULL leaves one unset. */
@@ -140,6 +143,19 @@ static int stop_process(pid_t *pid, int sig)
     return status;
 }
 
+static int count_dir(const char *path)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls -1 %s 2>/dev/null | wc -l", path);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p != NULL && fscanf(p, "%d", &n) != 1)
+        n = -1;
+    if (p != NULL)
+        pclose(p);
+    return n;
+}
+
 static int unix_accepts(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -210,7 +226,7 @@ static void start_apf(env_t *e, const char *const *extra, int wait)
     char *argv[24] = {(char *)apf_bin, "-listen",     e->listen, "-kata-agent-socket",
                       e->sock,         "-config",     e->config, "-pod-namespace",
                       PODNS,           "-disable-tls"};
-    size_t argc = 10;
+    size_t argc = e->tls ? 9 : 10;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 23; i++)
         argv[argc++] = (char *)extra[i];
     argv[argc] = NULL;
@@ -951,6 +967,154 @@ static void test_config_file(void **state)
     assert_true(file_contains(e->apf_log, "line 2"));
 }
 
+/* Without -disable-tls the forwarder serves only with TLS material: with no
+ * config, or a config without it, it stops at once saying why, and nothing
+ * listens. */
+static void test_plaintext_refused(void **state)
+{
+    env_t *e = *state;
+    e->tls = 1;
+    start_agent(e, NULL);
+    unlink(e->config);
+    start_apf(e, NULL, 0);
+    int status = wait_exit(e->apf, 5000);
+    e->apf = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_false(tcp_accepts(e->port));
+    assert_true(file_contains(e->apf_log, "refusing to serve the agent API in plaintext"));
+    assert_true(file_contains(e->apf_log, "does not exist"));
+
+    FILE *f = fopen(e->config, "w");
+    fputs("{\"pod-name\": \"nginx\", \"pod-namespace\": \"default\"}", f);
+    fclose(f);
+    start_apf(e, NULL, 0);
+    status = wait_exit(e->apf, 5000);
+    e->apf = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_false(tcp_accepts(e->port));
+    assert_true(file_contains(e->apf_log, "has no tls-server-key"));
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    return count_dir(path);
+}
+
+static int count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+typedef struct dial_s {
+    int done, status;
+    uv_stream_t *stream;
+    pp_stream_filter_t *filter;
+    char why[256];
+} dial_t;
+
+static void on_dial(pp_tls_dial_t *d, int status, uv_stream_t *stream, pp_stream_filter_t *filter,
+                    const char *err_msg, void *data)
+{
+    dial_t *ds = data;
+    (void)d;
+    ds->status = status;
+    ds->stream = stream;
+    ds->filter = filter;
+    snprintf(ds->why, sizeof(ds->why), "%s", err_msg ? err_msg : "");
+    ds->done = 1;
+}
+
+/* 300 connections that never start their TLS handshake: the forwarder
+ * holds at most 64 of them (PP_TLS_MAX_PENDING; the oldest goes for each
+ * new one), logs at most a line per 10 s for those it ends, and a client
+ * that does its handshake is served at once. */
+static void test_tls_handshake_cap(void **state)
+{
+    env_t *e = *state;
+    char cadir[128];
+    snprintf(cadir, sizeof(cadir), "%s/ca", e->dir);
+    pp_ca_opts_t co = {.dir = cadir};
+    pp_ca_t *ca = NULL;
+    pp_error_t err = {0};
+    assert_int_equal(pp_ca_load_or_create(&co, &ca, &err), 0);
+    char *cert = NULL, *key = NULL;
+    assert_int_equal(pp_ca_issue_server(ca, "apf-itest", "127.0.0.1", 0, &cert, &key, &err), 0);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "pod-name", "nginx", "tls-server-key", key,
+                          "tls-server-cert", cert, "tls-client-ca", pp_ca_cert_pem(ca));
+    assert_int_equal(json_dump_file(j, e->config, 0), 0);
+    json_decref(j);
+    pp_ca_secret_free(key);
+    free(cert);
+
+    e->tls = 1;
+    start_agent(e, NULL);
+    start_apf(e, NULL, 1);
+    sleep_ms(200);
+    int base = count_fds(e->apf);
+    int silent[300];
+    for (int i = 0; i < 300; i++) {
+        silent[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)e->port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(connect(silent[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    }
+    sleep_ms(500);
+    int fds = count_fds(e->apf);
+    printf("# forwarder descriptors: %d before, %d with 300 silent connections\n", base, fds);
+    assert_true(fds <= base + PP_TLS_MAX_PENDING + 2);
+
+    const char *ccert, *ckey;
+    assert_int_equal(pp_ca_client_identity(ca, "cloud-api-adaptor", &ccert, &ckey, &err), 0);
+    pp_tls_config_t tc = {.cert_pem = ccert, .key_pem = ckey, .ca_pem = pp_ca_cert_pem(ca)};
+    pp_tls_ctx_t *ctx = NULL;
+    assert_int_equal(pp_tls_ctx_new(PP_TLS_CLIENT, &tc, &ctx, &err), 0);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", e->port, &sa);
+    dial_t ds = {0};
+    uint64_t t0 = now_ms();
+    pp_tls_dial_t *d;
+    assert_int_equal(
+        pp_tls_dial(&e->loop, ctx, (struct sockaddr *)&sa, "apf-itest", on_dial, &ds, &d), 0);
+    run_until(e, &ds.done, 10000);
+    if (ds.status != 0)
+        fail_msg("TLS dial: %s", ds.why);
+    assert_int_equal(pp_ttrpc_client_new(&e->loop, &e->client), 0);
+    assert_int_equal(pp_ttrpc_client_open_filtered(e->client, ds.stream, ds.filter), 0);
+    result_t r;
+    static const uint8_t check_req[] = {0x0a, 0x00};
+    call_sync(e, "grpc.Health", "Check", check_req, sizeof(check_req), 0, NULL, 0, &r);
+    assert_code(&r, PP_GRPC_OK);
+    result_free(&r);
+    printf("# a client with its handshake served in %llu ms\n",
+           (unsigned long long)(now_ms() - t0));
+    assert_true(now_ms() - t0 < 3000);
+    /* The probe of start_apf and the 236 handshakes ended at the cap: at
+     * most one line each 10 s. */
+    int lines = count_lines(e->apf_log, "warn  tls:");
+    printf("# %d lines logged for 237 refused connections\n", lines);
+    assert_true(lines >= 1 && lines <= 2);
+    for (int i = 0; i < 300; i++)
+        close(silent[i]);
+    client_close(e);
+    pp_tls_ctx_free(ctx);
+    pp_ca_free(ca);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", cadir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -972,6 +1136,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_sigterm_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_late, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plaintext_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_handshake_cap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
