@@ -290,6 +290,31 @@ static const EVP_MD *hash_by_name(const char *name)
     return NULL;
 }
 
+int guest__kbs_challenge(const char *body, size_t len, char **nonce, const void **md,
+                         pp_error_t *err)
+{
+    json_t *ch = json_loadb(body, len, 0, NULL);
+    const char *n = json_string_value(json_object_get(ch, "nonce"));
+    json_t *extra = json_object_get(ch, "extra-params");
+    json_t *selected = json_object_get(extra, "selected-hash-algorithm");
+    const EVP_MD *h = hash_by_name(json_string_value(selected));
+    int r = 0;
+    *nonce = NULL;
+    if (!json_is_object(ch) || n == NULL || n[0] == 0 || strlen(n) > 1024)
+        r = pp_error_set_status(err, PP_GRPC_INTERNAL, -EBADMSG,
+                                "KBS auth: the challenge holds no usable nonce");
+    else if ((selected != NULL && !json_is_string(selected)) || h == NULL)
+        r = pp_error_set_status(err, PP_GRPC_INTERNAL, -EBADMSG,
+                                "KBS auth: the challenge asks for a hash algorithm we do not "
+                                "offer");
+    else if ((*nonce = strdup(n)) == NULL)
+        r = pp_error_set(err, -ENOMEM, "out of memory");
+    json_decref(ch);
+    if (r == 0)
+        *md = h;
+    return r;
+}
+
 /* The cookie `kbs-session-id=...` from Set-Cookie, without attributes. */
 static int session_cookie(const pp_http_response_t *resp, char *out, size_t size)
 {
@@ -316,26 +341,11 @@ static void on_auth(int status, const pp_http_response_t *resp, const pp_error_t
         rcar_fail(rc, &err);
         return;
     }
-    json_t *ch = json_loadb(resp->body, resp->body_len, 0, NULL);
-    const char *nonce = json_string_value(json_object_get(ch, "nonce"));
-    json_t *extra = json_object_get(ch, "extra-params");
-    const char *alg = json_string_value(json_object_get(extra, "selected-hash-algorithm"));
-    const EVP_MD *md = hash_by_name(alg);
-    json_t *selected = json_object_get(extra, "selected-hash-algorithm");
-    int r = 0;
-    if (!json_is_object(ch) || nonce == NULL || nonce[0] == 0 || strlen(nonce) > 1024)
-        r = pp_error_set_status(&err, PP_GRPC_INTERNAL, -EBADMSG,
-                                "KBS auth: the challenge holds no usable nonce");
-    else if ((selected != NULL && !json_is_string(selected)) || md == NULL)
-        r = pp_error_set_status(&err, PP_GRPC_INTERNAL, -EBADMSG,
-                                "KBS auth: the challenge asks for a hash algorithm we do not "
-                                "offer");
-    else if (session_cookie(resp, rc->cookie, sizeof(rc->cookie)) < 0)
+    const void *md = NULL;
+    int r = guest__kbs_challenge(resp->body, resp->body_len, &rc->nonce, &md, &err);
+    if (r == 0 && session_cookie(resp, rc->cookie, sizeof(rc->cookie)) < 0)
         r = pp_error_set_status(&err, PP_GRPC_INTERNAL, -EBADMSG,
                                 "KBS auth: the answer sets no `kbs-session-id` cookie");
-    else if ((rc->nonce = strdup(nonce)) == NULL)
-        r = pp_error_set(&err, -ENOMEM, "out of memory");
-    json_decref(ch);
     if (r < 0) {
         rcar_fail(rc, &err);
         return;
@@ -348,7 +358,7 @@ static void on_auth(int status, const pp_http_response_t *resp, const pp_error_t
     json_decref(rt);
     uint8_t rd[EVP_MAX_MD_SIZE];
     unsigned rdlen = 0;
-    if (canon == NULL || !EVP_Digest(canon, strlen(canon), rd, &rdlen, md, NULL)) {
+    if (canon == NULL || !EVP_Digest(canon, strlen(canon), rd, &rdlen, (const EVP_MD *)md, NULL)) {
         pp_error_set(&err, -ENOMEM, "runtime data: out of memory");
         rcar_fail(rc, &err);
         return;

@@ -87,6 +87,12 @@ uint64_t guest_kbs_round_trips(const guest_kbs_t *k);
  * 0 or -EINVAL with `err`. */
 int guest_resource_path(const char *uri, size_t len, char *out, size_t size, pp_error_t *err);
 
+/* The challenge of /kbs/v0/auth: its nonce (malloc'd) and the hash the
+ * runtime data is bound with (an EVP_MD: `selected-hash-algorithm`, or
+ * sha384). -EBADMSG with `err` for anything else. Pure. */
+int guest__kbs_challenge(const char *body, size_t len, char **nonce, const void **md,
+                         pp_error_t *err);
+
 /* The `exp` claim of a JWT (seconds since the epoch); 0 when it has none.
  * -EBADMSG when it is not a JWT. */
 int guest_jwt_exp(const char *jwt, int64_t *exp);
