@@ -70,17 +70,7 @@ static int do_extend(guest_aa_t *aa, job_t *j)
 static int do_bind(guest_aa_t *aa, job_t *j)
 {
     guest_attester_t *a = &aa->attester;
-    uint8_t pcr[32], want[32], in[64] = {0};
-    int r = a->ops->read(a, 8, pcr, &j->err);
-    if (r < 0)
-        return r;
-    memcpy(in + 32, j->data, j->len < 32 ? j->len : 32);
-    SHA256(in, sizeof(in), want);
-    if (memcmp(pcr, want, 32) != 0)
-        return pp_error_set_status(&j->err, PP_GRPC_FAILED_PRECONDITION, -EPERM,
-                                   "PCR8 does not hold this initdata digest (it was not bound "
-                                   "at boot, or another was)");
-    return 0;
+    return a->ops->bind(a, j->data, j->len, &j->err);
 }
 
 static void job_run(uv_work_t *w)
@@ -307,7 +297,7 @@ static void on_bind_init_data(pp_ttrpc_call_t *call, void *data)
         bad_request(call, "BindInitData");
         return;
     }
-    if (aa->attester.ops == NULL || aa->attester.ops->read == NULL) {
+    if (aa->attester.ops == NULL || aa->attester.ops->bind == NULL) {
         pp_ttrpc_call_fail(call, PP_GRPC_UNIMPLEMENTED, "BindInitData: not supported on `%s`",
                            aa->attester.ops ? aa->attester.ops->name : "no TEE");
         return;

@@ -29,6 +29,9 @@ typedef struct aa_settings_s {
     char tee[16];
     char root[4096];
     char eventlog[4096];
+    char tsm_dir[4096];
+    char imds[256];
+    int az_refresh_ms;
 } aa_settings_t;
 
 static const pp_setting_t items[] = {
@@ -53,6 +56,14 @@ static const pp_setting_t items[] = {
                    .flags = PP_SETTING_HIDDEN),
     PP_SETTING_STR(aa_settings_t, eventlog, NULL, "eventlog", "/run/attestation-agent/eventlog",
                    "where measured events are logged"),
+    PP_SETTING_STR(aa_settings_t, tsm_dir, NULL, "tsm-dir", NULL,
+                   "the configfs-tsm report directory (default /sys/kernel/config/tsm/report)",
+                   .flags = PP_SETTING_HIDDEN),
+    PP_SETTING_STR(aa_settings_t, imds, NULL, "imds-url", NULL,
+                   "Azure's instance metadata service (tests)", .flags = PP_SETTING_HIDDEN),
+    PP_SETTING_INT_OF(aa_settings_t, az_refresh_ms, NULL, "az-refresh-ms", "3000", 0, 60000,
+                      "how long an Azure paravisor takes to refresh its report",
+                      .flags = PP_SETTING_HIDDEN),
 };
 static const pp_settings_table_t table = {"attestation-agent", items, PP_ARRAY_SIZE(items)};
 
@@ -125,6 +136,9 @@ int main(int argc, char **argv)
     };
     char tcti[4200];
     o.tee.root = s.root[0] ? s.root : NULL;
+    o.tee.tsm_dir = s.tsm_dir[0] ? s.tsm_dir : NULL;
+    o.tee.imds_url = s.imds[0] ? s.imds : NULL;
+    o.tee.az_refresh_ms = (unsigned)s.az_refresh_ms;
     if (s.tcti[0])
         o.tee.tcti = s.tcti;
     else if (s.tpm_device[0]) {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tee_int.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -36,7 +37,7 @@ static int exists(const guest_tee_opts_t *o, const char *path)
 }
 
 /* The TPM's TCTI: the one given, else the resource manager device. */
-static int tpm_tcti(guest_attester_t *a)
+int guest__attester_tpm_tcti(guest_attester_t *a)
 {
     if (a->opts.tcti != NULL) {
         snprintf(a->tcti, sizeof(a->tcti), "%s", a->opts.tcti);
@@ -53,6 +54,10 @@ static int tpm_tcti(guest_attester_t *a)
 
 static const guest_attester_ops_t *const attesters[GUEST_TEE_COUNT] = {
     [GUEST_TEE_TPM] = &guest_tpm_ops,
+    [GUEST_TEE_SNP] = &guest_snp_ops,
+    [GUEST_TEE_TDX] = &guest_tdx_ops,
+    [GUEST_TEE_AZ_SNP_VTPM] = &guest_az_snp_ops,
+    [GUEST_TEE_AZ_TDX_VTPM] = &guest_az_tdx_ops,
 };
 
 int guest_attester_for(guest_attester_t *a, guest_tee_t tee, const guest_tee_opts_t *opts,
@@ -63,7 +68,7 @@ int guest_attester_for(guest_attester_t *a, guest_tee_t tee, const guest_tee_opt
     if ((unsigned)tee >= GUEST_TEE_COUNT || attesters[tee] == NULL)
         return pp_error_set(err, -ENOTSUP, "no attester for `%s`", guest_tee_name(tee));
     if ((tee == GUEST_TEE_TPM || tee == GUEST_TEE_AZ_SNP_VTPM || tee == GUEST_TEE_AZ_TDX_VTPM) &&
-        !tpm_tcti(a))
+        !guest__attester_tpm_tcti(a))
         return pp_error_set(err, -ENODEV, "`%s`: no TPM (no /dev/tpmrm0)", guest_tee_name(tee));
     a->ops = attesters[tee];
     snprintf(a->why, sizeof(a->why), "chosen");
@@ -74,21 +79,30 @@ void guest_attester_detect(guest_attester_t *a, const guest_tee_opts_t *opts)
 {
     memset(a, 0, sizeof(*a));
     a->opts = *opts;
-    if (exists(opts, "/dev/tdx_guest"))
-        snprintf(a->why, sizeof(a->why), "/dev/tdx_guest");
-    else if (exists(opts, "/dev/sev-guest") || exists(opts, "/sys/devices/platform/sev-guest"))
-        snprintf(a->why, sizeof(a->why), "/dev/sev-guest");
-    if (a->why[0] != 0) {
-        /* Recognised, but their evidence is not collected by this build. */
-        PP_WARN("guest-tee", "found %s: no attester for it in this build", a->why);
+    char provider[64] = "";
+    guest__tsm_provider(opts, provider, sizeof(provider));
+    if (strcmp(provider, "tdx_guest") == 0 || exists(opts, "/dev/tdx_guest")) {
+        a->ops = &guest_tdx_ops;
+        snprintf(a->why, sizeof(a->why), "%s",
+                 provider[0] ? "configfs-tsm provider tdx_guest" : "/dev/tdx_guest");
+        return;
     }
-    if (tpm_tcti(a)) {
+    if (guest__azure_detect(a))
+        return;
+    if (strcmp(provider, "sev_guest") == 0 || exists(opts, "/dev/sev-guest") ||
+        exists(opts, "/sys/devices/platform/sev-guest")) {
+        a->ops = &guest_snp_ops;
+        snprintf(a->why, sizeof(a->why), "%s",
+                 provider[0] ? "configfs-tsm provider sev_guest" : "/dev/sev-guest");
+        return;
+    }
+    if (guest__attester_tpm_tcti(a)) {
         a->ops = &guest_tpm_ops;
         snprintf(a->why, sizeof(a->why), "a TPM at `%.400s`", a->tcti);
         return;
     }
     snprintf(a->why, sizeof(a->why),
-             "no TEE found: no /dev/tdx_guest, /dev/sev-guest, configfs-tsm provider or "
+             "no TEE found: no configfs-tsm provider, /dev/tdx_guest, /dev/sev-guest or "
              "/dev/tpmrm0");
 }
 

@@ -17,6 +17,7 @@
 #include "b64.h"
 #include "tpm_int.h"
 #include "util/cleanup.h"
+#include "util/grpc_codes.h"
 #include "util/log.h"
 
 #define LOG "guest-tpm"
@@ -361,6 +362,22 @@ static int tpm_read(guest_attester_t *a, unsigned index, uint8_t out[32], pp_err
     return r;
 }
 
+/* process-user-data extended PCR8 once with the digest's first 32 bytes. */
+static int tpm_bind(guest_attester_t *a, const uint8_t *digest, size_t len, pp_error_t *err)
+{
+    uint8_t pcr[32], want[32], in[64] = {0};
+    int r = tpm_read(a, 8, pcr, err);
+    if (r < 0)
+        return r;
+    memcpy(in + 32, digest, len < 32 ? len : 32);
+    SHA256(in, sizeof(in), want);
+    if (memcmp(pcr, want, 32) != 0)
+        return pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, -EPERM,
+                                   "PCR8 does not hold this initdata digest (it was not bound "
+                                   "at boot, or another was)");
+    return 0;
+}
+
 const guest_attester_ops_t guest_tpm_ops = {
     .tee = GUEST_TEE_TPM,
     .name = "tpm",
@@ -369,4 +386,5 @@ const guest_attester_ops_t guest_tpm_ops = {
     .evidence = tpm_evidence,
     .extend = tpm_extend,
     .read = tpm_read,
+    .bind = tpm_bind,
 };

@@ -11,7 +11,7 @@ pkgs=(
     golang-go golang-github-containerd-ttrpc-dev
     zlib1g-dev openssl python3-yaml golang-gopkg-yaml.v2-dev
     iproute2 procps valgrind
-    libxml2-dev python3-botocore python3-cryptography python3-jwt
+    libxml2-dev python3-botocore python3-cryptography python3-jwt python3-fusepy
     libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
     libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libarchive-dev
     libmicrohttpd-dev python3-prometheus-client python3-kubernetes

@@ -10,3 +10,11 @@ if(TARGET attestation-agent AND TARGET process-user-data)
             $<TARGET_FILE:guest-call> /usr/bin/python3)
   set_tests_properties(guest_attest PROPERTIES TIMEOUT 300 LABELS integration SKIP_RETURN_CODE 77)
 endif()
+# The SEV-SNP and TDX attesters against a configfs-tsm in FUSE that signs
+# reports built to the specifications.
+if(TARGET attestation-agent)
+  add_test(NAME guest_tee
+    COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/guest/tee_test.sh ${CMAKE_BINARY_DIR}/bin
+            $<TARGET_FILE:guest-call> /usr/bin/python3)
+  set_tests_properties(guest_tee PROPERTIES TIMEOUT 300 LABELS integration SKIP_RETURN_CODE 77)
+endif()

@@ -6,7 +6,10 @@ It issues nonces with session cookies, checks that the evidence binds its
 nonce and the TEE key (report data = sha384 of the canonical JSON of the
 runtime data), verifies a TPM quote's signature with the attestation key,
 its PCR digest, and compares PCR8 with sha256(0^32 || initdata digest[:32])
-for the initdata it expects; issues an ES256 JWT; releases a resource only
+for the initdata it expects; re-encodes an SNP report from its JSON and
+verifies it with the VCEK it trusts (HOST_DATA = the initdata digest); checks
+a TD quote's signature by its attestation key (MRCONFIGID = the digest; the
+QE report and PCK chain are not checked: no Intel collateral here); issues an ES256 JWT; releases a resource only
 to a token (or session) that passed, as a JWE to that token's TEE key.
 
 Faults, set at start (--fault NAME[:COUNT]) or at run time (POST
@@ -36,7 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from cryptography.exceptions import InvalidSignature
@@ -130,6 +134,122 @@ def verify_tpm(ev, report_data, want_pcr8, trusted):
     return {"pcr08": pcrs[8].hex(), "ak": hashlib.sha256(ak_der).hexdigest()}
 
 
+# ---- SEV-SNP: the report re-encoded from the sev crate's JSON, as Trustee does -----
+
+SNP_FIELDS = ["version", "guest_svn", "policy", "family_id", "image_id", "vmpl", "sig_algo",
+              "current_tcb", "plat_info", "key_info", "report_data", "measurement", "host_data",
+              "id_key_digest", "author_key_digest", "report_id", "report_id_ma", "reported_tcb",
+              "cpuid_fam_id", "cpuid_mod_id", "cpuid_step", "chip_id", "committed_tcb", "current",
+              "committed", "launch_tcb", "launch_mit_vector", "current_mit_vector", "signature"]
+
+
+def snp_encode(j):
+    if sorted(j) != sorted(SNP_FIELDS):
+        raise ValueError("attestation_report fields differ from the sev crate's")
+    r = bytearray(0x4A0)
+    turin = j["cpuid_fam_id"] == 0x1A
+
+    def tcb(off, t):
+        if turin:
+            r[off:off + 8] = bytes([t["fmc"], t["bootloader"], t["tee"], t["snp"], 0, 0, 0,
+                                    t["microcode"]])
+        else:
+            if t["fmc"] is not None:
+                raise ValueError("fmc set on a non-Turin report")
+            r[off:off + 8] = bytes([t["bootloader"], t["tee"], 0, 0, 0, 0, t["snp"],
+                                    t["microcode"]])
+
+    def arr(off, a, n):
+        if len(a) != n:
+            raise ValueError("array of %d, want %d" % (len(a), n))
+        r[off:off + n] = bytes(a)
+
+    struct.pack_into("<IIQ", r, 0, j["version"], j["guest_svn"], j["policy"])
+    arr(0x10, j["family_id"], 16)
+    arr(0x20, j["image_id"], 16)
+    struct.pack_into("<II", r, 0x30, j["vmpl"], j["sig_algo"])
+    tcb(0x38, j["current_tcb"])
+    struct.pack_into("<QI", r, 0x40, j["plat_info"], j["key_info"])
+    for name, off, n in (("report_data", 0x50, 64), ("measurement", 0x90, 48),
+                         ("host_data", 0xC0, 32), ("id_key_digest", 0xE0, 48),
+                         ("author_key_digest", 0x110, 48), ("report_id", 0x140, 32),
+                         ("report_id_ma", 0x160, 32), ("chip_id", 0x1A0, 64)):
+        arr(off, j[name], n)
+    tcb(0x180, j["reported_tcb"])
+    if j["version"] >= 3:
+        r[0x188], r[0x189], r[0x18A] = j["cpuid_fam_id"], j["cpuid_mod_id"], j["cpuid_step"]
+    tcb(0x1E0, j["committed_tcb"])
+    for off, v in ((0x1E8, j["current"]), (0x1EC, j["committed"])):
+        r[off:off + 3] = bytes([v["build"], v["minor"], v["major"]])
+    tcb(0x1F0, j["launch_tcb"])
+    if j["version"] >= 5:
+        struct.pack_into("<QQ", r, 0x1F8, j["launch_mit_vector"], j["current_mit_vector"])
+    arr(0x2A0, j["signature"]["r"], 72)
+    arr(0x2E8, j["signature"]["s"], 72)
+    return bytes(r)
+
+
+def verify_snp(ev, report_data, want_host_data, trusted_vcek):
+    try:
+        if set(ev) != {"attestation_report", "cert_chain"}:
+            raise ValueError("evidence members")
+        rep = snp_encode(ev["attestation_report"])
+        vcek = [bytes(c["data"]) for c in ev["cert_chain"] or [] if c["cert_type"] == "VCEK"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise Refuse(401, "AttestationError", "malformed snp evidence: %s" % e)
+    if not vcek or (trusted_vcek is not None and vcek[0] != trusted_vcek):
+        raise Refuse(401, "AttestationError", "no trusted VCEK in the evidence")
+    cert = x509.load_der_x509_certificate(vcek[0])
+    R = int.from_bytes(rep[0x2A0:0x2A0 + 72], "little")
+    S = int.from_bytes(rep[0x2E8:0x2E8 + 72], "little")
+    try:
+        cert.public_key().verify(utils.encode_dss_signature(R, S), rep[:0x2A0],
+                                 ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        raise Refuse(401, "AttestationError", "the SNP report's signature does not verify")
+    if rep[0x50:0x90] != report_data.ljust(64, b"\0"):
+        raise Refuse(401, "AttestationError", "the report does not bind the nonce and TEE key")
+    if want_host_data is not None and rep[0xC0:0xE0] != want_host_data[:32].ljust(32, b"\0"):
+        raise Refuse(401, "PolicyDeny", "HOST_DATA does not hold the expected initdata digest")
+    return {"measurement": rep[0x90:0xC0].hex()}
+
+
+# ---- TDX: the quote's signature by its attestation key -------------------------------
+# The QE report and the PCK chain are not checked here: no Intel collateral.
+
+def verify_tdx(ev, report_data, want_mrconfigid):
+    try:
+        if set(ev) != {"cc_eventlog", "quote"}:
+            raise ValueError("evidence members")
+        q = base64.b64decode(ev["quote"], validate=True)
+        if ev["cc_eventlog"] is not None:
+            base64.b64decode(ev["cc_eventlog"], validate=True)
+        ver, _, tee = struct.unpack_from("<HHI", q, 0)
+        if ver != 4 or tee != 0x81:
+            raise ValueError("quote version %d tee 0x%x" % (ver, tee))
+        body = q[48:48 + 584]
+        (n,) = struct.unpack_from("<I", q, 48 + 584)
+        sig = q[48 + 584 + 4:48 + 584 + 4 + n]
+        if len(body) != 584 or len(sig) != n or n < 128:
+            raise ValueError("truncated quote")
+    except (KeyError, TypeError, ValueError, struct.error) as e:
+        raise Refuse(401, "AttestationError", "malformed tdx evidence: %s" % e)
+    ak = ec.EllipticCurvePublicNumbers(int.from_bytes(sig[64:96], "big"),
+                                       int.from_bytes(sig[96:128], "big"),
+                                       ec.SECP256R1()).public_key()
+    try:
+        ak.verify(utils.encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                             int.from_bytes(sig[32:64], "big")),
+                  q[:48 + 584], ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Refuse(401, "AttestationError", "the TD quote's signature does not verify")
+    if body[520:584] != report_data.ljust(64, b"\0"):
+        raise Refuse(401, "AttestationError", "the quote does not bind the nonce and TEE key")
+    if want_mrconfigid is not None and body[184:232] != want_mrconfigid[:48].ljust(48, b"\0"):
+        raise Refuse(401, "PolicyDeny", "MRCONFIGID does not hold the expected initdata digest")
+    return {"mrtd": body[136:184].hex()}
+
+
 # ---- JWE ----------------------------------------------------------------------
 
 CURVES = {"P-256": (ec.SECP256R1(), 32), "P-521": (ec.SECP521R1(), 66)}
@@ -216,6 +336,11 @@ class KBS:
                 return {base64.b64decode(line.strip()) for line in f if line.strip()}
         except OSError:
             return set()
+
+    def trusted_vcek(self):
+        if not self.args.trusted_vcek:
+            return None
+        return open(self.args.trusted_vcek, "rb").read()
 
     def resource(self, path):
         parts = path.split("/")
@@ -360,9 +485,15 @@ def make_handler(kbs):
                 idata = a["init-data"]
                 if idata.get("format") != "toml" or not isinstance(idata.get("body"), str):
                     raise Refuse(401, "SerdeError", "init-data must be toml")
-            if s["tee"] != "tpm":
+            if s["tee"] == "tpm":
+                claims = verify_tpm(te["primary_evidence"], rd, kbs.want_pcr8, kbs.trusted())
+            elif s["tee"] == "snp":
+                claims = verify_snp(te["primary_evidence"], rd, kbs.initdata_digest,
+                                    kbs.trusted_vcek())
+            elif s["tee"] == "tdx":
+                claims = verify_tdx(te["primary_evidence"], rd, kbs.initdata_digest)
+            else:
                 raise Refuse(401, "AttestationError", "no verifier for %s here" % s["tee"])
-            claims = verify_tpm(te["primary_evidence"], rd, kbs.want_pcr8, kbs.trusted())
             if "init-data" in a and kbs.initdata_digest is not None:
                 body = a["init-data"]["body"].encode()
                 if hashlib.new({32: "sha256", 48: "sha384", 64: "sha512"}[
@@ -432,6 +563,7 @@ def main():
     p.add_argument("--expect-initdata")
     p.add_argument("--trusted-aks", default="/nonexistent")
     p.add_argument("--trust-any-ak", action="store_true")
+    p.add_argument("--trusted-vcek", help="the DER VCEK that SNP evidence must carry")
     p.add_argument("--token-ttl", type=int, default=300)
     p.add_argument("--fault", action="append")
     p.add_argument("--verbose", action="store_true")
