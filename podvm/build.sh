@@ -109,7 +109,8 @@ apt_uri() {
 MIRROR=${PODVM_MIRROR:-$(apt_uri "$SUITE" http://deb.debian.org/debian/)}
 SECURITY_MIRROR=${PODVM_SECURITY_MIRROR:-$(apt_uri "$SUITE-security" http://deb.debian.org/debian-security/)}
 
-bins=(agent-protocol-forwarder process-user-data)
+bins=(agent-protocol-forwarder process-user-data attestation-agent confidential-data-hub
+    api-server-rest)
 [ "$variant" = test ] && bins+=(pp-test-agent)
 bin_paths=()
 for b in "${bins[@]}"; do

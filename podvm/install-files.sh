@@ -32,7 +32,8 @@ die() {
 }
 [ -d "$dest/" ] || die "\`$1\` is not a directory"
 
-bins=(agent-protocol-forwarder process-user-data)
+bins=(agent-protocol-forwarder process-user-data attestation-agent confidential-data-hub
+    api-server-rest)
 units=("$here"/systemd/*.service)
 if [ $test_variant = 1 ]; then
     bins+=(pp-test-agent)

@@ -8,7 +8,7 @@
 variable "bin_dir" {
   type        = string
   default     = ""
-  description = "Directory with agent-protocol-forwarder and process-user-data (and pp-test-agent for the test variant). Default: <repo>/build/bin."
+  description = "Directory with agent-protocol-forwarder, process-user-data, attestation-agent, confidential-data-hub and api-server-rest (and pp-test-agent for the test variant). Default: <repo>/build/bin."
 }
 
 variable "variant" {
@@ -23,9 +23,9 @@ variable "runtime_packages" {
   # --direct BINARY... prints them for a build (the packer test checks that
   # this list covers them). apt adds their dependencies.
   default = [
-    "iproute2", "libc6", "libcurl4", "libjansson4", "libmnl0", "libnftnl11", "libnl-3-200",
-    "libnl-route-3-200", "libprotobuf-c1", "libssl3", "libtss2-esys-3.0.2-0", "libtss2-rc0",
-    "libtss2-tctildr0", "libuv1", "zlib1g",
+    "iproute2", "libc6", "libcurl4", "libjansson4", "libmicrohttpd12", "libmnl0", "libnftnl11",
+    "libnl-3-200", "libnl-route-3-200", "libprotobuf-c1", "libssl3", "libtss2-esys-3.0.2-0",
+    "libtss2-mu0", "libtss2-rc0", "libtss2-tcti-device0", "libtss2-tctildr0", "libuv1", "zlib1g",
   ]
   description = "Base image packages with the runtime libraries of the binaries (Debian 12 names)."
 }
@@ -40,7 +40,7 @@ locals {
   # path.root is podvm/packer/<cloud>.
   podvm_dir  = "${path.root}/../.."
   bin_dir    = var.bin_dir != "" ? var.bin_dir : "${path.root}/../../../build/bin"
-  binaries   = concat(["agent-protocol-forwarder", "process-user-data"], var.variant == "test" ? ["pp-test-agent"] : [])
+  binaries   = concat(["agent-protocol-forwarder", "process-user-data", "attestation-agent", "confidential-data-hub", "api-server-rest"], var.variant == "test" ? ["pp-test-agent"] : [])
   bin_files  = [for b in local.binaries : "${local.bin_dir}/${b}"]
   stage      = "/tmp/podvm-files"
   image_name = "${var.image_name_prefix}-${var.variant}-${formatdate("YYYYMMDDhhmmss", timestamp())}"

@@ -81,7 +81,8 @@ ok "all templates packer fmt clean"
 # The default runtime_packages must hold every library package the binaries
 # link directly (apt brings the rest).
 mapfile -t needed < <("$packer_dir/../runtime-packages.sh" --direct \
-    "$bin_dir/agent-protocol-forwarder" "$bin_dir/process-user-data" "$bin_dir/pp-test-agent")
+    "$bin_dir/agent-protocol-forwarder" "$bin_dir/process-user-data" "$bin_dir/pp-test-agent" \
+    "$bin_dir/attestation-agent" "$bin_dir/confidential-data-hub" "$bin_dir/api-server-rest")
 [ ${#needed[@]} -gt 0 ] || fail "runtime-packages.sh derived nothing"
 listed=$(sed -n '/variable "runtime_packages"/,/^}/p' "$packer_dir/podvm.pkr.hcl" | grep -o '"[^"]*"' | tr -d '"')
 for p in "${needed[@]}"; do

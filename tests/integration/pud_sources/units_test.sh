@@ -23,7 +23,8 @@ trap cleanup EXIT
 # verify resolves the binaries and every unit named in a dependency: give it
 # stand-in executables and the template as the instance the forwarder uses.
 mkdir -p "$work/bin" "$work/units"
-for b in process-user-data agent-protocol-forwarder; do
+for b in process-user-data agent-protocol-forwarder attestation-agent confidential-data-hub \
+    api-server-rest; do
     printf '#!/bin/sh\nexit 0\n' >"$work/bin/$b"
     chmod +x "$work/bin/$b"
 done
@@ -56,6 +57,21 @@ done
 key agent-protocol-forwarder.service ExecStart | grep -q -- '-pod-namespace /run/netns/podns' ||
     fail "forwarder not given the pod namespace"
 ok "process-user-data runs first (oneshot); the forwarder requires it and netns@podns"
+
+for pair in attestation-agent:aa confidential-data-hub:cdh; do
+    u=${pair%:*}
+    key process-user-data.service Before | grep -qw $u.service ||
+        fail "process-user-data: not ordered before $u"
+    key $u.service After | grep -qw process-user-data.service ||
+        fail "$u not ordered after process-user-data"
+    key $u.service ConditionPathExists | grep -qx "/run/peerpod/${pair#*:}.toml" ||
+        fail "$u does not wait for its configuration from initdata"
+done
+key confidential-data-hub.service After | grep -qw attestation-agent.service ||
+    fail "the data hub not ordered after the attestation agent"
+key api-server-rest.service NetworkNamespacePath | grep -qx /run/netns/podns ||
+    fail "the REST API does not serve in the pod namespace"
+ok "attestation agent and data hub follow process-user-data and need their initdata files; the REST API serves in the pod namespace"
 
 # netns@: run its commands with %I = a name of ours.
 [ "$(id -u)" = 0 ] || { echo "note: not root; netns@ commands not run"; echo "all $pass checks passed"; exit 0; }
