@@ -194,6 +194,12 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 static void teardown(caa_sandbox_t *sb);
 static int forwarder_addr(caa_sandbox_t *sb, struct sockaddr_storage *ss);
 
+/* What secures the link to the forwarder: NULL with TLS disabled. */
+static const caa_tls_t *forwarder_tls(caa_sandbox_t *sb)
+{
+    return sb->d->tls.client != NULL ? &sb->d->tls : NULL;
+}
+
 static void answer_stops(caa_sandbox_t *sb, const pp_error_t *err)
 {
     caa_waiting_call_t *w = sb->stop_calls;
@@ -360,7 +366,7 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
             r = caa_tls_ready(&sb->d->tls, &sb->d->cfg, &e);
         if (r == 0)
             r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss,
-                              sb->d->tls.client, sb->instance_name, &sb->proxy);
+                              forwarder_tls(sb), sb->instance_name, &sb->proxy);
         if (r == 0)
             r = caa_proxy_adopt(sb->proxy, &e);
         if (r < 0) {
@@ -470,7 +476,7 @@ static void start_proxy(caa_sandbox_t *sb)
         return;
     }
     if (r == 0)
-        r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, sb->d->tls.client,
+        r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, forwarder_tls(sb),
                           sb->instance_name, &sb->proxy);
     if (r == 0)
         r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);

@@ -23,7 +23,7 @@ struct caa_proxy_s {
     uv_loop_t *loop;
     char path[108];
     struct sockaddr_storage fwd;
-    pp_tls_ctx_t *tls;
+    const caa_tls_t *tls;
     char server_name[64];
     pp_tls_dial_t *dialing; /* a TLS dial in progress */
     pp_ttrpc_server_t *srv;
@@ -48,7 +48,7 @@ struct caa_proxy_s {
 static void dial(caa_proxy_t *p);
 
 int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
-                  pp_tls_ctx_t *tls, const char *server_name, caa_proxy_t **out)
+                  const caa_tls_t *tls, const char *server_name, caa_proxy_t **out)
 {
     if (strlen(socket_path) >= sizeof(((caa_proxy_t *)0)->path))
         return -ENAMETOOLONG;
@@ -275,8 +275,8 @@ static void dial(caa_proxy_t *p)
     if (r == 0) {
         pp_ttrpc_client_on_disconnect(p->up, up_disconnected, p);
         if (p->tls != NULL)
-            r = pp_tls_dial(p->loop, p->tls, (struct sockaddr *)&p->fwd, p->server_name, tls_dialed,
-                            p, &p->dialing);
+            r = caa_tls_dial(p->tls, p->loop, (struct sockaddr *)&p->fwd, p->server_name,
+                             tls_dialed, p, &p->dialing);
         else
             r = pp_ttrpc_client_connect_tcp(p->up, (struct sockaddr *)&p->fwd, connected_cb, p);
         if (r < 0) {
@@ -373,7 +373,7 @@ void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data)
     }
     fail_waiters(p, PP_GRPC_UNAVAILABLE, "pod is stopping");
     if (p->dialing != NULL)
-        pp_tls_dial_cancel(p->dialing); /* calls back with UV_ECANCELED */
+        caa_tls_dial_cancel(p->tls, p->dialing); /* calls back with UV_ECANCELED */
     drop_up(p);
     if (p->srv != NULL) {
         p->pending_closes++;

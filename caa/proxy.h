@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "tls/tls.h"
+#include "tlsmod.h"
 #include "util/error.h"
 
 typedef struct caa_proxy_s caa_proxy_t;
@@ -19,10 +19,10 @@ typedef struct caa_proxy_s caa_proxy_t;
 typedef void (*caa_proxy_ready_cb)(caa_proxy_t *p, int status, const pp_error_t *err, void *data);
 typedef void (*caa_proxy_close_cb)(caa_proxy_t *p, void *data);
 
-/* `tls` (borrowed, may be NULL for plaintext) secures the forwarder link,
+/* `tls` (borrowed, ready; NULL for plaintext) secures the forwarder link,
  * whose certificate must name `server_name`. */
 int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
-                  pp_tls_ctx_t *tls, const char *server_name, caa_proxy_t **out);
+                  const caa_tls_t *tls, const char *server_name, caa_proxy_t **out);
 /* Dials the forwarder (retrying with backoff until `deadline_ms`, loop
  * time) and checks that the agent answers grpc.Health/Check; then listens
  * on the socket and calls `cb` with 0. On failure `cb` gets a negative

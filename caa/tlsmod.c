@@ -7,15 +7,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tls/lazy.h"
 #include "util/log.h"
+
+int caa_tls_load(caa_tls_t *t, const caa_config_t *cfg, pp_error_t *err)
+{
+    if (t->ops != NULL)
+        return 0;
+    return pp_tls_ops_load(cfg->module_dir, &t->module, &t->ops, err);
+}
 
 /* The per-node CA and the client side of the forwarder link. */
 static int tls_init(caa_tls_t *t, const caa_config_t *c, pp_error_t *err)
 {
-    int r = pp_tls_lazy_load(c->module_dir, err);
+    int r = caa_tls_load(t, c, err);
     if (r < 0)
         return r;
+    const pp_tls_ops_t *ops = t->ops;
     pp_ca_opts_t o = {
         .dir = c->ca_dir,
         .cacert_file = c->ca_cert_file[0] ? c->ca_cert_file : NULL,
@@ -24,26 +31,26 @@ static int tls_init(caa_tls_t *t, const caa_config_t *c, pp_error_t *err)
     };
     pp_ca_t *ca = NULL;
     pp_tls_ctx_t *tls = NULL;
-    r = pp_ca_load_or_create(&o, &ca, err);
+    r = ops->ca_load_or_create(&o, &ca, err);
     if (r < 0)
         return pp_error_wrap(err, "certificate authority");
     const char *cert, *key;
-    r = pp_ca_client_identity(ca, "cloud-api-adaptor", &cert, &key, err);
+    r = ops->ca_client_identity(ca, "cloud-api-adaptor", &cert, &key, err);
     if (r < 0) {
-        pp_ca_free(ca);
+        ops->ca_free(ca);
         return pp_error_wrap(err, "client certificate");
     }
     pp_tls_config_t tc = {
         .cert_pem = cert,
         .key_pem = key,
-        .ca_pem = pp_ca_cert_pem(ca),
+        .ca_pem = ops->ca_cert_pem(ca),
         .min_version = c->tls_min_version,
         .cipher_suites = c->tls_cipher_suites[0] ? c->tls_cipher_suites : NULL,
         .skip_verify = c->tls_skip_verify,
     };
-    r = pp_tls_ctx_new(PP_TLS_CLIENT, &tc, &tls, err);
+    r = ops->ctx_new(PP_TLS_CLIENT, &tc, &tls, err);
     if (r < 0) {
-        pp_ca_free(ca);
+        ops->ca_free(ca);
         return pp_error_wrap(err, "TLS");
     }
     t->ca = ca;
@@ -119,9 +126,51 @@ int caa_tls_check(caa_tls_t *t, const caa_config_t *cfg, int now, pp_error_t *er
 void caa_tls_fini(caa_tls_t *t)
 {
     if (t->client != NULL)
-        pp_tls_ctx_free(t->client);
+        t->ops->ctx_free(t->client);
     t->client = NULL;
     if (t->ca != NULL)
-        pp_ca_free(t->ca);
+        t->ops->ca_free(t->ca);
     t->ca = NULL;
+    pp_module_close(t->module);
+    t->module = NULL;
+    t->ops = NULL;
+}
+
+int caa_tls_can_issue(const caa_tls_t *t)
+{
+    return t->ca != NULL && t->ops->ca_can_issue(t->ca);
+}
+
+const char *caa_tls_ca_pem(const caa_tls_t *t)
+{
+    return t->ca != NULL ? t->ops->ca_cert_pem(t->ca) : NULL;
+}
+
+int caa_tls_issue_server(caa_tls_t *t, const char *name, int64_t validity_s, char **cert_pem,
+                         char **key_pem, pp_error_t *err)
+{
+    return t->ops->ca_issue_server(t->ca, name, NULL, validity_s, cert_pem, key_pem, err);
+}
+
+void caa_tls_secret_free(const caa_tls_t *t, char *secret)
+{
+    if (secret != NULL)
+        t->ops->ca_secret_free(secret);
+}
+
+int caa_tls_dial(const caa_tls_t *t, uv_loop_t *loop, const struct sockaddr *addr,
+                 const char *server_name, pp_tls_dial_cb cb, void *data, pp_tls_dial_t **out)
+{
+    return t->ops->dial(loop, t->client, addr, server_name, cb, data, out);
+}
+
+void caa_tls_dial_cancel(const caa_tls_t *t, pp_tls_dial_t *d)
+{
+    t->ops->dial_cancel(d);
+}
+
+int caa_tls_initdata_parse(const caa_tls_t *t, const void *toml, size_t len, pp_initdata_t *out,
+                           pp_error_t *err)
+{
+    return pp_initdata_parse_with(toml, len, t->ops->initdata_digest, out, err);
 }

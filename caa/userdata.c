@@ -10,7 +10,6 @@
 
 #include "tlsmod.h"
 #include "net/net.h"
-#include "tls/lazy.h"
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/buf.h"
@@ -41,18 +40,18 @@ static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_err
         return r;
     if (d->tls.ca == NULL)
         return 0;
-    if (pp_ca_can_issue(d->tls.ca)) {
+    if (caa_tls_can_issue(&d->tls)) {
         char *cert = NULL, *key = NULL;
-        r = pp_ca_issue_server(d->tls.ca, sb->instance_name, NULL, PP_CA_ISSUE_VALIDITY_S, &cert,
-                               &key, err);
+        r = caa_tls_issue_server(&d->tls, sb->instance_name, PP_CA_ISSUE_VALIDITY_S, &cert, &key,
+                                 err);
         if (r < 0)
             return pp_error_wrap(err, "certificate for `%s`", sb->instance_name);
         r |= json_object_set_new(root, "tls-server-key", json_string(key));
         r |= json_object_set_new(root, "tls-server-cert", json_string(cert));
-        pp_ca_secret_free(key);
+        caa_tls_secret_free(&d->tls, key);
         free(cert);
     }
-    r |= json_object_set_new(root, "tls-client-ca", json_string(pp_ca_cert_pem(d->tls.ca)));
+    r |= json_object_set_new(root, "tls-client-ca", json_string(caa_tls_ca_pem(&d->tls)));
     if (d->cfg.tls_min_version[0])
         r |= json_object_set_new(root, "tls-min-version", json_string(d->cfg.tls_min_version));
     if (d->cfg.tls_cipher_suites[0])
@@ -176,13 +175,13 @@ static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, 
         return r;
     }
     pp_initdata_t id;
-    /* The digest comes from the TLS module (tls/lazy.h). */
-    r = pp_tls_lazy_load(d->cfg.module_dir, err);
+    /* The digest comes from the TLS module (tlsmod.h). */
+    r = caa_tls_load(&d->tls, &d->cfg, err);
     if (r < 0) {
         pp_buf_free(&toml);
         return r;
     }
-    r = pp_initdata_parse(toml.data, toml.len, &id, err);
+    r = caa_tls_initdata_parse(&d->tls, toml.data, toml.len, &id, err);
     if (r < 0) {
         pp_buf_free(&toml);
         return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL, "%s: %s", what,

@@ -10,11 +10,10 @@ add_library(pp_tls STATIC
 target_include_directories(pp_tls PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
 target_link_libraries(pp_tls PUBLIC peerpod pp_metrics OpenSSL::SSL OpenSSL::Crypto)
 
-# TLS on demand (lazy.h): the module pp-tls.so holds pp_tls and the initdata
-# digest; pp_tls_lazy stands in for them in cloud-api-adaptor, without
-# OpenSSL.
+# TLS on demand (tls_ops.h): the module pp-tls.so exports pp_tls and the
+# initdata digest as one table; pp_tls_load finds it, without OpenSSL.
 pp_module(pp-tls SOURCES ${CMAKE_CURRENT_LIST_DIR}/tls_module.c
-          LIBS pp_tls pp_userdata EXPORTS pp_tls_module)
-add_library(pp_tls_lazy STATIC ${CMAKE_CURRENT_LIST_DIR}/lazy.c)
-target_include_directories(pp_tls_lazy PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
-target_link_libraries(pp_tls_lazy PUBLIC peerpod pp_metrics)
+          LIBS pp_tls pp_userdata EXPORTS pp_tls_ops)
+add_library(pp_tls_load STATIC ${CMAKE_CURRENT_LIST_DIR}/tls_load.c)
+target_include_directories(pp_tls_load PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
+target_link_libraries(pp_tls_load PUBLIC peerpod pp_metrics)

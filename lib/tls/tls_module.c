@@ -1,7 +1,8 @@
-/* The table pp-tls.so exports (lazy.h). */
-#include "tls/lazy.h"
+/* The table pp-tls.so exports (tls_ops.h): this library's functions. */
+#include "tls/tls_ops.h"
 
-const pp_tls_module_t pp_tls_module = {
+const pp_tls_ops_t pp_tls_ops = {
+    .name = "openssl",
     .ca_load_or_create = pp_ca_load_or_create,
     .ca_free = pp_ca_free,
     .ca_can_issue = pp_ca_can_issue,

@@ -1,5 +1,5 @@
 /* pp_initdata_digest() with OpenSSL, in its own library (pp_initdata_digest)
- * so that a program can take it from elsewhere (tls/lazy.h). */
+ * so that a program can take the digest from elsewhere (initdata.h). */
 #include <errno.h>
 
 #include <openssl/evp.h>
@@ -28,4 +28,9 @@ int pp_initdata_digest(pp_initdata_alg_t alg, const void *data, size_t len, uint
         return -ENOMEM;
     *out_len = n;
     return 0;
+}
+
+int pp_initdata_parse(const void *toml, size_t len, pp_initdata_t *out, pp_error_t *err)
+{
+    return pp_initdata_parse_with(toml, len, pp_initdata_digest, out, err);
 }

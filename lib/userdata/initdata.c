@@ -528,13 +528,14 @@ static int parse_document(toml_t *t, pp_initdata_t *out)
     return 0;
 }
 
-int pp_initdata_parse(const void *toml, size_t len, pp_initdata_t *out, pp_error_t *err)
+int pp_initdata_parse_with(const void *toml, size_t len, pp_initdata_digest_fn digest,
+                           pp_initdata_t *out, pp_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     toml_t t = {.s = toml, .len = len, .err = err};
     int r = parse_document(&t, out);
     if (r == 0) {
-        r = pp_initdata_digest(out->alg, toml, len, out->digest, &out->digest_len);
+        r = digest(out->alg, toml, len, out->digest, &out->digest_len);
         if (r < 0)
             pp_error_set(err, r, "initdata: %s digest failed", pp_initdata_alg_name(out->alg));
         else

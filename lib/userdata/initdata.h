@@ -67,17 +67,24 @@ int pp_initdata_alg_parse(const char *name, pp_initdata_alg_t *alg);
 const char *pp_initdata_key_name(enum pp_initdata_key key);
 
 /* Hashes `len` bytes: fills `out` (PP_INITDATA_DIGEST_MAX bytes) and
- * `*out_len`. 0, or -ENOMEM / -EINVAL when the hash cannot run. It lives in
- * its own library, pp_initdata_digest (OpenSSL), part of pp_userdata;
- * cloud-api-adaptor links pp_userdata_core and takes it from the TLS module
- * instead (tls/lazy.h). */
+ * `*out_len`. 0, or -ENOMEM / -EINVAL when the hash cannot run. */
+typedef int (*pp_initdata_digest_fn)(pp_initdata_alg_t alg, const void *data, size_t len,
+                                     uint8_t *out, size_t *out_len);
+
+/* The digest with OpenSSL. It and pp_initdata_parse() live in their own
+ * library, pp_initdata_digest, part of pp_userdata; cloud-api-adaptor links
+ * pp_userdata_core without it and takes the digest from the TLS module's
+ * table (tls/tls_ops.h) into pp_initdata_parse_with(). */
 int pp_initdata_digest(pp_initdata_alg_t alg, const void *data, size_t len, uint8_t *out,
                        size_t *out_len);
 
-/* Parses and validates initdata TOML and computes its digest. On success
- * fills `out` (free with pp_initdata_free); on failure returns -EINVAL (or
- * -ENOMEM) with `out` zeroed and `err` saying what is wrong and on which
- * line. */
+/* Parses and validates initdata TOML and computes its digest with
+ * `digest`. On success fills `out` (free with pp_initdata_free); on failure
+ * returns -EINVAL (or -ENOMEM) with `out` zeroed and `err` saying what is
+ * wrong and on which line. */
+int pp_initdata_parse_with(const void *toml, size_t len, pp_initdata_digest_fn digest,
+                           pp_initdata_t *out, pp_error_t *err);
+/* The same with pp_initdata_digest(). */
 int pp_initdata_parse(const void *toml, size_t len, pp_initdata_t *out, pp_error_t *err);
 
 void pp_initdata_free(pp_initdata_t *id);

@@ -3,8 +3,8 @@
 #
 # pp_userdata is what programs link: pp_userdata_core and the initdata
 # digest with OpenSSL (pp_initdata_digest). cloud-api-adaptor links
-# pp_userdata_core alone and takes the digest from the TLS module, so that
-# it maps OpenSSL only when it needs it (tls/lazy.h).
+# pp_userdata_core alone and takes the digest from the TLS module's table,
+# so that it maps OpenSSL only when it needs it (tls/tls_ops.h).
 find_package(ZLIB REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
@@ -18,7 +18,7 @@ target_link_libraries(pp_userdata_core PUBLIC peerpod ZLIB::ZLIB)
 
 add_library(pp_initdata_digest STATIC ${CMAKE_CURRENT_LIST_DIR}/digest.c)
 target_include_directories(pp_initdata_digest PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
-target_link_libraries(pp_initdata_digest PUBLIC OpenSSL::Crypto)
+target_link_libraries(pp_initdata_digest PUBLIC pp_userdata_core OpenSSL::Crypto)
 
 add_library(pp_userdata INTERFACE)
 target_link_libraries(pp_userdata INTERFACE pp_userdata_core pp_initdata_digest)

@@ -1,5 +1,7 @@
 #include "util/module.h"
 
+#include "pp_module_abi.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -85,7 +87,7 @@ int pp_module_open(const char *dir, const char *file, pp_module_t **out, pp_erro
                          m->path);
         else
             pp_error_set(err, -ENOEXEC,
-                         "module `%s` was built for module ABI %u, this program has %u; "
+                         "module `%s` was built for module ABI %08x, this program has %08x; "
                          "rebuild it with this program",
                          m->path, *abi, (unsigned)PP_MODULE_ABI);
         dlclose(m->handle);

@@ -6,8 +6,20 @@
  * A module is built by the CMake function pp_module() (cmake/module.cmake):
  * it carries its own copies of the static libraries it links, hidden, and
  * exports only `pp_module_abi` and the symbols it names. The loader refuses
- * a module whose `pp_module_abi` differs from PP_MODULE_ABI, so a module
- * from another build fails with a message rather than a crash.
+ * a module whose `pp_module_abi` differs from its own, so a module built
+ * against other declarations fails with a message rather than a crash.
+ *
+ * The stamp, PP_MODULE_ABI, is derived at build time (cmake/module.cmake):
+ * the first 32 bits of a SHA-256 over what the compiler sees of the files
+ * whose declarations cross a module boundary, comments and blank space left
+ * out: providers/provider.h and tls/tls_ops.h with what they include (the
+ * settings tables of util/settings.h, pp_error_t, pp_stream_filter_t,
+ * pp_tls_config_t and the CA types, the initdata types), and
+ * metrics/metrics.c, whose private structures the daemon's registry is
+ * made of and whose code modules carry a copy of. A hash of the declarations rather than
+ * sizeof/offsetof of each structure: the boundary is mostly tables of function pointers, whose
+ * layout does not change when a function's parameters do, and a list of
+ * structures and fields kept by hand is what went stale before.
  *
  * Where modules are looked for (pp_module_dir()): the directory given by a
  * setting when it is not empty; else `<directory of the executable>/../lib/
@@ -22,14 +34,6 @@
 #include <stddef.h>
 
 #include "util/error.h"
-
-/* Bump when anything that crosses a module boundary changes: the provider
- * ops table and pp_provider_t (providers/provider.h), the settings tables it
- * points to (util/settings.h), the TLS module's table (tls/lazy.h),
- * pp_tls_config_t, pp_error_t, pp_stream_filter_t, the metrics registry
- * (metrics/metrics.c: modules hold their own copy of the code that works on
- * the daemon's registry). */
-#define PP_MODULE_ABI 3
 
 #define PP_MODULE_SUFFIX ".so"
 
