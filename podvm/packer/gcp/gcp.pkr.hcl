@@ -1,5 +1,8 @@
 # A pod VM image built on Google Compute Engine from Debian 12; CAA's gcp
-# provider takes its name as GCP_IMAGE_NAME.
+# provider takes its name as PODVM_IMAGE_NAME (or the image family as
+# projects/PROJECT/global/images/family/podvm-default). The user data comes
+# from the instance metadata (`user-data`, base64), which process-user-data
+# reads.
 #
 #   packer build -var bin_dir=$PWD/build/bin -var project_id=... podvm/packer/gcp
 #
