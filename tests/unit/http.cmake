@@ -18,3 +18,8 @@ if(TARGET pp_aws)
     AWS_CORPUS_DIR="${CMAKE_CURRENT_LIST_DIR}/../fuzz/corpus/fuzz_aws_xml")
   pp_unit_test(test_aws_config ${CMAKE_CURRENT_LIST_DIR}/test_aws_config.c LIBS pp_providers pp_aws)
 endif()
+# The GCP provider's pure parts (settings across each other, names, the JWT).
+if(TARGET pp_gcp)
+  pp_unit_test(test_gcp_parts ${CMAKE_CURRENT_LIST_DIR}/test_gcp_parts.c LIBS pp_gcp
+               PkgConfig::JANSSON)
+endif()

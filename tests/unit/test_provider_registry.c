@@ -91,9 +91,10 @@ static void test_modules(void **state)
     assert_int_equal(pp_provider_load("", TEST_MODULE_DIR, &ops, &m, &err), 0);
     assert_ptr_equal(ops, &pp_provider_local_ops);
 
-    expect_load_error("gcp", MODULE_DIR, -ENOENT, "unknown provider `gcp`; available: local");
+    expect_load_error("nocloud", MODULE_DIR, -ENOENT,
+                      "unknown provider `nocloud`; available: local");
 #if HAVE_AWS
-    expect_load_error("gcp", MODULE_DIR, -ENOENT, "available: local, aws");
+    expect_load_error("nocloud", MODULE_DIR, -ENOENT, "available: local, aws");
     /* A provider module: its table, from its own copy of the code. */
     assert_int_equal(pp_provider_load("aws", MODULE_DIR, &ops, &m, &err), 0);
     assert_non_null(m);
@@ -103,7 +104,7 @@ static void test_modules(void **state)
     pp_module_close(m);
 #endif
 #if HAVE_LIBVIRT
-    expect_load_error("gcp", MODULE_DIR, -ENOENT, "libvirt (modules from `");
+    expect_load_error("nocloud", MODULE_DIR, -ENOENT, "libvirt (modules from `");
     assert_int_equal(pp_provider_load("libvirt", MODULE_DIR, &ops, &m, &err), 0);
     assert_non_null(m);
     assert_string_equal(ops->name, "libvirt");
