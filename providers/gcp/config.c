@@ -180,7 +180,7 @@ int pp__gcp_instance_name(const char *in, char out[64])
     s[o] = '\0';
     unsigned char h[32];
     sha256(in, n, h);
-    snprintf(out, 64, "%s-%02x%02x%02x%02x", s, h[0], h[1], h[2], h[3]);
+    snprintf(out, 64, "%.54s-%02x%02x%02x%02x", s, h[0], h[1], h[2], h[3]);
     return 0;
 }
 

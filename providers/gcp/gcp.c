@@ -505,7 +505,7 @@ static void pct_encode(const char *in, char *out, size_t outlen)
 static int load_tag_step(op_t *op)
 {
     st_t *st = op->st;
-    char url[2048], parent[300], page[1100] = "";
+    char url[4096], parent[400], page[3200] = "";
     int keys = 0;
     for (size_t i = 0; i < st->d.ntags; i++)
         keys |= st->d.tags[i].key_id[0] == '\0';
@@ -517,12 +517,13 @@ static int load_tag_step(op_t *op)
         pct_encode(st->d.tags[op->n].key_id, parent, sizeof(parent));
     }
     if (op->next_page[0] != '\0') {
-        char enc[1050];
+        char enc[3100];
         pct_encode(op->next_page, enc, sizeof(enc));
         snprintf(page, sizeof(page), "&pageToken=%s", enc);
     }
-    snprintf(url, sizeof(url), "%s%s?parent=%s&pageSize=300%s", st->d.crm,
-             keys ? "tagKeys" : "tagValues", parent, page);
+    if ((size_t)snprintf(url, sizeof(url), "%s%s?parent=%s&pageSize=300%s", st->d.crm,
+                         keys ? "tagKeys" : "tagValues", parent, page) >= sizeof(url))
+        return -ENAMETOOLONG;
     return pp__gcp_call(st, "GET", url, NULL,
                         keys ? "resource manager `tagKeys.list`"
                              : "resource manager `tagValues.list`",
@@ -1084,19 +1085,23 @@ static void list_page(op_t *op)
 {
     st_t *st = op->st;
     const char *node = st->p->node_name;
-    char filter[200], enc[600], page[1100] = "", url[2048];
+    char filter[200], enc[600], page[3200] = "", url[4096];
     if (node != NULL && node[0] != '\0')
         snprintf(filter, sizeof(filter), "labels.%s = \"%s\"", PP_GCP_LABEL_NODE, st->d.node_label);
     else
         snprintf(filter, sizeof(filter), "labels.%s:*", PP_GCP_LABEL_SANDBOX);
     pct_encode(filter, enc, sizeof(enc));
     if (op->next_page[0] != '\0') {
-        char tok[1050];
+        char tok[3100];
         pct_encode(op->next_page, tok, sizeof(tok));
         snprintf(page, sizeof(page), "&pageToken=%s", tok);
     }
-    snprintf(url, sizeof(url), "%sinstances?filter=%s&maxResults=%s%s", st->d.compute, enc,
-             LIST_PAGE_SIZE, page);
+    if ((size_t)snprintf(url, sizeof(url), "%sinstances?filter=%s&maxResults=%s%s", st->d.compute,
+                         enc, LIST_PAGE_SIZE, page) >= sizeof(url)) {
+        pp_error_set(&op->err, -ENAMETOOLONG, "compute `instances.list`: the URL is too long");
+        op_end(op, -ENAMETOOLONG);
+        return;
+    }
     call(op, "GET", url, NULL, "compute `instances.list`", 0, list_answered, op_fail);
 }
 
