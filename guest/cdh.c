@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -34,9 +37,10 @@ typedef void (*req_step_cb)(req_t *rq, const uint8_t *plain, size_t len);
 
 struct req_s {
     guest_cdh_t *c;
-    pp_ttrpc_call_t *call;
-    const char *what; /* "GetResource", "UnsealSecret" */
-    char path[512];   /* the resource being fetched */
+    pp_ttrpc_call_t *call; /* NULL: a credential provisioned at start */
+    size_t cred;           /* which one */
+    const char *what;      /* "GetResource", "UnsealSecret" */
+    char path[512];        /* the resource being fetched */
     int retried;
     bundle_t *bundle;
     req_step_cb step; /* what to do with the fetched resource */
@@ -53,6 +57,10 @@ struct guest_cdh_s {
     bundle_t *bundle;
     req_t *waiting;        /* for a token */
     pp_ttrpc_client_t *aa; /* a GetToken in flight */
+    uv_timer_t retry;      /* credentials not provisioned yet */
+    int retry_live;
+    unsigned cred_round;
+    size_t creds_left;
     size_t pending;
     unsigned closing : 1;
     void (*close_cb)(void *);
@@ -91,8 +99,14 @@ static void req_free(req_t *rq)
     maybe_finish_close(c);
 }
 
+static void cred_done(req_t *rq, const uint8_t *p, size_t n, const pp_error_t *err);
+
 static void req_fail(req_t *rq, const pp_error_t *err)
 {
+    if (rq->call == NULL) {
+        cred_done(rq, NULL, 0, err);
+        return;
+    }
     PP_WARN(LOG, "%s: %s", rq->what, err->message);
     pp_ttrpc_call_fail(rq->call, pp_error_grpc_status(err), "%s: %s", rq->what, err->message);
     req_free(rq);
@@ -108,6 +122,10 @@ static void req_failf(req_t *rq, int grpc, int code, const char *msg)
 /* Answers with one bytes field and frees the request. */
 static void req_reply(req_t *rq, const uint8_t *p, size_t n)
 {
+    if (rq->call == NULL) {
+        cred_done(rq, p, n, NULL);
+        return;
+    }
     uint8_t *msg;
     size_t len;
     if (guest_pb_one_bytes(1, p, n, &msg, &len) < 0) {
@@ -447,6 +465,106 @@ static const struct {
     {"api.ImagePullService", "PullImage", on_unimplemented},
 };
 
+/* ---- credentials ------------------------------------------------------------ */
+
+/* [[credentials]] of cdh.toml: resources the data hub writes to files at
+ * start, as upstream's does (KMS credentials). Only under /run, a tmpfs:
+ * nothing fetched reaches a disk in clear. Mode 0600, written whole or not
+ * at all. A round fails as a whole and is tried again, 5 s later, up to 24
+ * times. */
+#define CRED_RETRY_MS 5000
+#define CRED_ROUNDS   24
+
+static void cred_round(guest_cdh_t *c);
+
+static void on_cred_retry(uv_timer_t *t)
+{
+    cred_round(container_of(t, guest_cdh_t, retry));
+}
+
+static int write_secret(const char *path, const uint8_t *p, size_t n, pp_error_t *err)
+{
+    char dir[4096], tmp[4200];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = 0;
+        /* Make the parents, 0700. */
+        for (char *q = dir + 1; *q; q++)
+            if (*q == '/') {
+                *q = 0;
+                mkdir(dir, 0700);
+                *q = '/';
+            }
+        mkdir(dir, 0700);
+    }
+    snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return pp_error_set(err, -errno, "write `%s`: %s", path, strerror(errno));
+    ssize_t w = write(fd, p, n);
+    int e = errno;
+    if (w != (ssize_t)n || fsync(fd) < 0 || close(fd) < 0) {
+        if (w == (ssize_t)n)
+            e = errno;
+        unlink(tmp);
+        return pp_error_set(err, -e, "write `%s`: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) < 0) {
+        e = errno;
+        unlink(tmp);
+        return pp_error_set(err, -e, "rename to `%s`: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static void cred_done(req_t *rq, const uint8_t *p, size_t n, const pp_error_t *err)
+{
+    guest_cdh_t *c = rq->c;
+    const guest_cred_t *cr = &c->cfg.creds[rq->cred];
+    pp_error_t e;
+    if (err == NULL && write_secret(cr->path, p, n, &e) < 0)
+        err = &e;
+    if (err != NULL)
+        PP_WARN(LOG, "credential `%s`: %s", cr->resource_uri, err->message);
+    else
+        PP_INFO(LOG, "credential `%s` provisioned", cr->resource_uri);
+    if (err != NULL)
+        c->cred_round |= 1u << 31; /* this round failed */
+    c->creds_left--;
+    req_free(rq);
+    if (c->creds_left > 0 || c->closing)
+        return;
+    if (c->cred_round & (1u << 31)) {
+        c->cred_round &= ~(1u << 31);
+        if (c->cred_round < CRED_ROUNDS)
+            uv_timer_start(&c->retry, on_cred_retry, CRED_RETRY_MS, 0);
+        else
+            PP_ERR(LOG, "credentials: given up after %u rounds", CRED_ROUNDS);
+    }
+}
+
+static void cred_round(guest_cdh_t *c)
+{
+    if (c->closing)
+        return;
+    c->cred_round++;
+    c->creds_left = c->cfg.ncreds;
+    for (size_t i = 0; i < c->cfg.ncreds; i++) {
+        req_t *rq = calloc(1, sizeof(*rq));
+        if (rq == NULL) {
+            c->creds_left = 0;
+            return;
+        }
+        rq->c = c;
+        rq->cred = i;
+        rq->what = "credential";
+        c->pending++;
+        const char *uri = c->cfg.creds[i].resource_uri;
+        start_fetch(rq, uri, strlen(uri), unseal_with_secret);
+    }
+}
+
 /* ---- life ------------------------------------------------------------------- */
 
 static void free_cdh(guest_cdh_t *c)
@@ -476,11 +594,23 @@ static void on_server_closed(pp_ttrpc_server_t *srv, void *data)
     maybe_finish_close(c);
 }
 
+static void on_retry_closed(uv_handle_t *h)
+{
+    guest_cdh_t *c = container_of((uv_timer_t *)h, guest_cdh_t, retry);
+    c->pending--;
+    maybe_finish_close(c);
+}
+
 void guest_cdh_close(guest_cdh_t *c, void (*cb)(void *data), void *data)
 {
     c->closing = 1;
     c->close_cb = cb;
     c->close_data = data;
+    if (c->retry_live) {
+        c->retry_live = 0;
+        c->pending++;
+        uv_close((uv_handle_t *)&c->retry, on_retry_closed);
+    }
     guest_kbs_free(c->kbs); /* requests in flight fail with -ECANCELED */
     c->kbs = NULL;
     if (c->srv != NULL)
@@ -499,6 +629,15 @@ static int copy_cfg(guest_cdh_cfg_t *d, const guest_cdh_cfg_t *s)
     d->aa_socket = strdup(s->aa_socket ? s->aa_socket : GUEST_AA_SOCKET);
     d->kbs.url = s->kbs.url ? strdup(s->kbs.url) : NULL;
     d->kbs.cert = s->kbs.cert ? strdup(s->kbs.cert) : NULL;
+    if (s->ncreds > 0 && (d->creds = calloc(s->ncreds, sizeof(*d->creds))) == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->ncreds; i++) {
+        d->ncreds++;
+        d->creds[i].resource_uri = strdup(s->creds[i].resource_uri);
+        d->creds[i].path = strdup(s->creds[i].path);
+        if (d->creds[i].resource_uri == NULL || d->creds[i].path == NULL)
+            return -ENOMEM;
+    }
     return !d->socket || !d->aa_socket || (s->kbs.url && !d->kbs.url) ||
                    (s->kbs.cert && !d->kbs.cert)
                ? -ENOMEM
@@ -511,9 +650,6 @@ int guest_cdh_start(uv_loop_t *loop, const guest_cdh_opts_t *o, guest_cdh_t **ou
         return pp_error_set(err, -ENOTSUP,
                             "`kbc.name`: offline_fs_kbc is not served here; use "
                             "cc_kbc");
-    if (o->cfg->ncreds > 0)
-        PP_WARN(LOG, "cdh.toml: `credentials` are not provisioned here (%zu ignored)",
-                o->cfg->ncreds);
     guest_cdh_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
@@ -548,6 +684,10 @@ int guest_cdh_start(uv_loop_t *loop, const guest_cdh_opts_t *o, guest_cdh_t **ou
     }
     PP_INFO(LOG, "KBS at `%s`, attestation agent at `%s`",
             c->cfg.kbs.url ? c->cfg.kbs.url : "(none)", c->cfg.aa_socket);
+    uv_timer_init(loop, &c->retry);
+    c->retry_live = 1;
+    if (c->cfg.ncreds > 0)
+        cred_round(c);
     *out = c;
     return 0;
 }

@@ -14,6 +14,10 @@
  * from its JWE in memory, handed to the caller and wiped: never written to
  * disk, never logged.
  *
+ * The [[credentials]] of cdh.toml are fetched at start and written (0600)
+ * to their paths under /run, as upstream's data hub provisions KMS
+ * credentials; a failed round is tried again 5 s later.
+ *
  * Sealed secrets (upstream's format, version 0.1.0): the JWS is verified
  * with ES256 by the key its `kid` names, a KBS resource URI (a P-256 JWK
  * fetched from the KBS) or a file under /run/confidential-containers/cdh/

@@ -379,9 +379,13 @@ static int cdh_creds(const guest_toml_t *root, guest_cdh_cfg_t *c, pp_error_t *e
             r = pp_error_set(err, -EINVAL, "`%s` is required", name);
         if (r < 0)
             return r;
-        if (cr->path[0] != '/')
-            return pp_error_set(err, -EINVAL, "`%s`: `%.64s` is not an absolute path", name,
-                                cr->path);
+        /* Written in clear: only to the tmpfs /run, never to a disk. */
+        if (strncmp(cr->path, "/run/", 5) != 0 || strstr(cr->path, "/../") != NULL ||
+            cr->path[strlen(cr->path) - 1] == '/')
+            return pp_error_set(err, -EINVAL,
+                                "`%s`: `%.64s` is not a file under /run (a "
+                                "credential is written in clear, so only to the tmpfs)",
+                                name, cr->path);
     }
     return 0;
 }

@@ -22,9 +22,9 @@
  *     kbs_cert = """..."""
  *     [aa]
  *     aa_socket = "unix:///run/confidential-containers/attestation-agent/attestation-agent.sock"
- *     [[credentials]]
+ *     [[credentials]]                  # fetched at start, written there
  *     resource_uri = "kbs:///default/credential/x"
- *     path = "/run/confidential-containers/cdh/kms-credential/x.json"
+ *     path = "/run/confidential-containers/cdh/kms-credential/x.json"  # under /run
  *     [image] ...                      # image pulls: accepted, not served here
  *
  * Keys upstream ignores are ignored here too, with a warning naming them

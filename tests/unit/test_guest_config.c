@@ -185,6 +185,9 @@ static void test_cdh_config(void **state)
         {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\npath = \"/x\"\n",
          "`credentials[0].resource_uri` is required"},
         {"skip_sealed_secret_verification = 3\n", "expected a boolean"},
+        {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\nresource_uri = "
+         "\"kbs:///a/b/c\"\npath = \"/etc/x\"\n",
+         "`credentials[0].path`: `/etc/x` is not a file under /run"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int r = guest_cdh_cfg_parse(bad[i].text, strlen(bad[i].text), &c, &err);

@@ -37,11 +37,13 @@ fi
 
 work=$(mktemp -d)
 NS=guestaa-$$
+CRED=/run/guest-attest-test-$$
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
+    rm -rf "$CRED"
     [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -106,6 +108,10 @@ $CA
 
 [aa]
 aa_socket = "unix://$work/aa.sock"
+
+[[credentials]]
+resource_uri = "kbs:///default/key/k1"
+path = "$CRED/k1"
 EOF
 printf 'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n"aa.toml" = \x27\x27\x27\n%s\n\x27\x27\x27\n' \
     "$(cat aa.toml)" >initdata.toml
@@ -233,7 +239,10 @@ call 17 "$CDHS" api.SealedSecretService UnsealSecret "$(cat sealed-bad.txt)"
 grep -q "does not verify" err.txt || fail "tampered sealed secret: $(cat err.txt)"
 call 15 "$CDHS" api.GetResourceService GetResource kbs:///default/key/none
 call 13 "$CDHS" api.GetResourceService GetResource "kbs:///../key/k1"
-ok "GetResource released by the KBS to the attested key; sealed secret verified and unsealed; tampered refused; unknown NOT_FOUND"
+for _ in $(seq 100); do [ -f "$CRED/k1" ] && break; sleep 0.05; done
+[ "$(cat "$CRED/k1" 2>/dev/null)" = the-secret-value ] || fail "credential not provisioned at start"
+[ "$(stat -c %a "$CRED/k1")" = 600 ] || fail "credential mode $(stat -c %a "$CRED/k1")"
+ok "GetResource released by the KBS to the attested key; a credential provisioned at start (0600, under /run); sealed secret verified and unsealed; tampered refused; unknown NOT_FOUND"
 
 # ---- the REST API -------------------------------------------------------------------
 
