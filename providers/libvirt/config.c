@@ -43,6 +43,9 @@ static const pp_setting_t items[] = {
                        "SEV-SNP where the host has it"),
     PP_SETTING_BOOL_OF(cfg_t, disable_cvm, "DISABLECVM", "disable-cvm", "true",
                        "launch pod VMs that are not confidential VMs"),
+    PP_SETTING_BOOL_OF(cfg_t, vtpm, "LIBVIRT_VTPM", "vtpm", "false",
+                       "give each pod VM a TPM 2.0 (libvirt's swtpm back end), where initdata "
+                       "is bound (PCR8) and attested"),
     PP_SETTING_STR(cfg_t, console_dir, "LIBVIRT_CONSOLE_LOG_DIR", NULL, "/var/log/libvirt/qemu",
                    "where each pod VM's serial console is written (absolute)"),
     PP_SETTING_ENUM_OF(cfg_t, cpu_mode_word, "LIBVIRT_CPU_MODE", NULL, "host-model", cpu_mode_words,

@@ -176,6 +176,8 @@ int pp__libvirt_domain_xml(const pp__libvirt_domain_t *d, pp_buf_t *out)
         xw_text(&w, d->console_log);
         xw_printf(&w, "'/><target type='serial' port='0'/></console>");
     }
+    if (d->vtpm)
+        xw_printf(&w, "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>");
     if (hw)
         xw_printf(&w, "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
                       "<memballoon model='none'/>");

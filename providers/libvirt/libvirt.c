@@ -398,6 +398,7 @@ static int create_volumes_and_domain(job_t *j, virConnectPtr c, virStoragePoolPt
         .console_log = strcmp(lv->type, "test") != 0 ? log : NULL,
         .cpu_mode = lv->cfg.cpu_mode,
         .snp = lv->snp,
+        .vtpm = lv->cfg.vtpm,
         .host_data = j->has_host_data ? j->host_data : NULL,
     };
     xml.len = 0;

@@ -74,6 +74,7 @@ typedef struct pp__libvirt_config_s {
     char firmware[PATH_MAX];
     int launch; /* enum pp__libvirt_launch */
     int disable_cvm;
+    int vtpm; /* a TPM 2.0 per pod VM (libvirt's swtpm back end) */
     char console_dir[PATH_MAX];
     int cpu_mode_word;    /* enum pp__libvirt_cpu_mode */
     int domain_type_word; /* enum pp__libvirt_domain_type */
@@ -111,6 +112,7 @@ typedef struct pp__libvirt_domain_s {
     const char *console_log;  /* NULL: no serial log file */
     const char *cpu_mode;     /* NULL or "": no <cpu> element */
     int snp;                  /* SEV-SNP launch security */
+    int vtpm;                 /* a TPM 2.0 emulated by swtpm on the host */
     const uint8_t *host_data; /* 32 bytes, or NULL */
 } pp__libvirt_domain_t;
 

@@ -102,6 +102,7 @@ static void test_domain_xml(void **state)
     assert_string_equal(xpath(x, "count(/domain/launchSecurity)"), "0");
     assert_string_equal(xpath(x, "count(/domain/os/loader)"), "0");
     assert_string_equal(xpath(x, "/domain/cpu/@mode"), "host-model");
+    assert_string_equal(xpath(x, "count(/domain/devices/tpm)"), "0");
 
     /* Volumes found in it for removal are the two it names. */
     seen_t seen = {0};
@@ -119,6 +120,15 @@ static void test_domain_xml(void **state)
     assert_string_equal(xpath(x, "/domain/vcpu/@cpuset"), "0-3,8");
     assert_string_equal(xpath(x, "/domain/vcpu/@placement"), "static");
     assert_string_equal(xpath(x, "/domain/vcpu"), "3");
+
+    /* LIBVIRT_VTPM: a TPM 2.0 on swtpm. */
+    d.vtpm = 1;
+    b.len = 0;
+    assert_int_equal(pp__libvirt_domain_xml(&d, &b), 0);
+    x = (const char *)b.data;
+    assert_string_equal(xpath(x, "/domain/devices/tpm/@model"), "tpm-crb");
+    assert_string_equal(xpath(x, "/domain/devices/tpm/backend/@type"), "emulator");
+    assert_string_equal(xpath(x, "/domain/devices/tpm/backend/@version"), "2.0");
     pp_buf_free(&b);
 }
 
@@ -292,6 +302,7 @@ static const char *const vars[] = {
     "LIBVIRT_ROOT_DISK_SIZE",
     "LIBVIRT_CPU_MODE",
     "LIBVIRT_DOMAIN_TYPE",
+    "LIBVIRT_VTPM",
 };
 
 static void test_config(void **state)
@@ -316,6 +327,11 @@ static void test_config(void **state)
     assert_string_equal(c.cpuset, "");
     assert_int_equal(c.root_disk_gib, PP_LIBVIRT_ROOT_DISK_GIB);
     assert_string_equal(c.domain_type, "");
+    assert_int_equal(c.vtpm, 0);
+    setenv("LIBVIRT_VTPM", "true", 1);
+    assert_int_equal(pp__libvirt_config_load(&c, &err), 0);
+    assert_int_equal(c.vtpm, 1);
+    unsetenv("LIBVIRT_VTPM");
 
     static const struct {
         const char *var, *value;
