@@ -183,9 +183,11 @@ static int member(json_t *o, const char *name, size_t max, int required, pp_buf_
                             v == NULL ? "missing" : "not a string");
     pp_buf_init(out, max);
     int r = guest_b64url_decode(json_string_value(v), json_string_length(v), out);
-    if (r < 0)
+    if (r < 0) {
+        pp_buf_free(out);
         return pp_error_set(err, -EBADMSG, "JWE: `%s` is not base64url%s", name,
                             r == -EMSGSIZE ? " of a sane size" : "");
+    }
     return 1;
 }
 
