@@ -43,8 +43,10 @@ typedef struct caa_config_s {
     int peerpods_limit;       /* 0 = no limit */
     int enable_scratch_space; /* ENABLE_SCRATCH_SPACE: the marker in the user data */
     int busy_poll_us;         /* 0 = never (util/loop.h) */
-    char failpoint[64];       /* PP_FAILPOINT: for crash tests only */
-    int list_settings;        /* -list-settings */
+    int probe_port;           /* PROBE_PORT: probes and metrics (probe.h); 0 = none */
+    char probe_address[64];
+    char failpoint[64]; /* PP_FAILPOINT: for crash tests only */
+    int list_settings;  /* -list-settings */
     /* The flags of the command line (argv past the program and the
      * provider word), borrowed: the provider reads its own from them. */
     int nflags;

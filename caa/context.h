@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "heap.h"
+#include "metrics.h"
 #include "provider.h"
 #include "tlsmod.h"
 #include "net/net.h"
@@ -43,6 +44,8 @@ struct caa_daemon_s {
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
     caa_heap_t heap;
+    caa_metrics_t metrics;               /* metrics.h: the registry, passed down */
+    struct pp_httpd_s *probe;            /* probe.h: /startup, /healthz, /metrics */
     caa_waiting_call_t *parked;          /* hypervisor calls that came during recovery */
     caa_vminfo_waiter_t *vminfo_waiters; /* PodVMInfo calls waiting for a VM (vminfo.h) */
     int recovering;

@@ -1,5 +1,6 @@
 /* Daemon lifetime: start-up, signals, graceful shutdown. */
 #include "daemon.h"
+#include "probe.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -56,6 +57,7 @@ void caa_daemon_shutdown(caa_daemon_t *d)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     caa_heap_stop(&d->heap);
     caa_vminfo_stop(d);
+    caa_probe_stop(d);
     if (d->hv != NULL)
         pp_ttrpc_server_close(d->hv, 1, hv_closed_cb, d);
 }
@@ -121,8 +123,11 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
                                            &d->provider_module, err);
     if (r < 0)
         return pp_error_wrap(err, "`CLOUD_PROVIDER`");
-    r = pp_provider_new(ops, loop, d->cfg.node_name, d->cfg.nflags, d->cfg.flags, &d->provider,
-                        err);
+    if ((r = caa_metrics_init(&d->metrics, d)) < 0)
+        return pp_error_set(err, r, "metrics: %s", strerror(-r));
+    d->tls.metrics = d->metrics.registry;
+    r = pp_provider_new_with_metrics(ops, loop, d->cfg.node_name, d->cfg.nflags, d->cfg.flags,
+                                     d->metrics.registry, &d->provider, err);
     if (r < 0)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
@@ -147,6 +152,12 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)
         return pp_error_wrap(err, "`REMOTE_HYPERVISOR_ENDPOINT`");
     d->recovering = 1;
+    /* Before recovery, so that /startup says it is not done. A port taken
+     * is logged and the daemon goes on, as upstream's does: its startup
+     * probe then fails, and says why. */
+    pp_error_t perr = {0};
+    if (caa_probe_start(d, &perr) < 0)
+        PP_ERR("caa", "probes and metrics are not served: %s", perr.message);
     if ((r = caa_recover(d, recovered_cb, err)) < 0)
         return pp_error_wrap(err, "recover");
     uv_signal_init(loop, &d->sigterm);
@@ -181,4 +192,7 @@ void caa_daemon_fini(caa_daemon_t *d)
         d->sandboxes = sb->next;
         caa_sandbox_free(sb);
     }
+    caa_probe_stop(d);
+    d->tls.metrics = NULL;
+    caa_metrics_fini(&d->metrics);
 }

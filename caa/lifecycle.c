@@ -367,8 +367,10 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
         if (r == 0)
             r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss,
                               forwarder_tls(sb), sb->instance_name, &sb->proxy);
-        if (r == 0)
+        if (r == 0) {
+            caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);
             r = caa_proxy_adopt(sb->proxy, &e);
+        }
         if (r < 0) {
             PP_ERR("caa", "sandbox `%s`: serve agent socket again: %s", sb->id,
                    e.code ? e.message : uv_strerror(r));
@@ -385,7 +387,6 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
 static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, void *data)
 {
     caa_sandbox_t *sb = data;
-    (void)p;
     if (status == -ECANCELED && (sb->state != CAA_SB_STARTING || sb->d->stopping))
         return; /* closed by teardown, which carries on, or by shutdown */
     if (status < 0) {
@@ -398,6 +399,10 @@ static void proxy_ready_cb(caa_proxy_t *p, int status, const pp_error_t *err, vo
         return;
     }
     failpoint(sb->d, "start:proxy-ready");
+    uint64_t now = uv_now(sb->d->loop);
+    caa_metrics_stage_end(sb, CAA_STAGE_VM_UP, caa_proxy_connected_ms(p));
+    caa_metrics_stage_end(sb, CAA_STAGE_AGENT_READY, now);
+    caa_metrics_stage_end(sb, CAA_STAGE_TOTAL, now);
     sb->state = CAA_SB_RUNNING;
     save(sb);
     caa_sandbox_forget_user_data(sb); /* delivered; it holds the VM's private key */
@@ -451,6 +456,7 @@ static void created_cb(int status, const pp_instance_t *inst, const pp_error_t *
         return;
     }
     PP_INFO("caa", "sandbox `%s`: instance `%s` created at %s", sb->id, inst->id, inst->ip);
+    caa_metrics_stage_end(sb, CAA_STAGE_CREATE_INSTANCE, uv_now(sb->d->loop));
     if (sb->podnet != NULL) {
         /* Recorded before it exists, so a crash from here on removes it. */
         sb->tunnel_up = 1;
@@ -478,8 +484,10 @@ static void start_proxy(caa_sandbox_t *sb)
     if (r == 0)
         r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, forwarder_tls(sb),
                           sb->instance_name, &sb->proxy);
-    if (r == 0)
+    if (r == 0) {
+        caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);
         r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);
+    }
     if (r < 0) {
         pp_error_set(&e, r, "agent proxy for `%s` (%s): %s", sb->instance_name, sb->instance.ip,
                      uv_strerror(r));
@@ -503,6 +511,7 @@ static void tunnel_up_cb(caa_sandbox_t *sb, int status, const pp_error_t *err)
     PP_INFO("caa", "sandbox `%s`: tunnel up, vxlan %u to %s", sb->id, sb->podnet->vxlan_id,
             sb->instance.ip);
     failpoint(sb->d, "start:tunnel-up");
+    caa_metrics_stage_end(sb, CAA_STAGE_TUNNEL, uv_now(sb->d->loop));
     start_proxy(sb);
 }
 
@@ -554,6 +563,7 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
         return;
     }
     failpoint(d, "start:recorded");
+    caa_metrics_start_begin(sb);
     sb->start_call = call;
     pp_error_clear(&sb->start_error);
     pp_ttrpc_call_on_cancel(call, start_cancelled, sb);

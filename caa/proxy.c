@@ -39,6 +39,8 @@ struct caa_proxy_s {
     caa_proxy_close_cb close_cb;
     void *close_data;
     int pending_closes;
+    pp_series_t *m_calls, *m_failures; /* may be NULL */
+    uint64_t connected_ms;
     unsigned starting : 1;
     unsigned serving : 1;
     unsigned closing : 1;
@@ -70,26 +72,54 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
 
 /* ---- forwarding -------------------------------------------------------- */
 
+/* The proxy's own failures: the agent's answers, errors included, pass
+ * through as frames and are not counted here. */
+static void failed(caa_proxy_t *p)
+{
+    pp_series_inc(p->m_failures);
+}
+
+/* A call on its way: the shim's call, and the series its failure counts in
+ * (the proxy may be gone by the time a closing link fails it). */
+typedef struct fwd_s {
+    pp_ttrpc_call_t *call;
+    pp_series_t *failures;
+} fwd_t;
+
 static void forwarded_cb(pp_ttrpc_result_t *res, void *data)
 {
-    pp_ttrpc_call_t *call = data;
+    fwd_t *f = data;
+    pp_ttrpc_call_t *call = f->call;
     if (res->frame != NULL) {
         uint8_t *frame = res->frame;
         res->frame = NULL;
         pp_ttrpc_call_reply_frame(call, frame, res->frame_len);
     } else {
+        pp_series_inc(f->failures);
         pp_ttrpc_call_fail(call, res->code, "%.*s", (int)res->message.n, res->message.p);
     }
+    free(f);
 }
 
 static void forward(caa_proxy_t *p, pp_ttrpc_call_t *call)
 {
+    fwd_t *f = malloc(sizeof(*f));
+    if (f == NULL) {
+        failed(p);
+        pp_ttrpc_call_fail(call, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    f->call = call;
+    f->failures = p->m_failures;
     int64_t timeout = pp_ttrpc_call_request(call)->timeout_nano;
     size_t len;
     uint8_t *frame = pp_ttrpc_call_steal_frame(call, &len);
-    int r = pp_ttrpc_client_call_frame(p->up, frame, len, timeout, forwarded_cb, call);
-    if (r < 0)
+    int r = pp_ttrpc_client_call_frame(p->up, frame, len, timeout, forwarded_cb, f);
+    if (r < 0) {
+        free(f);
+        failed(p);
         pp_ttrpc_call_fail(call, PP_GRPC_UNAVAILABLE, "forward to the pod VM: %s", uv_strerror(r));
+    }
 }
 
 static void fail_waiters(caa_proxy_t *p, int code, const char *msg)
@@ -98,6 +128,7 @@ static void fail_waiters(caa_proxy_t *p, int code, const char *msg)
     p->waiters = NULL;
     while (w != NULL) {
         waiter_t *next = w->next;
+        failed(p);
         pp_ttrpc_call_fail(w->call, code, "%s", msg);
         free(w);
         w = next;
@@ -234,6 +265,8 @@ static void connected_cb(pp_ttrpc_client_t *c, int status, void *data)
         flush_waiters(p);
         return;
     }
+    if (p->connected_ms == 0)
+        p->connected_ms = uv_now(p->loop);
     /* During start, the agent behind the forwarder must answer too. */
     Grpc__CheckRequest req = GRPC__CHECK_REQUEST__INIT;
     uint8_t buf[16];
@@ -299,12 +332,14 @@ static void dial(caa_proxy_t *p)
 static void proxy_call(pp_ttrpc_call_t *call, void *data)
 {
     caa_proxy_t *p = data;
+    pp_series_inc(p->m_calls);
     if (p->up_state == 2) {
         forward(p, call);
         return;
     }
     waiter_t *w = malloc(sizeof(*w));
     if (w == NULL) {
+        failed(p);
         pp_ttrpc_call_fail(call, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
@@ -383,4 +418,15 @@ void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data)
     p->pending_closes++;
     uv_close((uv_handle_t *)&p->timer, timer_closed_cb);
     up_closed_cb(NULL, p);
+}
+
+void caa_proxy_count(caa_proxy_t *p, pp_series_t *calls, pp_series_t *failures)
+{
+    p->m_calls = calls;
+    p->m_failures = failures;
+}
+
+uint64_t caa_proxy_connected_ms(const caa_proxy_t *p)
+{
+    return p->connected_ms;
 }

@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "metrics/metrics.h"
 #include "tlsmod.h"
 #include "util/error.h"
 
@@ -31,6 +32,11 @@ int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb,
 /* After a restart: listens on the socket at once and dials the forwarder
  * when the first call comes (calls wait for the dial). */
 int caa_proxy_adopt(caa_proxy_t *p, pp_error_t *err);
+/* Counts each call the shim makes in `calls`, and each that fails on the
+ * way to or from the pod VM in `failures` (metrics.h; either may be NULL). */
+void caa_proxy_count(caa_proxy_t *p, pp_series_t *calls, pp_series_t *failures);
+/* When caa_proxy_start() first reached the forwarder (loop time), or 0. */
+uint64_t caa_proxy_connected_ms(const caa_proxy_t *p);
 /* Fails calls in flight, stops listening, removes the socket, frees. */
 void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data);
 

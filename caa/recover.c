@@ -85,7 +85,7 @@ static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp
         n = 0;
     }
     char *claimed = calloc(n + 1, 1);
-    size_t adopted = 0, resumed = 0;
+    size_t adopted = 0, resumed = 0, lost = 0, reaped = 0;
     while (rc->loaded != NULL) {
         caa_sandbox_t *sb = rc->loaded;
         rc->loaded = sb->next;
@@ -105,6 +105,7 @@ static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp
         }
         if (sb->state == CAA_SB_RUNNING && !sb->has_instance) {
             PP_WARN("caa", "sandbox `%s` was running but its instance is gone", sb->id);
+            lost++;
             caa_sandbox_release(sb);
             sb->state = CAA_SB_FAILED;
             pp_error_t e = {0};
@@ -120,12 +121,15 @@ static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp
             caa_sandbox_resume(sb);
     }
     for (size_t i = 0; i < n; i++)
-        if (claimed != NULL && !claimed[i])
+        if (claimed != NULL && !claimed[i]) {
             delete_orphan(d, &insts[i]);
+            reaped++;
+        }
     release_orphan_indexes(d);
     free(claimed);
     PP_INFO("caa", "recovered %zu sandboxes: %zu running adopted, %zu interrupted resumed",
             d->nsandboxes, adopted, resumed);
+    caa_metrics_recovered(&d->metrics, adopted, resumed, lost, reaped);
     void (*cb)(caa_daemon_t *, int, const pp_error_t *) = rc->cb;
     free(rc);
     cb(d, 0, NULL);

@@ -50,6 +50,7 @@ struct caa_sandbox_s {
     pp_ttrpc_call_t *start_call;    /* StartVM waiting for the outcome */
     caa_waiting_call_t *stop_calls; /* StopVMs waiting for the teardown */
     pp_error_t start_error;         /* why the start failed */
+    uint64_t start_ms, stage_ms;    /* StartVM's clock, loop time (metrics.h) */
     unsigned has_instance : 1;      /* the provider holds an instance */
     unsigned tunnel_up : 1;         /* the node end of the tunnel may exist */
     unsigned net_busy : 1;          /* a tunnel setup or teardown is in flight */

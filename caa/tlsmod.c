@@ -47,6 +47,7 @@ static int tls_init(caa_tls_t *t, const caa_config_t *c, pp_error_t *err)
         .min_version = c->tls_min_version,
         .cipher_suites = c->tls_cipher_suites[0] ? c->tls_cipher_suites : NULL,
         .skip_verify = c->tls_skip_verify,
+        .metrics = t->metrics,
     };
     r = ops->ctx_new(PP_TLS_CLIENT, &tc, &tls, err);
     if (r < 0) {

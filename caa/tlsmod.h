@@ -21,6 +21,7 @@ typedef struct caa_tls_s {
     const pp_tls_ops_t *ops; /* its table; NULL until loaded */
     pp_ca_t *ca;             /* NULL until ready, and with TLS disabled */
     pp_tls_ctx_t *client;    /* NULL until ready; NULL when ready = plaintext */
+    pp_metrics_t *metrics;   /* where failed handshakes are counted, or NULL */
 } caa_tls_t;
 
 /* At start-up: checks the TLS settings the way the first pod will use them,

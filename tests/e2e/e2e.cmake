@@ -22,4 +22,5 @@ if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET proce
   if(TARGET upstream_compat)
     add_dependencies(test_upstream upstream_compat)
   endif()
+  pp_e2e_test(test_probe e2e_probe)
 endif()

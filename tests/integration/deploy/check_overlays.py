@@ -130,13 +130,14 @@ def settings_of(caa, provider):
 
 
 def env_file_keys(path):
-    """Keys set and keys shown commented out (#KEY=value) in an env file."""
-    keys = []
+    """Keys set, and keys shown commented out with their default
+    (#KEY=value), in an env file: {key: (commented, value)}."""
+    keys = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
-            m = re.match(r"#?([A-Z][A-Z0-9_]*)=", line.strip())
+            m = re.match(r"(#?)([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
             if m:
-                keys.append(m.group(1))
+                keys[m.group(2)] = (m.group(1) == "#", m.group(3))
     return keys
 
 
@@ -213,15 +214,22 @@ def check_overlay(overlays, name, caa, with_settings):
               "%s: %s on 127.0.0.1, port %s (PROBE_PORT's default)" % (name, kind, probe))
 
     keys = set((cm or {}).get("data", {})) | set((secret or {}).get("data", {}) or {}) | set((secret or {}).get("stringData", {}) or {})
+    shown = {}
     for f in ("peer-pods-cm.env", "peer-pods-secret.env"):
         p = os.path.join(d, f)
         if os.path.exists(p):
-            keys |= set(env_file_keys(p))
+            shown.update(env_file_keys(p))
+    keys |= set(shown)
     for k in sorted(keys):
         row = known.get(k)
         check(row is not None and row["support"] == "supported",
               "%s: `%s` is a setting the daemon supports for `%s`%s"
               % (name, k, provider, "" if row is None else " (%s)" % row["support"]))
+        # A line commented out shows the default: the daemon's, where it
+        # has a fixed one.
+        commented, value = shown.get(k, (False, None))
+        if row is not None and commented and row["default"] != "-":
+            check(value == row["default"], "%s: `#%s=%s` shows the default `%s`" % (name, k, value, row["default"]))
 
 
 def main():
