@@ -441,6 +441,15 @@ static int record_process(lp_op_t *op, pid_t pid, const char *role, pp__local_pr
     int rc = pp__local_pidfile_write(path, pid, start);
     if (rc < 0)
         return pp_error_set(&op->err, rc, "write `%s`: %s", path, strerror(-rc));
+    /* Out of the adaptor's cgroup, as a cloud VM is out of its reach. */
+    for (char **g = op->st->cgroup_procs; g != NULL && *g != NULL; g++) {
+        char text[24];
+        int n = snprintf(text, sizeof(text), "%d", (int)pid);
+        cleanup_close int fd = open(*g, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, text, (size_t)n) != n)
+            return pp_error_set(&op->err, -errno, "`LOCAL_CGROUP_DIR`: move the %s into `%s`: %s",
+                                role, *g, strerror(errno));
+    }
     return 0;
 }
 

@@ -228,18 +228,20 @@ typedef struct pp__local_entry_s pp__local_entry_t; /* local.c: requests per ins
  * the loop thread only. */
 typedef struct pp__local_state_s {
     /* Settings (pp__local_settings), as given; init checks them. */
-    char subnet[32];          /* LOCAL_SUBNET */
-    char state_dir[PATH_MAX]; /* LOCAL_STATE_DIR, without trailing slashes after init */
-    char netns_dir[PATH_MAX]; /* LOCAL_NETNS_DIR, likewise */
-    char agent_cmd[1024];     /* LOCAL_AGENT_COMMAND */
-    char forwarder_cmd[1024]; /* LOCAL_FORWARDER_COMMAND */
-    char pud_cmd[1024];       /* LOCAL_PROCESS_USER_DATA_COMMAND */
-    int plaintext;            /* DISABLE_TLS: forwarders run with -disable-tls */
+    char subnet[32];           /* LOCAL_SUBNET */
+    char state_dir[PATH_MAX];  /* LOCAL_STATE_DIR, without trailing slashes after init */
+    char netns_dir[PATH_MAX];  /* LOCAL_NETNS_DIR, likewise */
+    char agent_cmd[1024];      /* LOCAL_AGENT_COMMAND */
+    char forwarder_cmd[1024];  /* LOCAL_FORWARDER_COMMAND */
+    char pud_cmd[1024];        /* LOCAL_PROCESS_USER_DATA_COMMAND */
+    char cgroup_dir[PATH_MAX]; /* LOCAL_CGROUP_DIR */
+    int plaintext;             /* DISABLE_TLS: forwarders run with -disable-tls */
 
     pp_provider_t *p;
     pp__local_pool_t pool; /* LOCAL_SUBNET */
     pp__local_cmd_t agent, forwarder, pud;
-    struct nl_sock *nl; /* in the node's namespace */
+    char **cgroup_procs; /* where pod VM processes are moved (NULL-terminated), or NULL */
+    struct nl_sock *nl;  /* in the node's namespace */
     pp__local_reaper_t *reaper;
     int netns_dir_ready;
     pp__local_entry_t *entries;

@@ -7,16 +7,23 @@
  *   LOCAL_AGENT_COMMAND, LOCAL_FORWARDER_COMMAND, LOCAL_PROCESS_USER_DATA_COMMAND
  *                         command lines, split on blanks; by default
  *                         pp-test-agent, agent-protocol-forwarder and
- *                         process-user-data next to this program */
+ *                         process-user-data next to this program
+ *   LOCAL_CGROUP_DIR      the node's cgroup file system, as mounted here:
+ *                         a pod VM's processes are moved into its group
+ *                         `peerpod-local` (in each hierarchy), out of the
+ *                         adaptor's own, so that like a cloud VM they
+ *                         outlive the adaptor's container; empty: they stay */
 #include "local.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -141,6 +148,9 @@ static const pp_setting_t local_items[] = {
     PP_SETTING_BOOL_OF(lp_state_t, plaintext, "DISABLE_TLS", NULL, NULL,
                        "the pod VMs' forwarders serve plaintext (-disable-tls), as the adaptor "
                        "does with DISABLE_TLS"),
+    LP_SETTING(cgroup_dir, "LOCAL_CGROUP_DIR", NULL,
+               "the node's cgroup file system as mounted here: pod VMs' processes move into its "
+               "`peerpod-local` group, so that they outlive the adaptor's container"),
 };
 
 const pp_settings_table_t pp__local_settings = {"local provider", local_items,
@@ -185,6 +195,76 @@ static int setting_cmd(const char *name, const char *exe_dir, const char *line, 
     return 0;
 }
 
+#define VM_CGROUP "peerpod-local"
+
+static int cgroup_add(lp_state_t *st, size_t *n, const char *hierarchy, pp_error_t *err)
+{
+    char dir[PATH_MAX], procs[PATH_MAX];
+    pp__local_fmt(dir, sizeof(dir), "%s/" VM_CGROUP, hierarchy);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return pp_error_set(err, -errno, "`LOCAL_CGROUP_DIR`: make `%s`: %s", dir, strerror(errno));
+    /* A new v1 cpuset group has no CPUs and no memory nodes, and takes no
+     * process until it has its parent's. */
+    static const char *const inherit[] = {"cpuset.cpus", "cpuset.mems"};
+    for (size_t i = 0; i < PP_ARRAY_SIZE(inherit); i++) {
+        char from[PATH_MAX], to[PATH_MAX], value[4096];
+        pp__local_fmt(from, sizeof(from), "%s/%s", hierarchy, inherit[i]);
+        pp__local_fmt(to, sizeof(to), "%s/%s", dir, inherit[i]);
+        cleanup_close int in = open(from, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+            continue;
+        ssize_t n = read(in, value, sizeof(value));
+        cleanup_close int out = open(to, O_WRONLY | O_CLOEXEC);
+        if (n <= 0 || out < 0 || write(out, value, (size_t)n) != n)
+            return pp_error_set(err, -EIO, "`LOCAL_CGROUP_DIR`: set `%s` from `%s`", to, from);
+    }
+    pp__local_fmt(procs, sizeof(procs), "%s/cgroup.procs", dir);
+    char **more = realloc(st->cgroup_procs, (*n + 2) * sizeof(char *));
+    if (more == NULL || (more[*n] = strdup(procs)) == NULL) {
+        if (more != NULL)
+            st->cgroup_procs = more;
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    }
+    st->cgroup_procs = more;
+    more[++*n] = NULL;
+    return 0;
+}
+
+/* The `peerpod-local` group in each hierarchy of the node's cgroup file
+ * system: the unified one (cgroup v2), or each controller's (v1). */
+static int cgroup_setup(lp_state_t *st, pp_error_t *err)
+{
+    int rc = check_dir("LOCAL_CGROUP_DIR", st->cgroup_dir, sizeof(st->cgroup_dir), 64, err);
+    if (rc < 0)
+        return rc;
+    char probe[PATH_MAX];
+    size_t n = 0;
+    pp__local_fmt(probe, sizeof(probe), "%s/cgroup.controllers", st->cgroup_dir);
+    if (access(probe, F_OK) == 0)
+        return cgroup_add(st, &n, st->cgroup_dir, err);
+    DIR *d = opendir(st->cgroup_dir);
+    if (d == NULL)
+        return pp_error_set(err, -errno, "`LOCAL_CGROUP_DIR`: `%s`: %s", st->cgroup_dir,
+                            strerror(errno));
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        /* Controllers mounted together appear once as a directory and
+         * again as links to it. */
+        if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+            continue;
+        char hierarchy[PATH_MAX];
+        pp__local_fmt(hierarchy, sizeof(hierarchy), "%s/%s", st->cgroup_dir, e->d_name);
+        pp__local_fmt(probe, sizeof(probe), "%s/cgroup.procs", hierarchy);
+        if (access(probe, W_OK) == 0)
+            rc = cgroup_add(st, &n, hierarchy, err);
+    }
+    closedir(d);
+    if (rc == 0 && n == 0)
+        rc = pp_error_set(err, -ENOENT, "`LOCAL_CGROUP_DIR`: no cgroup hierarchy in `%s`",
+                          st->cgroup_dir);
+    return rc;
+}
+
 static int settings(lp_state_t *st, pp_error_t *err)
 {
     if (pp__local_pool_init(&st->pool, st->subnet) < 0)
@@ -218,6 +298,8 @@ static int settings(lp_state_t *st, pp_error_t *err)
     if (rc == 0)
         rc = setting_cmd("LOCAL_PROCESS_USER_DATA_COMMAND", exe, st->pud_cmd, "process-user-data",
                          &st->pud, err);
+    if (rc == 0 && st->cgroup_dir[0] != '\0')
+        rc = cgroup_setup(st, err);
     return rc;
 }
 
@@ -299,6 +381,10 @@ static void release(lp_state_t *st)
     pp__local_cmd_free(&st->forwarder);
     pp__local_cmd_free(&st->pud);
     pp__local_pool_free(&st->pool);
+    for (size_t i = 0; st->cgroup_procs != NULL && st->cgroup_procs[i] != NULL; i++)
+        free(st->cgroup_procs[i]);
+    free(st->cgroup_procs);
+    st->cgroup_procs = NULL;
 }
 
 int pp__local_init(pp_provider_t *p, pp_error_t *err)
