@@ -75,10 +75,6 @@ if [ $test_variant = 1 ]; then
     install -d -m 0755 "$dest/etc/systemd/journald.conf.d"
     printf '[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyS0\nMaxLevelConsole=info\n' \
         >"$dest/etc/systemd/journald.conf.d/50-podvm-test-console.conf"
-    # The tests' user data carries no TLS material, and the forwarder serves
-    # plaintext only when told to.
-    install -d -m 0755 "$dest/etc/default"
-    printf 'OPTIONS=-disable-tls\n' >"$dest/etc/default/agent-protocol-forwarder"
 fi
 
 echo "install-files: ${bins[*]} and $(printf '%s\n' "${units[@]}" | xargs -n1 basename | paste -sd' ') into ${dest:-/}" >&2

@@ -7,7 +7,7 @@ pkgs=(
     build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     libuv1-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler
     libnl-3-dev libnl-route-3-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
-    libnftnl-dev libmnl-dev nftables iputils-ping
+    libnftnl-dev libmnl-dev nftables iputils-ping socat
     golang-go golang-github-containerd-ttrpc-dev
     zlib1g-dev openssl python3-yaml golang-gopkg-yaml.v2-dev
     iproute2 procps valgrind

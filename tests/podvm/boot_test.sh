@@ -2,8 +2,8 @@
 # Boots the test pod VM image with qemu, a config drive (cidata) carrying an
 # apf.json, user-mode networking and a forward to the forwarder's port 15150;
 # checks from the serial log that process-user-data provisioned and the
-# forwarder listens, then makes agent API calls through the forwarder to the
-# stand-in agent.
+# forwarder listens, then makes agent API calls through the forwarder, over
+# mutual TLS with certificates the test makes, to the stand-in agent.
 #
 # Usage: boot_test.sh PATH_FILE PODVM_CALL
 #   PATH_FILE   holds the image path (written by the podvm_image fixture)
@@ -45,7 +45,9 @@ esac
 
 work=$(mktemp -d)
 qemu_pid=
+socat_pid=
 cleanup() {
+    [ -n "$socat_pid" ] && kill "$socat_pid" 2>/dev/null || true
     if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
         kill "$qemu_pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
@@ -62,20 +64,41 @@ show_log() {
     tail -n 60 "$work/serial.log" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' >&2 || true
 }
 
+# TLS material as cloud-api-adaptor makes it: a CA, a server certificate for
+# the instance name in apf.json, and a client certificate the forwarder must
+# require.
+tls=$work/tls
+mkdir -p "$tls"
+(
+    cd "$tls"
+    ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    ec ca.key && ec server.key && ec client.key
+    openssl req -x509 -new -key ca.key -subj /CN=podvm-boot-test-ca -days 2 -out ca.crt \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    for who in server client; do
+        openssl req -new -key "$who.key" -subj "/CN=podvm-boot-test-$who" -out "$who.csr"
+        printf 'subjectAltName=DNS:podvm-boot-test\nextendedKeyUsage=%sAuth\n' "$who" >"$who.ext"
+        openssl x509 -req -in "$who.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile "$who.ext" -out "$who.crt" 2>/dev/null
+    done
+) || fail "making the test's TLS material with openssl"
+
 # The config drive, as a cloud or libvirt gives it: user-data is the
-# #cloud-config CAA writes, with a plaintext apf.json (no TLS material; the
-# test image's forwarder runs with -disable-tls, podvm/install-files.sh).
+# #cloud-config CAA writes, with apf.json carrying the forwarder's TLS
+# material (without it the forwarder refuses to serve).
 mkdir -p "$work/cidata"
-cat >"$work/cidata/user-data" <<'EOF'
-#cloud-config
-write_files:
-- path: /run/peerpod/apf.json
-  content: |
-    {
-      "pod-namespace": "default",
-      "pod-name": "podvm-boot-test"
-    }
-EOF
+/usr/bin/python3 - "$tls" >"$work/cidata/user-data" <<'PY' || fail "writing user-data"
+import json, sys
+d = sys.argv[1]
+read = lambda n: open(f"{d}/{n}").read()
+apf = {"pod-namespace": "default", "pod-name": "podvm-boot-test",
+       "tls-server-key": read("server.key"), "tls-server-cert": read("server.crt"),
+       "tls-client-ca": read("ca.crt")}
+body = json.dumps(apf, indent=2)
+print("#cloud-config\nwrite_files:\n- path: /run/peerpod/apf.json\n  content: |")
+for line in body.splitlines():
+    print("    " + line)
+PY
 printf 'instance-id: podvm-boot-test\nlocal-hostname: podvm-boot-test\n' >"$work/cidata/meta-data"
 genisoimage -quiet -J -r -V cidata -o "$work/cidata.iso" "$work/cidata/user-data" \
     "$work/cidata/meta-data" || fail "genisoimage"
@@ -144,13 +167,39 @@ ok "process-user-data provisioned /run/peerpod/apf.json from the config drive"
 grep -q "DHCPv4 address" "$work/serial.log" || { show_log; fail "no DHCP lease on the NIC"; }
 ok "the NIC came up by DHCP"
 
-if ! out=$("$podvm_call" 127.0.0.1 "$port" 30 2>&1); then
-    echo "$out" >&2
-    show_log
-    fail "agent API calls through the forwarder failed"
+# A client without a certificate is refused: the forwarder requires mutual
+# TLS, and plaintext ttrpc gets no answer.
+if "$podvm_call" 127.0.0.1 "$port" 5 >"$work/plain.out" 2>&1; then
+    cat "$work/plain.out" >&2
+    fail "a plaintext call through the forwarder was answered"
 fi
+ok "a plaintext client gets no answer"
+
+# Calls go through socat as the TLS client with the client certificate,
+# checking the forwarder's certificate against the CA and the instance name.
+lport=
+for _ in $(seq 20); do
+    p=$((20000 + RANDOM % 30000))
+    if [ "$p" != "$port" ] && ! ss -Hltn "sport = :$p" | grep -q .; then
+        lport=$p
+        break
+    fi
+done
+[ -n "$lport" ] || fail "no free local port for the TLS bridge"
+socat "TCP-LISTEN:$lport,bind=127.0.0.1,reuseaddr,fork" \
+    "OPENSSL:127.0.0.1:$port,cert=$tls/client.crt,key=$tls/client.key,cafile=$tls/ca.crt,verify=1,commonname=podvm-boot-test" \
+    2>"$work/socat.log" &
+socat_pid=$!
+for _ in $(seq 50); do ss -Hltn "sport = :$lport" | grep -q . && break; sleep 0.1; done
+if ! out=$("$podvm_call" 127.0.0.1 "$lport" 30 2>&1); then
+    echo "$out" >&2
+    cat "$work/socat.log" >&2
+    show_log
+    fail "agent API calls through the forwarder over mutual TLS failed"
+fi
+kill "$socat_pid" 2>/dev/null || true
 echo "$out"
 grep -q "agent version \`pp-test-agent" <<<"$out" || fail "the call did not reach the stand-in agent"
-ok "grpc.Health/Check and GetGuestDetails reach the stand-in agent through the forwarder"
+ok "grpc.Health/Check and GetGuestDetails reach the stand-in agent through the forwarder over mutual TLS"
 
 echo "all $pass checks passed"
