@@ -169,14 +169,26 @@ load() {
         -timeout 30000 | awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "=");
         v[kv[1]] = kv[2] } print v["cps"], v["p50_us"], v["p99_us"] }'
 }
-for _ in $(seq "$rounds"); do
-    echo "plain 64 $(load)" >>"$results"
+scraped_row() {
+    local secs
     secs=$(awk -v d="$duration" -v w="$warmup" 'BEGIN { print (d + w) / 1000 + 1 }')
-    ip netns exec "$node" /usr/bin/python3 "$scrape_py" "$port" "$(awk -v s="$secs" 'BEGIN { print int(s * 10) }')" 0.1 \
-        >"$work/scraper.out" &
-    scraper=$!
+    ip netns exec "$node" /usr/bin/python3 "$scrape_py" "$port" \
+        "$(awk -v s="$secs" 'BEGIN { print int(s * 10) }')" 0.1 >"$work/scraper.out" &
+    local scraper=$!
     echo "scraped 64 $(load)" >>"$results"
     wait "$scraper" || die "the scraper failed"
+}
+# The order alternates: the row that follows a pause finds a heap the
+# daemon trimmed while quiet (caa/heap.c), which a scrape every 100 ms
+# never lets happen.
+for r in $(seq "$rounds"); do
+    if [ $((r % 2)) -eq 1 ]; then
+        echo "plain 64 $(load)" >>"$results"
+        scraped_row
+    else
+        scraped_row
+        echo "plain 64 $(load)" >>"$results"
+    fi
 done
 "$bin/pp-shim" -timeout 10 health "$sock" >/dev/null || die "the pod does not answer after the load"
 medians=$(bench_medians "$results")
