@@ -46,30 +46,22 @@ static void delete_orphan(caa_daemon_t *d, const pp_instance_t *inst)
 
 /* An index whose owner has no record (a crash between taking it and
  * recording it) is free again. */
+static int release_if_orphan(uint32_t ix, const char *owner, void *data)
+{
+    caa_daemon_t *d = data;
+    caa_sandbox_t *sb = caa_sandbox_find(d, owner);
+    if (sb != NULL && sb->pod_index == (int)ix)
+        return 0;
+    PP_WARN("caa", "pod index %u of `%s` has no record: releasing it", ix, owner);
+    pp_podindex_release(&d->index, ix, owner, NULL);
+    return 0;
+}
+
 static void release_orphan_indexes(caa_daemon_t *d)
 {
-    if (!d->net_ready)
-        return;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/.indexes", d->cfg.pods_dir);
-    DIR *dir = opendir(path);
-    struct dirent *e;
-    while (dir != NULL && (e = readdir(dir)) != NULL) {
-        char *end;
-        unsigned long ix = strtoul(e->d_name, &end, 10);
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end != '\0')
-            continue;
-        char owner[256];
-        if (pp_podindex_owner(&d->index, (uint32_t)ix, owner, sizeof(owner)) < 0)
-            continue;
-        caa_sandbox_t *sb = caa_sandbox_find(d, owner);
-        if (sb != NULL && sb->pod_index == (int)ix)
-            continue;
-        PP_WARN("caa", "pod index %lu of `%s` has no record: releasing it", ix, owner);
-        pp_podindex_release(&d->index, (uint32_t)ix, owner, NULL);
-    }
-    if (dir != NULL)
-        closedir(dir);
+    pp_error_t err = {0};
+    if (d->net_ready && pp_podindex_foreach(&d->index, release_if_orphan, d, &err) < 0)
+        PP_WARN("caa", "pod indexes: %s", err.message);
 }
 
 static void listed_cb(int status, const pp_instance_t *insts, size_t n, const pp_error_t *err,

@@ -223,6 +223,13 @@ int pp_podindex_acquire(pp_podindex_t *ix, const char *owner, uint32_t *index, p
 int pp_podindex_release(pp_podindex_t *ix, uint32_t index, const char *owner, pp_error_t *err);
 /* Copies the owner of `index` into buf. -ENOENT when free. */
 int pp_podindex_owner(pp_podindex_t *ix, uint32_t index, char *buf, size_t len);
+/* Called with each index held and its owner; a non-zero return stops the
+ * walk. It may release the index it is given. */
+typedef int (*pp_podindex_cb)(uint32_t index, const char *owner, void *data);
+/* Walks the indexes held, in no particular order: 0 when all were seen,
+ * what `cb` returned when it stopped the walk, or a negative errno (with
+ * `err`) when the directory cannot be read. */
+int pp_podindex_foreach(pp_podindex_t *ix, pp_podindex_cb cb, void *data, pp_error_t *err);
 
 /* ---- Node-side tunnel ---------------------------------------------------- */
 

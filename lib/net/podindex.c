@@ -99,21 +99,51 @@ static void closedirp(DIR **d)
         closedir(*d);
 }
 
+/* The directory, to read. A fresh open file description: a dup() would
+ * share the read offset with concurrent callers. */
+static int open_dir(pp_podindex_t *ix, DIR **out, pp_error_t *err)
+{
+    int dfd = openat(ix->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return pp_error_set(err, -errno, "pod index directory: %s", strerror(errno));
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int e = errno;
+        close(dfd);
+        return pp_error_set(err, -e, "pod index directory: %s", strerror(e));
+    }
+    *out = d;
+    return 0;
+}
+
+int pp_podindex_foreach(pp_podindex_t *ix, pp_podindex_cb cb, void *data, pp_error_t *err)
+{
+    __attribute__((cleanup(closedirp))) DIR *d = NULL;
+    int r = open_dir(ix, &d, err);
+    if (r < 0)
+        return r;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint32_t i;
+        char who[OWNER_MAX + 2];
+        if (parse_index(de->d_name, ix->limit, &i) < 0 ||
+            read_owner(ix->dirfd, i, who, sizeof(who)) < 0)
+            continue;
+        if ((r = cb(i, who, data)) != 0)
+            return r;
+    }
+    return 0;
+}
+
 int pp_podindex_acquire(pp_podindex_t *ix, const char *owner, uint32_t *index, pp_error_t *err)
 {
     if (!owner_valid(owner))
         return pp_error_set(err, -EINVAL, "pod index owner `%.64s` is not valid",
                             owner ? owner : "");
-    /* A fresh open file description: a dup() would share the read offset
-     * with concurrent callers. */
-    int dfd = openat(ix->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return pp_error_set(err, -errno, "pod index directory: %s", strerror(errno));
-    __attribute__((cleanup(closedirp))) DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        close(dfd);
-        return pp_error_set(err, -errno, "pod index directory: %s", strerror(errno));
-    }
+    __attribute__((cleanup(closedirp))) DIR *d = NULL;
+    int r = open_dir(ix, &d, err);
+    if (r < 0)
+        return r;
 
     /* The indexes in use, and whether `owner` already holds one. */
     cleanup_free uint32_t *used = NULL;

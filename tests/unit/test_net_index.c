@@ -70,6 +70,70 @@ static void test_lowest_free_and_restart(void **state)
     pp_podindex_close(&ix);
 }
 
+struct seen {
+    char owners[8][16];
+    unsigned n;
+    uint32_t stop_at; /* index at which to stop, or UINT32_MAX */
+};
+
+static int visit(uint32_t index, const char *owner, void *data)
+{
+    struct seen *s = data;
+    if (index < 8)
+        snprintf(s->owners[index], sizeof(s->owners[index]), "%s", owner);
+    s->n++;
+    return index == s->stop_at ? 7 : 0;
+}
+
+static int release_odd(uint32_t index, const char *owner, void *data)
+{
+    pp_podindex_t *ix = data;
+    return index % 2 ? pp_podindex_release(ix, index, owner, NULL) : 0;
+}
+
+/* The walk sees what is held, with owners, and nothing else; it stops when
+ * told, and may release as it goes. */
+static void test_foreach(void **state)
+{
+    const char *dir = *state;
+    pp_podindex_t ix;
+    pp_error_t err = {0};
+    uint32_t i;
+    assert_int_equal(pp_podindex_open(&ix, dir, 8, &err), 0);
+    struct seen s = {.stop_at = UINT32_MAX};
+    assert_int_equal(pp_podindex_foreach(&ix, visit, &s, &err), 0);
+    assert_int_equal(s.n, 0);
+    for (uint32_t k = 0; k < 4; k++) {
+        char owner[16];
+        snprintf(owner, sizeof(owner), "sb%u", k);
+        assert_int_equal(pp_podindex_acquire(&ix, owner, &i, &err), 0);
+    }
+    assert_int_equal(pp_podindex_release(&ix, 2, "sb2", &err), 0);
+    /* Files that are no index are not walked. */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/07", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("stray", f);
+    fclose(f);
+    assert_int_equal(pp_podindex_foreach(&ix, visit, &s, &err), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.owners[0], "sb0");
+    assert_string_equal(s.owners[1], "sb1");
+    assert_string_equal(s.owners[2], "");
+    assert_string_equal(s.owners[3], "sb3");
+    memset(&s, 0, sizeof(s));
+    s.stop_at = 1;
+    assert_int_equal(pp_podindex_foreach(&ix, visit, &s, &err), 7);
+    assert_string_equal(s.owners[1], "sb1");
+    assert_int_equal(pp_podindex_foreach(&ix, release_odd, &ix, &err), 0);
+    char who[16];
+    assert_int_equal(pp_podindex_owner(&ix, 1, who, sizeof(who)), -ENOENT);
+    assert_int_equal(pp_podindex_owner(&ix, 3, who, sizeof(who)), -ENOENT);
+    assert_int_equal(pp_podindex_owner(&ix, 0, who, sizeof(who)), 0);
+    pp_podindex_close(&ix);
+}
+
 static void test_owner_checks(void **state)
 {
     const char *dir = *state;
@@ -164,6 +228,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lowest_free_and_restart, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(test_foreach, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_owner_checks, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_exhausted, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_concurrent, make_dir, remove_dir),
