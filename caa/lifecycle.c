@@ -158,9 +158,9 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
         r = caa_initdata_prepare(d, sb, initdata, err);
     }
     if (r == 0) {
-        /* Built now to fail early (size limits, certificates); built again
-         * at StartVM when the pod network is known. */
-        r = caa_userdata_build(d, sb, err);
+        /* Built at StartVM, once the pod network is known; what can fail
+         * early fails now. */
+        r = caa_userdata_check(d, sb, err);
     }
     int made_dir = 0;
     if (r == 0) {
@@ -547,7 +547,7 @@ void caa_sandbox_start(caa_daemon_t *d, pp_ttrpc_call_t *call, const char *id)
     /* The pod network is inspected now (the CNI has made it by StartVM) and
      * goes into the VM's user data. */
     int r = sb->netns_path[0] != '\0' ? caa_podnet_prepare(sb, &serr) : 0;
-    if (r == 0 && (sb->podnet != NULL || sb->user_data == NULL))
+    if (r == 0)
         r = caa_userdata_build(d, sb, &serr);
     if (r < 0) {
         caa_podnet_release(sb);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tlsmod.h"
 #include "net/net.h"
@@ -91,7 +92,7 @@ static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *
 static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, pp_buf_t *out,
                     pp_error_t *err);
 
-/* Image pull credentials, read anew at each CreateVM so that a rotated
+/* Image pull credentials, read anew for each pod VM so that a rotated
  * secret is used at once. Absent file: none. */
 static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
 {
@@ -194,6 +195,30 @@ static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, 
     return r;
 }
 
+static int too_big(caa_daemon_t *d, caa_sandbox_t *sb, size_t max, pp_error_t *err)
+{
+    return pp_error_set(err, -EINVAL,
+                        "user data for `%s` is over the `%s` provider's limit of %zu bytes", sb->id,
+                        d->provider->ops->name, max);
+}
+
+int caa_userdata_check(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
+{
+    int r = caa_tls_ready(&d->tls, &d->cfg, err);
+    if (r < 0)
+        return r;
+    size_t max = d->provider->ops->user_data_max;
+    if (max == 0)
+        return 0;
+    /* Each file's content is in the document at least once, whole. */
+    size_t least = sb->initdata_b64 != NULL ? strlen(sb->initdata_b64) : 0;
+    struct stat st;
+    const char *auth = d->cfg.auth_json_file;
+    if (auth[0] != '\0' && stat(auth, &st) == 0 && S_ISREG(st.st_mode))
+        least += (size_t)st.st_size;
+    return least > max ? too_big(d, sb, max, err) : 0;
+}
+
 int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
 {
     char *apf = NULL;
@@ -241,9 +266,7 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
         explicit_bzero(auth, strlen(auth));
     free(auth);
     if (r == -EMSGSIZE)
-        r = pp_error_set(err, -EINVAL,
-                         "user data for `%s` is over the `%s` provider's limit of %zu bytes",
-                         sb->id, d->provider->ops->name, max);
+        r = too_big(d, sb, max, err);
     if (r < 0) {
         pp_buf_free(&b);
         return r;
