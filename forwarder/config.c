@@ -75,7 +75,8 @@ void apf_config_fini(apf_config_t *cfg)
     free(cfg->pod_namespace);
     if (cfg->tls_server_key != NULL)
         explicit_bzero(cfg->tls_server_key, strlen(cfg->tls_server_key));
-    free(cfg->pod_network_json);
+    if (cfg->pod_network != NULL)
+        json_decref(cfg->pod_network);
     free(cfg->tls_server_key);
     free(cfg->tls_server_cert);
     free(cfg->tls_client_ca);
@@ -218,17 +219,14 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
         case KEY_POD_NAMESPACE:
             rc = set_string(&cfg->pod_namespace, json_string_value(v));
             break;
-        case KEY_POD_NETWORK: {
-            char *text = json_dumps(v, JSON_COMPACT);
-            if (text == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            free(cfg->pod_network_json);
-            cfg->pod_network_json = text;
+        case KEY_POD_NETWORK:
+            /* Kept as read; decoded once, when the network is set up
+             * (podnet.h). */
+            if (cfg->pod_network != NULL)
+                json_decref(cfg->pod_network);
+            cfg->pod_network = json_incref(v);
             cfg->has_pod_network = 1;
             break;
-        }
         case KEY_TLS:
             cfg->has_tls_material |= json_string_length(v) > 0;
             rc = set_string((char **)((char *)cfg + keys[i].field), json_string_value(v));

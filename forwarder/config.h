@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "util/error.h"
 #include "util/settings.h"
 
@@ -56,7 +58,7 @@ typedef struct apf_config_s {
     char *tls_min_version;
     char *tls_cipher_suites; /* comma separated, from a JSON array or string */
     int has_pod_network;
-    char *pod_network_json; /* the `pod-network` object as text */
+    json_t *pod_network; /* the `pod-network` object as read (a reference) */
 } apf_config_t;
 
 extern const pp_settings_table_t apf_settings;

@@ -8,7 +8,7 @@
 
 #include "config.h"
 #include "forwarder.h"
-#include "net/net.h"
+#include "podnet.h"
 #include "util/json_wipe.h"
 #include "util/log.h"
 #include "util/loop.h"
@@ -114,33 +114,6 @@ static int check_tls(const apf_config_t *cfg, pp_error_t *err)
                                          : "does not exist");
 }
 
-/* The VM end of the pod's tunnel, from the config's `pod-network`: the
- * pod's interface, with its IP and MAC, in the pod namespace. */
-static int setup_pod_network(const apf_config_t *cfg, pp_error_t *err)
-{
-    pp_podnet_t *pn = calloc(1, sizeof(*pn));
-    if (pn == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    int r = pp_podnet_decode(cfg->pod_network_json, strlen(cfg->pod_network_json), pn, err);
-    if (r == 0) {
-        /* Under /run/netns the namespace is ours to make by name; any other
-         * path names one that already exists. */
-        const char *ns = cfg->netns_path;
-        size_t dl = strlen(PP_NETNS_DIR);
-        if (strncmp(ns, PP_NETNS_DIR "/", dl + 1) == 0 && strchr(ns + dl + 1, '/') == NULL)
-            ns += dl + 1;
-        r = pp_vm_tunnel_setup(NULL, ns, pn, err);
-    }
-    if (r == 0) {
-        char ip[32];
-        PP_INFO(COMPONENT, "pod network: `%s` %s in `%s`, vxlan %u to the worker node",
-                pn->interface, pp_ipv4_prefix_format(&pn->pod_ip, ip, sizeof(ip)), cfg->netns_path,
-                pn->vxlan_id);
-    }
-    free(pn);
-    return r;
-}
-
 int main(int argc, char **argv)
 {
     apf_config_t cfg;
@@ -179,7 +152,7 @@ int main(int argc, char **argv)
         apf_config_fini(&cfg);
         return 1;
     }
-    if (cfg.has_pod_network && setup_pod_network(&cfg, &err) < 0) {
+    if (cfg.has_pod_network && apf_podnet_setup(cfg.pod_network, cfg.netns_path, &err) < 0) {
         PP_ERR(COMPONENT, "pod network: %s", err.message);
         apf_config_fini(&cfg);
         return 1;

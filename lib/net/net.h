@@ -81,6 +81,11 @@ int pp_netns_open(const char *netns_path, pp_error_t *err);
 /* "/run/netns/<name>". -EINVAL for a bad name (empty, `/`, `.`, `..`, too
  * long), -ENAMETOOLONG if `len` is too small. */
 int pp_netns_path(const char *name, char *buf, size_t len);
+/* The reverse, for functions that take a name or a path (the VM-side
+ * tunnel): a path directly under /run/netns gives the namespace's name
+ * (`/run/netns/podns` -> `podns`), which they make when it is missing; any
+ * other path comes back as it is, naming one that someone else made. */
+const char *pp_netns_name_or_path(const char *path);
 
 /* Creates the named namespace like `ip netns add`: /run/netns made a shared
  * mount point, a new namespace bind-mounted on /run/netns/<name>. With

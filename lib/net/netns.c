@@ -109,6 +109,15 @@ int pp_netns_path(const char *name, char *buf, size_t len)
     return 0;
 }
 
+const char *pp_netns_name_or_path(const char *path)
+{
+    size_t dl = strlen(PP_NETNS_DIR);
+    if (strncmp(path, PP_NETNS_DIR "/", dl + 1) == 0 && path[dl + 1] != '\0' &&
+        strchr(path + dl + 1, '/') == NULL)
+        return path + dl + 1;
+    return path;
+}
+
 /* Like iproute2: /run/netns is a shared mount point, so a namespace
  * mounted under it shows in every mount namespace that shares it (a
  * daemon's container with bidirectional propagation). */

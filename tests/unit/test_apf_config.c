@@ -271,7 +271,7 @@ static void test_upstream_apf_json(void **state)
     assert_true(cfg->has_pod_network);
     pp_podnet_t *pn = calloc(1, sizeof(*pn));
     assert_non_null(pn);
-    if (pp_podnet_decode(cfg->pod_network_json, strlen(cfg->pod_network_json), pn, &err) < 0)
+    if (pp_podnet_from_json(cfg->pod_network, pn, &err) < 0)
         fail_msg("pod-network: %s", err.message);
     assert_string_equal(pn->interface, "eth0");
     assert_int_equal(pn->vxlan_id, 555003);

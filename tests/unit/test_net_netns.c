@@ -115,6 +115,12 @@ static void test_bad_paths_and_names(void **state)
     assert_int_equal(pp_netns_path("podns", path, 8), -ENAMETOOLONG);
     assert_int_equal(pp_netns_path("podns", path, sizeof(path)), 0);
     assert_string_equal(path, "/run/netns/podns");
+    /* And back: a name only for a path directly under /run/netns. */
+    assert_string_equal(pp_netns_name_or_path("/run/netns/podns"), "podns");
+    assert_string_equal(pp_netns_name_or_path("/run/netns/a/b"), "/run/netns/a/b");
+    assert_string_equal(pp_netns_name_or_path("/run/netns/"), "/run/netns/");
+    assert_string_equal(pp_netns_name_or_path("/run/netnsx/podns"), "/run/netnsx/podns");
+    assert_string_equal(pp_netns_name_or_path("/proc/1/ns/net"), "/proc/1/ns/net");
     assert_int_equal(pp_netns_create("../etc", true, NULL, &err), -EINVAL);
     assert_int_equal(pp_netns_delete("", &err), -EINVAL);
 }
