@@ -249,9 +249,15 @@ def main():
           "image built in %.1f s, %s bytes uncompressed" % (time.time() - t0, size.group(1) if size else "?"))
     ds, cm, secret = render(src)
     c = ds["spec"]["template"]["spec"]["containers"][0]
+    before = run(["podman", "image", "inspect", "--format", "{{.Id}}", c["image"]], env=penv).stdout.strip()
     loaded = must(["podman", "load", "-q", "-i", archive], env=penv).stdout
     ref = re.search(r"Loaded image(?:\(s\))?: (\S+)", loaded).group(1)
     must(["podman", "tag", ref, c["image"]], env=penv)
+    # One image of ours in the store: the name the overlay gives.
+    run(["podman", "untag", c["image"], ref], env=penv)
+    after = run(["podman", "image", "inspect", "--format", "{{.Id}}", c["image"]], env=penv).stdout.strip()
+    if before and before != after:
+        run(["podman", "rmi", "-f", before], env=penv)
     check(True, "image %s loaded as %s" % (ref, c["image"]))
 
     node = Node()
