@@ -146,6 +146,43 @@ static void after(op_t *op, uint64_t ms, void (*fn)(op_t *op))
     uv_timer_start(&op->timer, on_op_timer, ms, 0);
 }
 
+/* Ends the op with op->err, from the loop: a callback never fires from
+ * inside the call that started the op. */
+static void op_fail_async(op_t *op)
+{
+    op_end(op, op->err.code);
+}
+
+/* --- the node's settings from instance metadata, before any call ------------------ */
+
+static void discovered(int status, const pp_error_t *err, void *data)
+{
+    op_t *op = data;
+    if (status < 0) {
+        op->err = *err;
+        op_end(op, status);
+        return;
+    }
+    op->resume(op);
+}
+
+/* Goes on with `fn` once what is unset is asked of the instance metadata
+ * service (discover.c). The first operation asks (the reconcile list, at
+ * start-up); no operation, no question, so nothing outlives fini. */
+static void begin(op_t *op, void (*fn)(op_t *op))
+{
+    op->resume = fn;
+    op->w.cb = discovered;
+    op->w.data = op;
+    int r = pp__aws_discover_ensure(op->st, &op->w);
+    if (r == 1) {
+        fn(op);
+    } else if (r < 0) {
+        pp_error_set(&op->err, r, "instance metadata: %s", uv_strerror(r));
+        after(op, 0, op_fail_async);
+    }
+}
+
 /* --- things loaded once: instance type specs, image root devices ------------------ */
 
 static void create_fail(op_t *op, int status, const pp_error_t *err);
@@ -701,7 +738,7 @@ static int aws_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provi
     op->memory_mib = spec->memory_mib;
     op->gpus = spec->gpus;
     PP_INFO(COMP, "creating instance `%s` for sandbox `%s`", op->name, op->sandbox_id);
-    create_select(op);
+    begin(op, create_select);
     return 0;
 }
 
@@ -728,6 +765,14 @@ static void delete_unknown(op_t *op)
     op_end(op, 0);
 }
 
+static void delete_start(op_t *op)
+{
+    pp__aws_query_t q;
+    pp__aws_query_init(&q, "TerminateInstances", PP_AWS_EC2_VERSION);
+    pp__aws_query_add(&q, "InstanceId.1", op->id);
+    call(op, &q, "TerminateInstances", delete_answered);
+}
+
 static int aws_delete(pp_provider_t *p, const char *instance_id, pp_provider_delete_cb cb,
                       void *data)
 {
@@ -746,10 +791,7 @@ static int aws_delete(pp_provider_t *p, const char *instance_id, pp_provider_del
     }
     snprintf(op->id, sizeof(op->id), "%s", instance_id);
     PP_INFO(COMP, "terminating instance `%s`", op->id);
-    pp__aws_query_t q;
-    pp__aws_query_init(&q, "TerminateInstances", PP_AWS_EC2_VERSION);
-    pp__aws_query_add(&q, "InstanceId.1", op->id);
-    call(op, &q, "TerminateInstances", delete_answered);
+    begin(op, delete_start);
     return 0;
 }
 
@@ -838,7 +880,7 @@ static int aws_list(pp_provider_t *p, pp_provider_list_cb cb, void *data)
         return -ENOMEM;
     op->list_cb = cb;
     op->data = data;
-    list_page(op);
+    begin(op, list_page);
     return 0;
 }
 
@@ -888,11 +930,13 @@ static int aws_init(pp_provider_t *p, pp_error_t *err)
             return pp_error_set(err, -ENOMEM, "out of memory");
         }
     }
+    pp__aws_discover_init(st);
     static const char *const modes[] = {"access keys", "web identity", "instance role (IMDSv2)"};
     PP_INFO(COMP,
             "region `%s`, endpoint %s, credentials from %s, image `%s`, type `%s` (%zu allowed), "
             "%s, API rate %g/s burst %u",
-            c->region, c->ec2.url, modes[c->cred_mode],
+            c->region[0] ? c->region : "(from instance metadata)",
+            c->region[0] ? c->ec2.url : "(after the region)", modes[c->cred_mode],
             c->use_launch_template ? "(launch template)" : c->image_id, c->instance_type,
             c->ninstance_types, c->disable_cvm ? "no CVM" : "SEV-SNP", c->rate, c->burst);
     return 0;

@@ -8,6 +8,7 @@ pp_provider_module(aws
     ${CMAKE_CURRENT_LIST_DIR}/aws.c
     ${CMAKE_CURRENT_LIST_DIR}/config.c
     ${CMAKE_CURRENT_LIST_DIR}/creds.c
+    ${CMAKE_CURRENT_LIST_DIR}/discover.c
     ${CMAKE_CURRENT_LIST_DIR}/ec2.c
     ${CMAKE_CURRENT_LIST_DIR}/query.c
     ${CMAKE_CURRENT_LIST_DIR}/sigv4.c

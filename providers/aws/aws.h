@@ -28,6 +28,8 @@
 #define PP_AWS_TAG_SANDBOX   "peerpod/sandbox-id"
 #define PP_AWS_MAX_ITEMS     1000 /* items read from one response */
 #define PP_AWS_XML_MAX       ((size_t)8 << 20)
+/* How long an IMDSv2 session token (asked for 6 h) is used. */
+#define PP_AWS_IMDS_TOKEN_LIFE_MS (21600ULL * 1000 - 60000)
 
 extern const struct pp_provider_ops pp_provider_aws_ops;
 
@@ -98,9 +100,13 @@ typedef struct pp__aws_config_s {
 extern const pp_settings_table_t pp__aws_settings;
 
 /* Checks the rules across settings and derives the lists, endpoints and
- * credential mode; the first bad or missing setting is named in `err`. Free
- * with pp__aws_config_free() (also after a failure). */
+ * credential mode; the first bad or missing setting is named in `err`. A
+ * region left unset (for the instance metadata service to give: discover.c)
+ * leaves the EC2 and STS endpoints to pp__aws_config_endpoints(). Free with
+ * pp__aws_config_free() (also after a failure). */
 int pp__aws_config_check(pp__aws_config_t *c, pp_error_t *err);
+/* The EC2 and STS endpoints, from the settings and the region. */
+int pp__aws_config_endpoints(pp__aws_config_t *c, pp_error_t *err);
 /* The table from the environment, then the check (for tests). */
 int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err);
 void pp__aws_config_free(pp__aws_config_t *c);
@@ -245,6 +251,31 @@ int pp__aws_sts_call(pp__aws_state_t *st, pp__aws_query_t *q, const char *action
 int pp__aws_imds_call(pp__aws_state_t *st, const char *path, const char *token, pp__aws_call_cb cb,
                       void *data);
 
+/* --- the node's settings from instance metadata (discover.c) ----------------------- */
+
+#define PP_AWS_NEED_REGION (1u << 0)
+#define PP_AWS_NEED_SUBNET (1u << 1)
+#define PP_AWS_NEED_SGS    (1u << 2)
+#define PP_AWS_NEED_KEY    (1u << 3)
+
+enum { PP_AWS_DISCOVER_TODO, PP_AWS_DISCOVER_RUNNING, PP_AWS_DISCOVER_DONE };
+
+typedef struct pp__aws_discovery_s {
+    int state;
+    unsigned need; /* PP_AWS_NEED_*: what is unset and asked for */
+    int step;
+    char token[256];
+    char mac[64];
+    pp__aws_waiter_t *waiters;
+} pp__aws_discovery_t;
+
+/* What is unset; nothing is asked yet. */
+void pp__aws_discover_init(pp__aws_state_t *st);
+/* 1: nothing (more) to ask, `w` is not called. 0: the answers are asked
+ * for and `w->cb` fires once when they are in (an error only when the
+ * region stays unknown); `w` may be NULL to only start. <0: could not ask. */
+int pp__aws_discover_ensure(pp__aws_state_t *st, pp__aws_waiter_t *w);
+
 /* --- the provider (aws.c) ---------------------------------------------------------- */
 
 typedef struct pp__aws_op_s pp__aws_op_t;
@@ -268,6 +299,7 @@ struct pp__aws_state_s {
     pp_provider_t *p;
     pp_http_t *http;
     pp__aws_creds_t creds;
+    pp__aws_discovery_t discovery;
     pp_instance_type_t *specs;
     size_t nspecs;
     pp__aws_lazy_t specs_lazy;

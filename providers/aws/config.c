@@ -1,12 +1,12 @@
 /* The AWS provider's settings (the table below; upstream's variables and
  * flags where upstream has them):
  *
- *   AWS_REGION -aws-region (or AWS_DEFAULT_REGION)   required
+ *   AWS_REGION -aws-region (or AWS_DEFAULT_REGION)   else the node's, from IMDS
  *   PODVM_AMI_ID -imageid         required unless USE_PODVM_LAUNCHTEMPLATE
  *   PODVM_INSTANCE_TYPE -instance-type     default type (m6a.large)
  *   PODVM_INSTANCE_TYPES -instance-types   allow-list, comma separated (at most 100)
  *   AWS_SUBNET_ID -subnetid, AWS_SG_IDS -securitygroupids (comma separated),
- *   SSH_KP_NAME -keyname
+ *   SSH_KP_NAME -keyname          else the node's, from IMDS (discover.c)
  *   USE_PUBLIC_IP, DISABLECVM, USE_PODVM_LAUNCHTEMPLATE -use-lt   booleans
  *   PODVM_LAUNCHTEMPLATE_NAME -aws-lt-name    (kata)
  *   ROOT_VOLUME_SIZE -root-volume-size        GiB, 0 = the image's (30)
@@ -44,7 +44,9 @@ typedef pp__aws_config_t cfg_t;
 
 static const pp_setting_t items[] = {
     PP_SETTING_STR(cfg_t, region, "AWS_REGION", "aws-region", NULL,
-                   "region of the pod VMs, like us-east-1", .chars = REGION_CHARS),
+                   "region of the pod VMs, like us-east-1 (default: the node's, from its "
+                   "metadata)",
+                   .chars = REGION_CHARS),
     PP_SETTING_STR(cfg_t, default_region, "AWS_DEFAULT_REGION", NULL, NULL,
                    "the region when AWS_REGION is unset", .chars = REGION_CHARS),
     PP_SETTING_STR(cfg_t, image_id, "PODVM_AMI_ID", "imageid", NULL,
@@ -277,9 +279,6 @@ int pp__aws_config_check(pp__aws_config_t *c, pp_error_t *err)
     c->ninstance_types = c->nsg_ids = c->ntags = 0;
     if (c->region[0] == '\0')
         memcpy(c->region, c->default_region, sizeof(c->region));
-    if (c->region[0] == '\0')
-        return pp_error_set(err, -EINVAL,
-                            "`AWS_REGION` is not set: expected a region such as `us-east-1`");
     if (c->image_id[0] == '\0' && !c->use_launch_template)
         return pp_error_set(err, -EINVAL,
                             "`PODVM_AMI_ID` is not set: expected the pod VM image's AMI id (or "
@@ -294,12 +293,17 @@ int pp__aws_config_check(pp__aws_config_t *c, pp_error_t *err)
     c->sg_ids = list;
     if (r < 0 || (r = split_tags(c, err)) < 0)
         return r;
-    if ((r = endpoint("AWS_ENDPOINT_URL_EC2", c->ec2_url, "ec2", c, &c->ec2, err)) < 0 ||
-        (r = endpoint("AWS_ENDPOINT_URL_STS", c->sts_url, "sts", c, &c->sts, err)) < 0 ||
-        (r = pp__aws_endpoint_parse("AWS_EC2_METADATA_SERVICE_ENDPOINT", c->imds_url, &c->imds,
-                                    err)) < 0)
+    if ((r = pp__aws_endpoint_parse("AWS_EC2_METADATA_SERVICE_ENDPOINT", c->imds_url, &c->imds,
+                                    err)) < 0 ||
+        (c->region[0] != '\0' && (r = pp__aws_config_endpoints(c, err)) < 0))
         return r;
     return credentials(c, err);
+}
+
+int pp__aws_config_endpoints(pp__aws_config_t *c, pp_error_t *err)
+{
+    int r = endpoint("AWS_ENDPOINT_URL_EC2", c->ec2_url, "ec2", c, &c->ec2, err);
+    return r < 0 ? r : endpoint("AWS_ENDPOINT_URL_STS", c->sts_url, "sts", c, &c->sts, err);
 }
 
 int pp__aws_config_load(pp__aws_config_t *c, pp_error_t *err)

@@ -20,7 +20,6 @@
 
 #define COMP            "aws"
 #define TOKEN_FILE_MAX  16384
-#define IMDS_TOKEN_LIFE (21600ULL * 1000 - 60000) /* ms we use a 6 h token for */
 #define IMDS_CREDS_PATH "/latest/meta-data/iam/security-credentials/"
 
 static void wipe(char **s)
@@ -275,7 +274,7 @@ static void imds_token(int status, const char *body, size_t len, const char *cod
     }
     memcpy(st->creds.imds_token, body, len);
     st->creds.imds_token[len] = '\0';
-    st->creds.imds_token_until_ms = uv_now(st->p->loop) + IMDS_TOKEN_LIFE;
+    st->creds.imds_token_until_ms = uv_now(st->p->loop) + PP_AWS_IMDS_TOKEN_LIFE_MS;
     int r = imds_step(st);
     if (r < 0) {
         pp_error_t e;

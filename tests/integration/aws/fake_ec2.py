@@ -3,7 +3,9 @@
 
 EC2 Query API (2016-11-15): RunInstances, DescribeInstances,
 TerminateInstances, DescribeInstanceTypes, DescribeImages. STS
-AssumeRoleWithWebIdentity. IMDSv2 (token, role, credentials).
+AssumeRoleWithWebIdentity. IMDSv2 (token, role, credentials, and the node's
+metadata: mac, region, subnet, security groups, key pair), with its faults:
+the token refused, a path missing (404), slow answers.
 
 Strict: every EC2 request must carry a SigV4 signature that botocore's
 SigV4Auth recomputes from the request as received (credentials known to the
@@ -62,6 +64,7 @@ STATIC_AK = "AKIDFAKEEC2EXAMPLE01"
 STATIC_SK = "fake/Secret+Key/0123456789abcdefEXAMPLE"
 WEB_IDENTITY_TOKEN = "fake-web-identity-token-0123456789"
 ROLE = "peerpod-node-role"
+NODE_MAC = "0e:2a:4c:11:22:33"
 
 # What DescribeInstanceTypes knows: vCPUs, MiB, GPUs, SEV-SNP.
 CATALOG = {
@@ -88,6 +91,17 @@ DEFAULTS = {
     "instance_limit": 0,       # live instances allowed, 0 = no limit
     "sts_ttl": None,           # lifetimes of issued credentials (None: token_ttl)
     "imds_ttl": None,
+    # The node as IMDS describes it: paths under /latest/meta-data/ (a path
+    # left out is 404, as a key pair that was never given is).
+    "imds_metadata": {
+        "mac": NODE_MAC,
+        "placement/region": "us-east-1",
+        f"network/interfaces/macs/{NODE_MAC}/subnet-id": "subnet-0c0ffee0c0ffee000",
+        f"network/interfaces/macs/{NODE_MAC}/security-group-ids":
+            "sg-0c0ffee0c0ffee001\nsg-0c0ffee0c0ffee002\n",
+    },
+    "imds_no_token": False,    # the token request is refused (403), as with IMDSv2 off
+    "imds_delay_ms": 0,        # every IMDS answer this late
 }
 CREATE_ONLY = ("create_error", "capacity")
 
@@ -348,7 +362,12 @@ class Handler(fakelib.ControlHandler):
 
     def imds_answer(self, method, raw):
         text = "text/plain"
+        delay = STATE.cfg["imds_delay_ms"]
+        if delay:
+            time.sleep(delay / 1000)
         with STATE.lock:
+            if method == "PUT" and self.path == "/latest/api/token" and STATE.cfg["imds_no_token"]:
+                return 403, {}, "", text
             if method == "PUT" and self.path == "/latest/api/token":
                 ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
                 if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
@@ -373,6 +392,10 @@ class Handler(fakelib.ControlHandler):
                                             "Type": "AWS-HMAC", "AccessKeyId": ak,
                                             "SecretAccessKey": sk, "Token": st,
                                             "Expiration": now_iso(exp)}), text
+            meta = STATE.cfg["imds_metadata"]
+            path = self.path[len("/latest/meta-data/"):]
+            if method == "GET" and self.path.startswith("/latest/meta-data/") and path in meta:
+                return 200, {}, meta[path], text
             return 404, {}, "", text
 
     # --- the API -----------------------------------------------------------------

@@ -448,10 +448,140 @@ static void test_instance_role(void **state)
     }
     json_t *rep = report();
     assert_clean(rep);
-    /* Token, role, credentials: once for both creates. */
-    assert_int_equal(rnum(rep, "imds_calls"), 3);
+    /* Token, role, credentials: once for both creates; and the key pair,
+     * unset, asked once (none: 404) with the same token, as upstream asks. */
+    assert_int_equal(rnum(rep, "imds_calls"), 4);
     json_decref(rep);
     provider_free(p);
+}
+
+/* Region, subnet, security groups and key pair from the node's instance
+ * metadata (IMDSv2) when unset, as upstream takes them; and what happens
+ * when the metadata service refuses a token, lacks a path, or is slow. */
+/* The node as the fake's metadata service describes it. */
+static const char node_metadata[] =
+    "{\"imds_metadata\": {\"mac\": \"0e:2a:4c:11:22:33\", "
+    "\"placement/region\": \"us-east-1\", "
+    "\"network/interfaces/macs/0e:2a:4c:11:22:33/subnet-id\": \"subnet-0c0ffee0c0ffee000\", "
+    "\"network/interfaces/macs/0e:2a:4c:11:22:33/security-group-ids\": "
+    "\"sg-0c0ffee0c0ffee001\\nsg-0c0ffee0c0ffee002\\n\", "
+    "\"public-keys\": \"0=node-key\"}}";
+
+static void test_imds_discovery(void **state)
+{
+    (void)state;
+    static const char *const unset[] = {"AWS_REGION", "AWS_SUBNET_ID", "AWS_SG_IDS", "SSH_KP_NAME"};
+    for (size_t i = 0; i < sizeof(unset) / sizeof(unset[0]); i++)
+        unsetenv(unset[i]);
+    fake_config(node_metadata);
+    pp_provider_t *p = provider();
+    const pp__aws_config_t *c = &((pp__aws_state_t *)p->state)->cfg;
+    assert_string_equal(c->region, "");
+    res_t l = list(p); /* the first operation asks */
+    assert_int_equal(l.status, 0);
+    assert_string_equal(c->region, "us-east-1");
+    assert_string_equal(c->ec2.host, strstr(getenv("FAKE_EC2_URL"), "//") + 2);
+    assert_string_equal(c->subnet_id, "subnet-0c0ffee0c0ffee000");
+    assert_int_equal(c->nsg_ids, 2);
+    assert_string_equal(c->sg_ids[1], "sg-0c0ffee0c0ffee002");
+    assert_string_equal(c->key_name, "node-key");
+    char name[64];
+    pp_instance_spec_t s = spec_for("imds-found", name, sizeof(name));
+    res_t cr = create(p, &s);
+    assert_int_equal(cr.status, 0);
+    json_t *rep = report();
+    assert_clean(rep);
+    json_t *run = last_run(rep);
+    assert_string_equal(json_string_value(json_object_get(run, "SubnetId")),
+                        "subnet-0c0ffee0c0ffee000");
+    assert_string_equal(json_string_value(json_object_get(run, "KeyName")), "node-key");
+    assert_int_equal(json_array_size(json_object_get(run, "SecurityGroupIds")), 2);
+    /* Asked once: token, mac, region, subnet, groups, key. */
+    assert_int_equal(rnum(rep, "imds_calls"), 6);
+    json_decref(rep);
+    assert_int_equal(destroy(p, cr.inst.id).status, 0);
+    provider_free(p);
+
+    /* No token (IMDSv2 refused): without a region nothing can be signed;
+     * each operation says so, and the next asks again. */
+    fake_config("{\"imds_no_token\": true}");
+    p = provider();
+    s = spec_for("imds-noregion", name, sizeof(name));
+    cr = create(p, &s);
+    print_message("no token: %s\n", cr.msg);
+    assert_int_equal(cr.status, -EHOSTUNREACH);
+    assert_int_equal(cr.grpc, PP_GRPC_FAILED_PRECONDITION);
+    assert_non_null(strstr(cr.msg, "`AWS_REGION` is not set and the instance metadata service "
+                                   "did not give it"));
+    assert_non_null(strstr(cr.msg, "403"));
+    fake_config("{\"imds_no_token\": false}");
+    l = list(p);
+    assert_int_equal(l.status, 0);
+    assert_string_equal(c->region, "us-east-1");
+    provider_free(p);
+
+    /* With the region set, a refused token leaves the rest unset, and
+     * pod VMs are still made (EC2's default subnet and group). */
+    setenv("AWS_REGION", "us-east-1", 1);
+    fake_config("{\"imds_no_token\": true}");
+    p = provider();
+    c = &((pp__aws_state_t *)p->state)->cfg;
+    s = spec_for("imds-notoken", name, sizeof(name));
+    cr = create(p, &s);
+    assert_int_equal(cr.status, 0);
+    assert_string_equal(c->subnet_id, "");
+    assert_int_equal(c->nsg_ids, 0);
+    rep = report();
+    run = last_run(rep);
+    assert_null(json_object_get(run, "SubnetId"));
+    assert_null(json_object_get(run, "KeyName"));
+    json_decref(rep);
+    assert_int_equal(destroy(p, cr.inst.id).status, 0);
+    provider_free(p);
+    fake_config("{\"imds_no_token\": false}");
+
+    /* 404: no region path. The error names it; the subnet's 404 leaves it
+     * unset. */
+    unsetenv("AWS_REGION");
+    fake_config("{\"imds_metadata\": {\"mac\": \"0e:2a:4c:11:22:33\"}}");
+    p = provider();
+    c = &((pp__aws_state_t *)p->state)->cfg;
+    l = list(p);
+    print_message("404: %s\n", l.msg);
+    assert_int_equal(l.status, -EHOSTUNREACH);
+    assert_non_null(strstr(l.msg, "HTTP 404"));
+    provider_free(p);
+    setenv("AWS_REGION", "us-east-1", 1);
+    p = provider();
+    c = &((pp__aws_state_t *)p->state)->cfg;
+    assert_int_equal(list(p).status, 0);
+    assert_string_equal(c->subnet_id, "");
+    assert_string_equal(c->key_name, "");
+    provider_free(p);
+
+    /* Slow: answers within the bound are waited for; beyond it (5 s per
+     * call), the region is missing with a timeout. */
+    unsetenv("AWS_REGION");
+    fake_config(node_metadata);
+    fake_config("{\"imds_delay_ms\": 150}");
+    p = provider();
+    c = &((pp__aws_state_t *)p->state)->cfg;
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(list(p).status, 0);
+    print_message("slow metadata (150 ms an answer): %.0f ms\n", (uv_hrtime() - t0) / 1e6);
+    assert_string_equal(c->region, "us-east-1");
+    provider_free(p);
+    fake_config("{\"imds_delay_ms\": 6000}");
+    p = provider();
+    t0 = uv_hrtime();
+    l = list(p);
+    double ms = (uv_hrtime() - t0) / 1e6;
+    print_message("metadata slower than its bound: %.0f ms: %s\n", ms, l.msg);
+    assert_int_equal(l.status, -EHOSTUNREACH);
+    assert_non_null(strstr(l.msg, "`AWS_REGION` is not set"));
+    assert_true(ms < 15000);
+    provider_free(p);
+    fake_config("{\"imds_delay_ms\": 0}");
 }
 
 static void test_options(void **state)
@@ -583,6 +713,7 @@ int main(void)
         cmocka_unit_test_setup(test_delete, harness_setup),
         cmocka_unit_test_setup(test_web_identity, harness_setup),
         cmocka_unit_test_setup(test_instance_role, harness_setup),
+        cmocka_unit_test_setup(test_imds_discovery, harness_setup),
         cmocka_unit_test_setup(test_options, harness_setup),
         cmocka_unit_test_setup(test_no_secrets_in_log, harness_setup),
     };
