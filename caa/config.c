@@ -138,17 +138,18 @@ static int tls_version(caa_config_t *cfg, pp_error_t *err)
         if (strcasecmp(cfg->tls_min_version, tls_versions[i].word) != 0)
             continue;
         if (tls_versions[i].canonical == NULL)
-            return pp_error_set(err, -EINVAL,
-                                "`TLS_MIN_VERSION`: `%s`: TLS 1.0 and 1.1 are not supported, use "
-                                "VersionTLS12 or VersionTLS13",
-                                cfg->tls_min_version);
+            return pp_error_set(
+                err, -EINVAL,
+                "`TLS_MIN_VERSION` (`-tls-min-version`): `%s`: TLS 1.0 and 1.1 are not "
+                "supported, use VersionTLS12 or VersionTLS13",
+                cfg->tls_min_version);
         snprintf(cfg->tls_min_version, sizeof(cfg->tls_min_version), "%s",
                  tls_versions[i].canonical);
         return 0;
     }
     return pp_error_set(err, -EINVAL,
-                        "`TLS_MIN_VERSION`: `%s` is not VersionTLS12 or VersionTLS13 (or 1.2, "
-                        "1.3, TLS 1.2, TLS 1.3)",
+                        "`TLS_MIN_VERSION` (`-tls-min-version`): `%s` is not VersionTLS12 or "
+                        "VersionTLS13 (or 1.2, 1.3, TLS 1.2, TLS 1.3)",
                         cfg->tls_min_version);
 }
 

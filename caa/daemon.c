@@ -185,8 +185,9 @@ void caa_daemon_fini(caa_daemon_t *d)
     if (d->provider != NULL)
         pp_provider_free(d->provider);
     d->provider = NULL;
-    pp_module_close(d->provider_module);
-    d->provider_module = NULL;
+    /* The provider's module stays mapped: the handles its client closed
+     * finish closing, in its code, when the loop runs once more (main closes
+     * it after that). */
     while (d->sandboxes != NULL) {
         caa_sandbox_t *sb = d->sandboxes;
         d->sandboxes = sb->next;

@@ -74,20 +74,21 @@ int main(int argc, char **argv)
     pp_error_t err = {0};
     if (caa_daemon_start(d, &loop, &err) < 0) {
         PP_ERR("caa", "start: %s", err.message);
-        caa_daemon_fini(d);
-        free(d);
-        return 1;
+        code = 1;
+    } else {
+        /* Serving: a unit of Type=notify (upstream's) may go on. */
+        if (pp_notify("READY=1") < 0)
+            PP_WARN("caa", "`NOTIFY_SOCKET`: the service manager could not be told we are ready");
+        pp_loop_run(&loop, (unsigned)d->cfg.busy_poll_us);
+        code = d->exit_code;
     }
-    /* Serving: a unit of Type=notify (upstream's) may go on. */
-    if (pp_notify("READY=1") < 0)
-        PP_WARN("caa", "`NOTIFY_SOCKET`: the service manager could not be told we are ready");
-    pp_loop_run(&loop, (unsigned)d->cfg.busy_poll_us);
-    code = d->exit_code;
     caa_daemon_fini(d);
-    free(d);
-    /* Let the handles closed by fini finish closing. */
+    /* Let the handles closed by fini finish closing: their callbacks may be
+     * the provider module's code, so it is unmapped only afterwards. */
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         PP_WARN("caa", "handles still open at exit");
+    pp_module_close(d->provider_module);
+    free(d);
     return code;
 }

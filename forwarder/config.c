@@ -45,6 +45,8 @@ static const pp_setting_t items[] = {
                       "after a quick wake-up, poll this long (microseconds) before sleeping "
                       "again; 0: never"),
     PP_SETTING_BOOL_OF(cfg_t, show_version, NULL, "version", "false", "print the version and exit"),
+    PP_SETTING_BOOL_OF(cfg_t, list_settings, NULL, "list-settings", "false",
+                       "print every setting, one a line, and exit"),
 };
 
 const pp_settings_table_t apf_settings = {"agent-protocol-forwarder", items, PP_ARRAY_SIZE(items)};

@@ -43,6 +43,7 @@ typedef struct apf_config_s {
     int disable_tls;
     int show_help;
     int show_version;
+    int list_settings;      /* -list-settings: the table's rows (util/settings.h) */
     uint64_t agent_wait_ms; /* -kata-agent-timeout */
     int busy_poll_us;       /* -busy-poll-us, BUSY_POLL_US */
 

@@ -133,9 +133,11 @@ int main(int argc, char **argv)
         apf_config_fini(&cfg);
         return 2;
     }
-    if (cfg.show_help || cfg.show_version) {
+    if (cfg.show_help || cfg.show_version || cfg.list_settings) {
         if (cfg.show_help)
             apf_config_usage(stdout, argv[0]);
+        else if (cfg.list_settings)
+            pp_settings_list(stdout, &apf_settings);
         else
             printf("agent-protocol-forwarder %s\n", PP_VERSION);
         apf_config_fini(&cfg);

@@ -35,6 +35,7 @@ typedef struct pud_args_s {
     char dev[PATH_MAX];
     char configfs[PATH_MAX];
     int version;
+    int list_settings;
 } pud_args_t;
 
 #define WAIT_HELP "keep trying this long (seconds) while no source has user data"
@@ -67,6 +68,8 @@ static const pp_setting_t items[] = {
                    "configfs to look at (default <sysfs>/kernel/config)"),
     PP_SETTING_BOOL_OF(pud_args_t, version, NULL, "version", NULL, "print the version and exit"),
     PP_SETTING_BOOL_OF(pud_args_t, version, NULL, "v", NULL, "the same as -version"),
+    PP_SETTING_BOOL_OF(pud_args_t, list_settings, NULL, "list-settings", NULL,
+                       "print every setting, one a line, and exit"),
 };
 
 static const pp_settings_table_t pud_settings = {"process-user-data", items, PP_ARRAY_SIZE(items)};
@@ -137,6 +140,10 @@ int main(int argc, char **argv)
     if (r < 0) {
         fprintf(stderr, "process-user-data: %s\n", err.message);
         return 2;
+    }
+    if (a.list_settings) {
+        pp_settings_list(stdout, &pud_settings);
+        return 0;
     }
     if (a.version) {
         printf("process-user-data %s\n", PP_VERSION);

@@ -838,13 +838,13 @@ static int check_s390_pv(lv_t *lv, pp_error_t *err)
     free(caps);
     if (!have)
         return pp_error_set(err, -ENOTSUP,
-                            "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv` but `%s` offers no s390x "
-                            "Protected Virtualization (an IBM Z host with it is needed); unset it "
-                            "or set `none`",
+                            "`LIBVIRT_LAUNCH_SECURITY` (`-launch-security`) is `s390-pv` but `%s` "
+                            "offers no s390x Protected Virtualization (an IBM Z host with it is "
+                            "needed); unset it or set `none`",
                             lv->cfg.uri);
     return pp_error_set(err, -ENOTSUP,
-                        "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv`: `%s` offers it, but this "
-                        "provider makes x86_64 pod VMs only",
+                        "`LIBVIRT_LAUNCH_SECURITY` (`-launch-security`) is `s390-pv`: `%s` offers "
+                        "it, but this provider makes x86_64 pod VMs only",
                         lv->cfg.uri);
 }
 

@@ -133,7 +133,7 @@ static void test_tls_min_version_spellings(void **state)
     assert_non_null(strstr(err.message, "TLS 1.0 and 1.1 are not supported"));
     setenv("TLS_MIN_VERSION", "VersionTLS14", 1);
     assert_int_equal(load(c, &err, 1, argv), -EINVAL);
-    assert_non_null(strstr(err.message, "`TLS_MIN_VERSION`: `VersionTLS14`"));
+    assert_non_null(strstr(err.message, "`TLS_MIN_VERSION` (`-tls-min-version`): `VersionTLS14`"));
     char *flag[] = {"caa", "-tls-min-version", "VersionTLS13"};
     assert_int_equal(load(c, &err, 3, flag), 0);
     assert_string_equal(c->tls_min_version, "VersionTLS13");

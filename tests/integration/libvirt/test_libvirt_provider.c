@@ -557,8 +557,8 @@ static void test_bad_settings(void **state)
     expect_init_error_with("DISABLECVM=false", "LIBVIRT_LAUNCH_SECURITY", "sev-snp",
                            "cannot launch SEV-SNP guests");
     expect_init_error_with("DISABLECVM=false", "LIBVIRT_LAUNCH_SECURITY", "s390-pv",
-                           "`LIBVIRT_LAUNCH_SECURITY` is `s390-pv` but `test:///default` offers "
-                           "no s390x Protected Virtualization");
+                           "`LIBVIRT_LAUNCH_SECURITY` (`-launch-security`) is `s390-pv` but "
+                           "`test:///default` offers no s390x Protected Virtualization");
     expect_init_error("LIBVIRT_LAUNCH_SECURITY", "s390-pv", "`DISABLECVM` is true");
     expect_init_error("LIBVIRT_CPUSET", "0-", "LIBVIRT_CPUSET");
     env_defaults();
