@@ -70,8 +70,8 @@ cleanup() {
         virsh net-destroy "$net" >/dev/null 2>&1
         virsh pool-destroy "$pool" >/dev/null 2>&1
     fi
-    [ -f /run/libvirtd.pid ] && kill "$(cat /run/libvirtd.pid)" 2>/dev/null
-    for _ in $(seq 50); do pgrep -F /run/libvirtd.pid >/dev/null 2>&1 || break; sleep 0.1; done
+    [ -f /run/libvirt/libvirtd.pid ] && kill "$(cat /run/libvirt/libvirtd.pid)" 2>/dev/null
+    for _ in $(seq 50); do pgrep -F /run/libvirt/libvirtd.pid >/dev/null 2>&1 || break; sleep 0.1; done
     ip netns del "$podns" 2>/dev/null
     [ -n "${PP_KVM_KEEP:-}" ] && cp "$work/libvirtd.log" /tmp/pp-kvm-libvirtd.log 2>/dev/null
     rm -rf "$work"
@@ -133,7 +133,7 @@ if ! getent group libvirt-qemu >/dev/null; then
     mount --bind "$work/group" /etc/group
 fi
 ip link set lo up
-libvirtd --daemon --pid-file /run/libvirtd.pid
+libvirtd --daemon --pid-file /run/libvirt/libvirtd.pid
 for _ in $(seq 100); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 [ -S /run/libvirt/libvirt-sock ] || fail "libvirtd did not start"
 
