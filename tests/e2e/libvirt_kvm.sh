@@ -24,8 +24,12 @@ if ! (exec 3<>/dev/kvm) 2>/dev/null; then
     echo "skipped: /dev/kvm cannot be opened here: no KVM, so no pod VM to boot"
     exit 77
 fi
+# A pid namespace too: when the test ends, however it ends (a failed check,
+# ctest's timeout), the kernel ends libvirtd and every qemu it started, so
+# no emulated guest outlives the test.
 if [ -z "${PP_KVM_INNER:-}" ]; then
-    exec env PP_KVM_INNER=1 unshare --mount --net --propagation private -- "$0" "$@"
+    exec env PP_KVM_INNER=1 unshare --mount --net --pid --fork --kill-child --mount-proc \
+        --propagation private -- "$0" "$@"
 fi
 
 # Some hosts' /dev/kvm is a paravirtual hypervisor (kvm_pvm) that cannot run
