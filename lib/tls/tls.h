@@ -30,6 +30,7 @@
 #include <uv.h>
 
 #include "metrics/metrics.h"
+#include "ttrpc/link.h"
 #include "ttrpc/ttrpc.h"
 #include "util/error.h"
 
@@ -187,5 +188,25 @@ int pp_tls_dial(uv_loop_t *loop, pp_tls_ctx_t *ctx, const struct sockaddr *addr,
 /* Ends a dial in progress: the callback fires from inside this call with
  * UV_ECANCELED. Only valid before the callback has fired. */
 void pp_tls_dial_cancel(pp_tls_dial_t *d);
+
+/* The signatures of pp_tls_dial() and pp_tls_dial_cancel(), for callers
+ * that reach TLS through a module's table. */
+typedef int (*pp_tls_dial_fn)(uv_loop_t *loop, pp_tls_ctx_t *ctx, const struct sockaddr *addr,
+                              const char *server_name, pp_tls_dial_cb cb, void *data,
+                              pp_tls_dial_t **out);
+typedef void (*pp_tls_dial_cancel_fn)(pp_tls_dial_t *d);
+
+/* ---- a reconnecting link over TLS ---------------------------------------- */
+
+/* A reconnecting ttrpc link (ttrpc/link.h) whose attempts are `dial` to
+ * `addr` with `ctx` (a client context, borrowed: it must outlive the link),
+ * checking the server against `server_name` (copied; may be NULL), and
+ * whose close cancels an attempt with `cancel`. Pass pp_tls_dial and
+ * pp_tls_dial_cancel, or the same functions from the TLS module's table:
+ * this part of lib/tls links no OpenSSL (it is in libpeerpod). A failed
+ * attempt's reason starts with "tls: ". */
+int pp_tls_link_new(uv_loop_t *loop, const pp_ttrpc_link_opts_t *o, pp_tls_dial_fn dial,
+                    pp_tls_dial_cancel_fn cancel, pp_tls_ctx_t *ctx, const struct sockaddr *addr,
+                    const char *server_name, pp_ttrpc_link_t **out);
 
 #endif
