@@ -2,11 +2,12 @@
 #include "tls/tls.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent_link.h"
 #include "interceptor.h"
+#include "ttrpc/link.h"
 #include "ttrpc/ttrpc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -18,10 +19,11 @@ struct apf_forwarder_s {
     char *listen;
     char *netns_path;
     char *agent_socket;
+    uint64_t agent_wait_ms;
     pp_ttrpc_server_t *srv;
     pp_tls_ctx_t *tls;           /* NULL: plaintext */
     pp_tls_acceptor_t *acceptor; /* runs handshakes before ttrpc */
-    apf_agent_t *agent;
+    pp_ttrpc_link_t *agent;      /* to the kata agent */
     uv_timer_t grace;
     apf_forwarder_ready_cb ready_cb;
     void *ready_data;
@@ -32,46 +34,9 @@ struct apf_forwarder_s {
     unsigned agent_closing : 1;
 };
 
-/* One call on its way to the agent. */
-typedef struct fwd_call_s {
-    apf_forwarder_t *f;
-    pp_ttrpc_call_t *call;
-    apf_agent_req_t *areq;
-} fwd_call_t;
-
 static void maybe_finish(apf_forwarder_t *f);
 
 /* ---- forwarding --------------------------------------------------------- */
-
-static void on_result(pp_ttrpc_result_t *res, void *data)
-{
-    fwd_call_t *fc = data;
-    pp_ttrpc_call_t *call = fc->call;
-    free(fc);
-    if (res->frame != NULL) {
-        size_t len = res->frame_len;
-        pp_ttrpc_call_reply_frame(call, PP_STEAL(res->frame), len);
-        return;
-    }
-    /* Answered here, not by the agent: the connection dropped, the agent is
-     * unreachable, or the deadline passed. */
-    if (res->code != PP_GRPC_CANCELLED)
-        PP_WARN(COMPONENT, "call failed: %s: %.*s", pp_grpc_code_name(res->code),
-                (int)res->message.n, res->message.p);
-    pp_ttrpc_call_fail(call, res->code, "%.*s", (int)res->message.n, res->message.p);
-}
-
-/* The caller is gone or its deadline passed. A call still waiting for the
- * agent connection is dropped; one already sent finishes with the agent's
- * answer or its own timeout. Answering from here is left to on_result. */
-static void on_cancel(pp_ttrpc_call_t *call, void *data)
-{
-    fwd_call_t *fc = data;
-    uint64_t deadline = pp_ttrpc_call_deadline(call);
-    int code = deadline != 0 && uv_now(fc->f->loop) >= deadline ? PP_GRPC_DEADLINE_EXCEEDED
-                                                                : PP_GRPC_CANCELLED;
-    apf_agent_cancel(fc->areq, code);
-}
 
 /* Rewrites an intercepted request into a new frame. */
 static int intercept_frame(apf_forwarder_t *f, pp_ttrpc_call_t *call, enum apf_intercept_kind kind,
@@ -124,35 +89,13 @@ static void on_call(pp_ttrpc_call_t *call, void *data)
                  (long long)timeout_nano);
     if (kind == APF_INTERCEPT_NONE) {
         frame = pp_ttrpc_call_steal_frame(call, &len);
-        if (frame == NULL) {
-            pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "request frame unavailable");
-            return;
-        }
     } else if (intercept_frame(f, call, kind, &frame, &len, &err) < 0) {
         PP_WARN(COMPONENT, "%s", err.message);
         pp_ttrpc_call_fail(call, pp_error_grpc_status(&err), "%s", err.message);
         return;
     }
 
-    fwd_call_t *fc = calloc(1, sizeof(*fc));
-    if (fc == NULL) {
-        free(frame);
-        pp_ttrpc_call_fail(call, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    fc->f = f;
-    fc->call = call;
-    int r = apf_agent_forward(f->agent, frame, len, timeout_nano, on_result, fc, &fc->areq);
-    if (r < 0) {
-        free(fc);
-        int code = r == -ENOBUFS || r == -ENOMEM ? PP_GRPC_RESOURCE_EXHAUSTED
-                   : r == -EMSGSIZE              ? PP_GRPC_RESOURCE_EXHAUSTED
-                                                 : PP_GRPC_UNAVAILABLE;
-        PP_WARN(COMPONENT, "forward to kata agent: %s", strerror(-r));
-        pp_ttrpc_call_fail(call, code, "forward to kata agent: %s", strerror(-r));
-        return;
-    }
-    pp_ttrpc_call_on_cancel(call, on_cancel, fc);
+    pp_ttrpc_link_forward(f->agent, call, frame, len);
 }
 
 /* ---- start -------------------------------------------------------------- */
@@ -169,11 +112,25 @@ int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t 
     f->listen = strdup(cfg->listen);
     f->netns_path = strdup(cfg->netns_path);
     f->agent_socket = strdup(cfg->agent_socket);
+    f->agent_wait_ms = cfg->agent_wait_ms;
     int r = f->listen && f->netns_path && f->agent_socket ? 0 : -ENOMEM;
     if (r == 0)
         r = pp_ttrpc_server_new(loop, &f->srv);
-    if (r == 0)
-        r = apf_agent_new(loop, cfg->agent_socket, cfg->agent_wait_ms, &f->agent);
+    if (r == 0) {
+        char name[PATH_MAX + 32];
+        snprintf(name, sizeof(name), "kata agent at `%s`", cfg->agent_socket);
+        /* The agent starts after the forwarder and may restart: every dial,
+         * also one a call starts, keeps trying for the whole wait window. */
+        pp_ttrpc_link_opts_t o = {
+            .name = name,
+            .component = "agent",
+            .backoff_min_ms = APF_AGENT_BACKOFF_MIN_MS,
+            .backoff_max_ms = APF_AGENT_BACKOFF_MAX_MS,
+            .redial_window_ms = cfg->agent_wait_ms,
+            .max_queued = APF_AGENT_MAX_QUEUED,
+        };
+        r = pp_ttrpc_link_new_unix(loop, &o, cfg->agent_socket, &f->agent);
+    }
     if (r < 0) {
         /* Nothing is running yet: the server owns no handle until it
          * listens, and the agent link is the last thing made. */
@@ -206,7 +163,7 @@ int apf_forwarder_new(uv_loop_t *loop, const apf_config_t *cfg, apf_forwarder_t 
             if (f->tls)
                 pp_tls_ctx_free(f->tls);
             pp_ttrpc_server_close(f->srv, 0, NULL, NULL);
-            apf_agent_close(f->agent, NULL, NULL);
+            pp_ttrpc_link_close(f->agent, NULL, NULL);
             free(f->listen);
             free(f->netns_path);
             free(f->agent_socket);
@@ -228,14 +185,14 @@ static void fire_ready(apf_forwarder_t *f, int status, const pp_error_t *err)
         cb(f, status, err, f->ready_data);
 }
 
-static void on_agent_ready(apf_agent_t *a, int status, void *data)
+static void on_agent_ready(pp_ttrpc_link_t *l, int status, const pp_error_t *lerr, void *data)
 {
     apf_forwarder_t *f = data;
     pp_error_t err = {0};
-    (void)a;
+    (void)l;
     if (status < 0 && status != -ECANCELED) {
-        pp_error_set(&err, status, "kata agent socket `%s` did not accept connections in time",
-                     f->agent_socket);
+        pp_error_set(&err, status, "kata agent socket `%s` did not accept connections in time: %s",
+                     f->agent_socket, lerr->message);
         fire_ready(f, status, &err);
         return;
     }
@@ -259,7 +216,11 @@ int apf_forwarder_start(apf_forwarder_t *f, apf_forwarder_ready_cb cb, void *dat
         return -ESHUTDOWN;
     f->ready_cb = cb;
     f->ready_data = data;
-    int r = apf_agent_wait(f->agent, on_agent_ready, f);
+    PP_INFO(COMPONENT, "waiting up to %llu ms for kata agent at `%s`",
+            (unsigned long long)f->agent_wait_ms, f->agent_socket);
+    uv_update_time(f->loop);
+    int r =
+        pp_ttrpc_link_wait(f->agent, uv_now(f->loop) + f->agent_wait_ms, NULL, on_agent_ready, f);
     if (r < 0)
         f->ready_cb = NULL;
     return r;
@@ -281,10 +242,10 @@ static void maybe_finish(apf_forwarder_t *f)
     free(f);
 }
 
-static void on_agent_closed(apf_agent_t *a, void *data)
+static void on_agent_closed(pp_ttrpc_link_t *l, void *data)
 {
     apf_forwarder_t *f = data;
-    (void)a;
+    (void)l;
     f->agent = NULL;
     f->pending--;
     maybe_finish(f);
@@ -296,7 +257,7 @@ static void close_agent(apf_forwarder_t *f)
         return;
     f->agent_closing = 1;
     f->pending++;
-    apf_agent_close(f->agent, on_agent_closed, f);
+    pp_ttrpc_link_close(f->agent, on_agent_closed, f);
 }
 
 static void on_grace_closed(uv_handle_t *h)

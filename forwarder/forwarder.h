@@ -26,6 +26,14 @@
 /* How long a graceful close waits for calls in flight. */
 #define APF_SHUTDOWN_GRACE_MS 10000u
 
+/* The link to the kata agent (ttrpc/link.h, over its unix socket): calls
+ * allowed to wait for a connection at once, and the backoff between dial
+ * attempts. Each dial sequence, also one a call starts after the agent went
+ * away, lasts the configured wait (`-kata-agent-timeout`). */
+#define APF_AGENT_MAX_QUEUED     1024
+#define APF_AGENT_BACKOFF_MIN_MS 10
+#define APF_AGENT_BACKOFF_MAX_MS 1000
+
 typedef struct apf_forwarder_s apf_forwarder_t;
 
 /* Fires once: 0 when serving; otherwise the agent did not come up in time

@@ -5,4 +5,3 @@ pp_unit_test(test_apf_config test_apf_config.c LIBS apf)
 # apf.json as upstream's daemon writes it (tests/compat/data, from upstream's shapes).
 target_compile_definitions(test_apf_config PRIVATE
   UPSTREAM_APF="${PROJECT_SOURCE_DIR}/tests/compat/data/upstream-apf.json")
-pp_unit_test(test_apf_agent_link test_apf_agent_link.c LIBS apf)
