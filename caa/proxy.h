@@ -1,11 +1,14 @@
 /* Agent proxy: serves the kata agent API to the shim on a pod's unix socket
- * and forwards every call, frame for frame, over one multiplexed ttrpc
- * connection to the agent-protocol-forwarder in the pod VM.
+ * and forwards every call, frame for frame, over one reconnecting ttrpc link
+ * (ttrpc/link.h) to the agent-protocol-forwarder in the pod VM: mutual TLS
+ * over TCP, or plain TCP without a TLS context.
  *
  * Request and response frames pass unchanged (only the stream id differs),
  * so payloads, `timeout_nano` and metadata reach the agent as the shim sent
  * them. When the forwarder connection drops, calls in flight fail with
- * UNAVAILABLE and the next call dials again. Loop thread only. */
+ * UNAVAILABLE and the next call dials again (one attempt). Loop thread
+ * only; callbacks as the link's (the async contract of
+ * docs/design/errors.md). */
 #ifndef CAA_PROXY_H
 #define CAA_PROXY_H
 
@@ -27,7 +30,8 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
 /* Dials the forwarder (retrying with backoff until `deadline_ms`, loop
  * time) and checks that the agent answers grpc.Health/Check; then listens
  * on the socket and calls `cb` with 0. On failure `cb` gets a negative
- * errno and `err` says why. Cancelled by caa_proxy_close(). */
+ * errno (-ETIMEDOUT when the deadline passed) and `err` says why. Cancelled
+ * by caa_proxy_close() (`cb` gets -ECANCELED from inside it). */
 int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb, void *data);
 /* After a restart: listens on the socket at once and dials the forwarder
  * when the first call comes (calls wait for the dial). */
@@ -35,9 +39,11 @@ int caa_proxy_adopt(caa_proxy_t *p, pp_error_t *err);
 /* Counts each call the shim makes in `calls`, and each that fails on the
  * way to or from the pod VM in `failures` (metrics.h; either may be NULL). */
 void caa_proxy_count(caa_proxy_t *p, pp_series_t *calls, pp_series_t *failures);
-/* When caa_proxy_start() first reached the forwarder (loop time), or 0. */
+/* When caa_proxy_start() first reached the forwarder (loop time: a
+ * connection made, before the health check), or 0. */
 uint64_t caa_proxy_connected_ms(const caa_proxy_t *p);
-/* Fails calls in flight, stops listening, removes the socket, frees. */
+/* Fails queued calls and calls in flight with CANCELLED, stops listening,
+ * removes the socket, then calls `cb` (p is NULL then) and frees. */
 void caa_proxy_close(caa_proxy_t *p, caa_proxy_close_cb cb, void *data);
 
 #endif

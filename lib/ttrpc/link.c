@@ -59,6 +59,10 @@ struct pp_ttrpc_link_s {
     unsigned backoff_ms;
     unsigned attempts;
     char last_error[256];
+    uint64_t first_connect_ms; /* loop time of the first connection; 0: none yet */
+
+    void (*forward_failed)(pp_ttrpc_link_t *l, int code, void *data);
+    void *forward_failed_data;
 
     pp_ttrpc_link_wait_cb wait_cb; /* a wait is pending while set */
     void *wait_data;
@@ -221,6 +225,19 @@ int pp_ttrpc_link_connected(const pp_ttrpc_link_t *l)
     return l->state == L_UP && l->client != NULL && pp_ttrpc_client_connected(l->client);
 }
 
+uint64_t pp_ttrpc_link_first_connect_ms(const pp_ttrpc_link_t *l)
+{
+    return l->first_connect_ms;
+}
+
+void pp_ttrpc_link_on_forward_failure(pp_ttrpc_link_t *l,
+                                      void (*cb)(pp_ttrpc_link_t *l, int code, void *data),
+                                      void *data)
+{
+    l->forward_failed = cb;
+    l->forward_failed_data = data;
+}
+
 size_t pp_ttrpc_link_queued(const pp_ttrpc_link_t *l)
 {
     return l->queue.n + l->done.n;
@@ -243,6 +260,8 @@ static void answer_call(pp_ttrpc_link_t *l, pp_ttrpc_call_t *call, pp_ttrpc_resu
     }
     /* Answered here, not by the peer: the connection dropped, the peer is
      * unreachable, or the deadline passed. */
+    if (l->forward_failed)
+        l->forward_failed(l, res->code, l->forward_failed_data);
     if (res->code != PP_GRPC_CANCELLED)
         PP_WARN(l->component, "call to %s failed: %s: %.*s", l->name, pp_grpc_code_name(res->code),
                 (int)res->message.n, res->message.p);
@@ -502,6 +521,8 @@ void pp_ttrpc_link_dialed(pp_ttrpc_link_t *l, int status, uv_stream_t *stream,
         attempt_failed(l);
         return;
     }
+    if (l->first_connect_ms == 0)
+        l->first_connect_ms = uv_now(l->loop);
     int r = pp_ttrpc_client_new(l->loop, &l->client);
     if (r < 0) {
         discard_stream(stream, filter);
@@ -669,6 +690,8 @@ void pp_ttrpc_link_forward(pp_ttrpc_link_t *l, pp_ttrpc_call_t *call, uint8_t *f
     /* timeout_nano is a value, still valid once the frame was stolen. */
     int64_t timeout_nano = pp_ttrpc_call_request(call)->timeout_nano;
     if (frame == NULL) {
+        if (l->forward_failed)
+            l->forward_failed(l, PP_GRPC_INTERNAL, l->forward_failed_data);
         pp_ttrpc_call_fail(call, PP_GRPC_INTERNAL, "request frame unavailable");
         return;
     }
@@ -677,6 +700,8 @@ void pp_ttrpc_link_forward(pp_ttrpc_link_t *l, pp_ttrpc_call_t *call, uint8_t *f
     if (r < 0) {
         int code = r == -ENOBUFS || r == -ENOMEM || r == -EMSGSIZE ? PP_GRPC_RESOURCE_EXHAUSTED
                                                                    : PP_GRPC_UNAVAILABLE;
+        if (l->forward_failed)
+            l->forward_failed(l, code, l->forward_failed_data);
         PP_WARN(l->component, "forward to %s: %s", l->name, strerror(-r));
         pp_ttrpc_call_fail(call, code, "forward to %s: %s", l->name, strerror(-r));
         return;

@@ -136,6 +136,9 @@ int pp_ttrpc_link_wait(pp_ttrpc_link_t *l, uint64_t deadline_ms, const pp_ttrpc_
                        pp_ttrpc_link_wait_cb cb, void *data);
 
 int pp_ttrpc_link_connected(const pp_ttrpc_link_t *l);
+/* Loop time at which an attempt first gave a connection (before any probe
+ * ran on it), or 0 while none has. */
+uint64_t pp_ttrpc_link_first_connect_ms(const pp_ttrpc_link_t *l);
 /* Calls queued and calls sent and not answered yet. */
 size_t pp_ttrpc_link_queued(const pp_ttrpc_link_t *l);
 size_t pp_ttrpc_link_in_flight(const pp_ttrpc_link_t *l);
@@ -166,6 +169,12 @@ int pp_ttrpc_link_cancel(pp_ttrpc_link_req_t *req, int code);
  * full queue, an oversize frame or no memory, else UNAVAILABLE) and logged.
  */
 void pp_ttrpc_link_forward(pp_ttrpc_link_t *l, pp_ttrpc_call_t *call, uint8_t *frame, size_t len);
+/* Tells `cb` (may be NULL) of every forwarded call the link answers itself,
+ * with the status it answers: whatever did not come back from the peer as
+ * a response frame (for counting; `cb` must not close the link). */
+void pp_ttrpc_link_on_forward_failure(pp_ttrpc_link_t *l,
+                                      void (*cb)(pp_ttrpc_link_t *l, int code, void *data),
+                                      void *data);
 
 /* Completes the pending wait with -ECANCELED and every queued call with
  * CANCELLED, from inside this call; cancels the attempt in progress; closes

@@ -55,6 +55,7 @@ typedef struct fixture_s {
     pp_ttrpc_link_t *link;
     pp_ttrpc_server_t *front_srv; /* forwards every call through the link */
     pp_ttrpc_client_t *clients[2];
+    int failures[2]; /* forwarded calls the link answered: count, last code */
     script_t script; /* the scripted dialer's state, when used */
 } fixture_t;
 
@@ -753,6 +754,9 @@ static void test_probe(void **state)
     assert_false(rd.done);
     assert_false(queued.done);
     assert_false(pp_ttrpc_link_connected(fx->link));
+    /* Connections were made, though none counts yet. */
+    uint64_t first = pp_ttrpc_link_first_connect_ms(fx->link);
+    assert_true(first != 0 && first <= uv_now(&fx->loop));
     fx->ready_ok = 1;
     run_until(fx, &rd.done, 3000);
     assert_int_equal(rd.status, 0);
@@ -795,6 +799,14 @@ static void test_custom_dialer(void **state)
 }
 
 /* ---- forwarding -------------------------------------------------------- */
+
+static void count_failure(pp_ttrpc_link_t *l, int code, void *data)
+{
+    (void)l;
+    int *counts = data;
+    counts[0]++;
+    counts[1] = code;
+}
 
 static void on_front_call(pp_ttrpc_call_t *call, void *data)
 {
@@ -855,6 +867,9 @@ static void test_forward_byte_exact(void **state)
     fixture_t *fx = *state;
     start_server(fx);
     new_unix_link(fx, 0);
+    int *failures = fx->failures;
+    pp_ttrpc_link_on_forward_failure(fx->link, count_failure, failures);
+    assert_int_equal(pp_ttrpc_link_first_connect_ms(fx->link), 0);
     start_front(fx);
 
     pp_ttrpc_kv_t md[2] = {{{"k1", 2}, {"v1", 2}}, {{"k2", 2}, {"", 0}}};
@@ -896,6 +911,8 @@ static void test_forward_byte_exact(void **state)
      * id (bytes 4-7). */
     assert_memory_equal(got.frame, want.frame, 4);
     assert_memory_equal(got.frame + 8, want.frame + 8, got.len - 8);
+    /* The peer's own error is no failure of the link's. */
+    assert_int_equal(failures[0], 0);
 
     /* The peer goes away: the next call dials once, fails, and the caller
      * hears UNAVAILABLE. */
@@ -907,6 +924,8 @@ static void test_forward_byte_exact(void **state)
     run_until(fx, &r.done, 3000);
     assert_int_equal(r.code, PP_GRPC_UNAVAILABLE);
     assert_int_equal(pp_ttrpc_link_queued(fx->link), 0);
+    assert_int_equal(failures[0], 1);
+    assert_int_equal(failures[1], PP_GRPC_UNAVAILABLE);
 }
 
 /* A forwarded call whose caller's deadline passes while it is queued is
