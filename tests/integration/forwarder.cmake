@@ -1,6 +1,5 @@
 # agent-protocol-forwarder end to end: the daemon between our ttrpc client
 # and pp-test-agent, over 127.0.0.1 and a unix socket in a temporary dir.
-include(${CMAKE_SOURCE_DIR}/tests/agent/agent.cmake)
 
 add_executable(test_apf_integration forwarder/test_apf_integration.c)
 target_link_libraries(test_apf_integration PRIVATE apf PkgConfig::CMOCKA PkgConfig::JANSSON)

@@ -1,4 +1,4 @@
-# process-user-data: pud_core comes from forwarder/pud/pud.cmake.
+# process-user-data: pud_core comes from process-user-data/.
 if(TARGET pud_core)
   foreach(t iso9660 imds tee source)
     if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/test_pud_${t}.c)
