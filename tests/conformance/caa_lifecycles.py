@@ -180,7 +180,8 @@ def main():
               f"{json.dumps(rep['faults'])}, {rep['created']} VMs made, left {json.dumps(alive)}, "
               f"{len(rep['duplicates'])} sandboxes with two VMs, {rep['refused_count']} refused; "
               f"max {rep['max_rate_1s']} requests in any second (limit {rate}/s, burst {burst}; "
-              f"excess {rep['rate_excess']:.2f})")
+              f"excess {rep['rate_excess']:.2f}; the fake's longest stall "
+              f"{rep['max_stall_s'] * 1000:.0f} ms)")
         bad = []
         if sum(alive.values()) != 0:
             bad.append(f"resources left: {alive}")

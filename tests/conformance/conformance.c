@@ -523,11 +523,12 @@ static void test_long_run(void **state)
     char *faults = rdump(rep, "faults"), *alive = rdump(rep, "alive_resources");
     print_message("fake: %lld requests, %lld faults %s, %lld VMs made, left %s, %zu sandboxes "
                   "with two VMs; max %lld requests in any second (limit %g/s, burst %u; "
-                  "excess %.2f)\n",
+                  "excess %.2f; the fake's longest stall %.0f ms)\n",
                   rnum(rep, "requests"), rnum(rep, "faults_total"), faults, rnum(rep, "created"),
                   alive, json_object_size(json_object_get(rep, "duplicates")),
                   rnum(rep, "max_rate_1s"), RATE, BURST,
-                  json_number_value(json_object_get(rep, "rate_excess")));
+                  json_number_value(json_object_get(rep, "rate_excess")),
+                  json_number_value(json_object_get(rep, "max_stall_s")) * 1000);
     free(faults);
     free(alive);
     assert_sound(rep);
