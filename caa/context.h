@@ -11,7 +11,7 @@
 #include "config.h"
 #include "heap.h"
 #include "metrics.h"
-#include "provider.h"
+#include "providers/provider.h"
 #include "tlsmod.h"
 #include "net/net.h"
 #include "ttrpc/ttrpc.h"

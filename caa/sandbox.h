@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 #include "context.h"
-#include "provider.h"
+#include "providers/provider.h"
 #include "proxy.h"
 #include "net/net.h"
 #include "ttrpc/ttrpc.h"

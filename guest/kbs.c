@@ -9,7 +9,7 @@
 #include <openssl/evp.h>
 
 #include "b64.h"
-#include "http/http.h"
+#include "providers/http/http.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"

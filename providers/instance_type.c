@@ -1,5 +1,5 @@
 /* Instance type selection (see instance_type.h). */
-#include "instance_type.h"
+#include "providers/instance_type.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  * which libmicrohttpd lacks (its timeout is for inactivity, in seconds):
  * connections whose request has not arrived in time are shut down, and
  * libmicrohttpd then sees the hang-up on its next run and closes them. */
-#include "httpd.h"
+#include "httpd/httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

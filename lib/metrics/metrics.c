@@ -1,5 +1,5 @@
 /* Metrics registry and Prometheus text exposition (metrics.h). */
-#include "metrics.h"
+#include "metrics/metrics.h"
 
 #include <dirent.h>
 #include <errno.h>

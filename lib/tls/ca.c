@@ -1,5 +1,5 @@
 /* The per-node certificate authority: create, persist, load, issue. */
-#include "ca.h"
+#include "tls/ca.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,7 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "tls_int.h"
+#include "tls/tls_int.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
 #include "util/log.h"

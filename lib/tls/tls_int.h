@@ -5,7 +5,7 @@
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
 
-#include "tls.h"
+#include "tls/tls.h"
 
 struct pp_tls_ctx_s {
     int refs; /* atomic: loops on several threads may share a context */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tls_int.h"
+#include "tls/tls_int.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "ttrpc/conn.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 

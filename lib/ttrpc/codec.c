@@ -1,5 +1,5 @@
 /* ttrpc frame codec and in-place message codec. */
-#include "ttrpc.h"
+#include "ttrpc/ttrpc.h"
 
 #include <errno.h>
 #include <stdlib.h>

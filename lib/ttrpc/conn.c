@@ -1,4 +1,4 @@
-#include "conn.h"
+#include "ttrpc/conn.h"
 
 #include <errno.h>
 #include <stdlib.h>

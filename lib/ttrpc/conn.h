@@ -22,7 +22,7 @@
 #ifndef PP_TTRPC_CONN_H
 #define PP_TTRPC_CONN_H
 
-#include "ttrpc.h"
+#include "ttrpc/ttrpc.h"
 
 /* Small reads go through a scratch buffer of this size; a payload with at
  * least this much left to come is read straight into its frame. The

@@ -10,7 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "ttrpc/conn.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 

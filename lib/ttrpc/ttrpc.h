@@ -21,8 +21,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "../util/error.h"
-#include "../util/grpc_codes.h"
+#include "util/error.h"
+#include "util/grpc_codes.h"
 
 #define PP_TTRPC_HEADER_SIZE 10
 #define PP_TTRPC_MAX_MESSAGE (4u << 20)

@@ -1,4 +1,4 @@
-#include "base64.h"
+#include "userdata/base64.h"
 
 #include <errno.h>
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../util/buf.h"
+#include "util/buf.h"
 
 /* Appends the encoding of `len` bytes to `out`. 0, -ENOMEM or -EMSGSIZE. */
 int pp_base64_encode(const void *data, size_t len, pp_buf_t *out);

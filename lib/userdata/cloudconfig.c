@@ -1,4 +1,4 @@
-#include "cloudconfig.h"
+#include "userdata/cloudconfig.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util/cleanup.h"
-#include "utf8.h"
+#include "util/cleanup.h"
+#include "userdata/utf8.h"
 
 /* ---- allow-list ---------------------------------------------------------- */
 

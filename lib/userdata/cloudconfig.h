@@ -29,8 +29,8 @@
 
 #include <stddef.h>
 
-#include "../util/buf.h"
-#include "../util/error.h"
+#include "util/buf.h"
+#include "util/error.h"
 
 #define PP_PEERPOD_DIR "/run/peerpod"
 

@@ -4,7 +4,7 @@
 
 #include <openssl/evp.h>
 
-#include "initdata.h"
+#include "userdata/initdata.h"
 
 int pp_initdata_digest(pp_initdata_alg_t alg, const void *data, size_t len, uint8_t *out,
                        size_t *out_len)

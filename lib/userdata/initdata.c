@@ -1,4 +1,4 @@
-#include "initdata.h"
+#include "userdata/initdata.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -9,9 +9,9 @@
 
 #include <zlib.h>
 
-#include "../util/cleanup.h"
-#include "base64.h"
-#include "utf8.h"
+#include "util/cleanup.h"
+#include "userdata/base64.h"
+#include "userdata/utf8.h"
 
 #define MSG_MAX 64  /* untrusted text quoted in a message, at most */
 #define KEY_MAX 256 /* longest key we read */

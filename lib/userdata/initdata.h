@@ -25,8 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../util/buf.h"
-#include "../util/error.h"
+#include "util/buf.h"
+#include "util/error.h"
 
 #define PP_INITDATA_VERSION    "0.1.0"
 #define PP_INITDATA_DIGEST_MAX 64 /* SHA-512 */

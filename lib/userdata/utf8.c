@@ -1,4 +1,4 @@
-#include "utf8.h"
+#include "userdata/utf8.h"
 
 #include <string.h>
 

@@ -1,11 +1,11 @@
-#include "error.h"
+#include "util/error.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "grpc_codes.h"
+#include "util/grpc_codes.h"
 
 int pp_error_set(pp_error_t *err, int code, const char *fmt, ...)
 {

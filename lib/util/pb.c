@@ -1,4 +1,4 @@
-#include "pb.h"
+#include "util/pb.h"
 
 #include <errno.h>
 #include <string.h>

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "util/buf.h"
 
 enum pp_pb_wire { PP_PB_VARINT = 0, PP_PB_I64 = 1, PP_PB_LEN = 2, PP_PB_I32 = 5 };
 

@@ -12,7 +12,7 @@
  * (bounded). A create that fails after RunInstances may have made the
  * instance terminates it (found by id, or by its ClientToken), so no VM
  * outlives a failed create. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <errno.h>
 #include <inttypes.h>

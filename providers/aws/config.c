@@ -22,7 +22,7 @@
  * AWS_RETRY_MAX_DELAY_MS (20000), AWS_API_ATTEMPT_TIMEOUT_MS (20000),
  * AWS_API_TIMEOUT_MS (90000), AWS_IP_WAIT_TIMEOUT_MS (120000),
  * AWS_IP_POLL_INTERVAL_MS (2000). */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <errno.h>
 #include <stdio.h>

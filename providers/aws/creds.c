@@ -3,7 +3,7 @@
  * role over IMDSv2. Fetched credentials are refreshed before they expire
  * (five minutes before, or halfway for short lifetimes), one refresh at a
  * time, with every caller that needs them waiting on it. Never logged. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <errno.h>
 #include <fcntl.h>

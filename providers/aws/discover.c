@@ -10,7 +10,7 @@
  * A subnet, security groups or key pair that cannot be had are left unset
  * with a warning (EC2 then uses the default subnet and group), as upstream
  * does. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,13 +1,13 @@
 /* Calls to EC2 (signed), STS and IMDS over the provider's HTTP client, and
  * the translation of their answers into status, message and gRPC code. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sigv4.h"
+#include "providers/aws/sigv4.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"

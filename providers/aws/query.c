@@ -1,5 +1,5 @@
 /* Query API bodies, and the one table that turns AWS error codes into ours. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 
 #include <openssl/evp.h>
 
-#include "sigv4.h"
+#include "providers/aws/sigv4.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 

@@ -3,7 +3,7 @@
  * expand and nothing fetched), at most PP_AWS_MAX_ITEMS items, every string
  * checked against its buffer; anything else is -EBADMSG. Element names are
  * matched without their namespace. */
-#include "aws.h"
+#include "providers/aws/aws.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

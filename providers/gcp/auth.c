@@ -3,7 +3,7 @@
  * token for the VM's service account (GKE workload identity gives the
  * pod's). Cached and refreshed before expiry (providers/http/token.h);
  * never logged. */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <errno.h>
 #include <stdio.h>

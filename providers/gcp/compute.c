@@ -2,7 +2,7 @@
  * the access token first, a JSON body, and the translation of a failed
  * answer into status, message and gRPC code. An answer that says the token
  * is no longer good (401) gets a new token and one more try. */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * flags, then ours for endpoints and API use), what init derives from them,
  * and the naming rules of Compute Engine (labels, resource names, request
  * ids, which machine series run which confidential technology). */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <ctype.h>
 #include <errno.h>

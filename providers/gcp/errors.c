@@ -1,7 +1,7 @@
 /* The one translation of Google's error answers into ours: an error
  * reason (error.errors[].reason), a canonical status (error.status) or an
  * operation's error code, and the HTTP status. */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <errno.h>
 #include <string.h>

@@ -14,7 +14,7 @@
  * bounded, when the external one is not there yet). A create that fails
  * after the insert went out deletes the instance if it exists and is this
  * sandbox's, so no VM outlives a failed create. */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -2,7 +2,7 @@
  * and the metadata server answer (JSON), and of a service-account key.
  * Everything is bounded: strings are copied into fixed fields (too long is
  * malformed), lists stop at PP_GCP_MAX_ITEMS. */
-#include "gcp.h"
+#include "providers/gcp/gcp.h"
 
 #include <errno.h>
 #include <stdio.h>

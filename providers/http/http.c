@@ -8,7 +8,7 @@
  * so it never runs inside pp_http_send(), pp_http_cancel() or
  * pp_http_free(). The client is freed when every handle it counted has
  * closed. */
-#include "http.h"
+#include "providers/http/http.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,6 +1,6 @@
 /* The pure parts of the HTTP client: backoff, Retry-After, the token bucket
  * and the one translation of CURLcode into errno. */
-#include "http.h"
+#include "providers/http/http.h"
 
 #include <errno.h>
 #include <stdlib.h>

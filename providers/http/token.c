@@ -1,5 +1,5 @@
 /* The credential cache of providers/http/token.h. */
-#include "token.h"
+#include "providers/http/token.h"
 
 #include <errno.h>
 #include <string.h>

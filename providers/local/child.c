@@ -11,7 +11,7 @@
  * Between fork and exec the daemon has other threads (the uv threadpool), so
  * the child calls only async-signal-safe functions: everything it needs is
  * prepared by the parent first. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <errno.h>
 #include <fcntl.h>

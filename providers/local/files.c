@@ -1,6 +1,6 @@
 /* Files of the local provider: small reads and atomic writes in the VM dir,
  * pidfiles, tree removal. Everything here is on tmpfs-sized data. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -9,7 +9,7 @@
  * the reaper, and the threadpool for tree removal. What a create makes is
  * recorded in tag.json before it is made; a failed create tears down exactly
  * what it made, with the same code as delete. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -2,7 +2,7 @@
  * between the node and a pod VM, and their addresses, all with libnl. The
  * node side uses the provider's socket; the VM side a socket opened inside
  * the VM namespace by the child that made it. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

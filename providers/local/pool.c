@@ -1,6 +1,6 @@
 /* Address pool of the local provider: LOCAL_SUBNET cut into /30 blocks, one
  * per pod VM, tracked in a bitmap. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
  *                         `peerpod-local` (in each hierarchy), out of the
  *                         adaptor's own, so that like a cloud VM they
  *                         outlive the adaptor's container; empty: they stay */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -1,6 +1,6 @@
 /* Small pure helpers of the local provider: command lines, names, the tag
  * record, /proc/<pid>/stat. None of them touches the system beyond access(). */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
