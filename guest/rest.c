@@ -220,12 +220,15 @@ static void done_info(call_t *c, const pp_ttrpc_result_t *res)
     }
     if (c->step == 0) {
         guest_pb_bytes_t b;
+        /* The field's bytes are not NUL-terminated: copy exactly b.n. */
         if (guest_pb_bytes(res->payload, res->payload_len, 1, &b) < 0 ||
-            (c->tee = strndup((const char *)b.p, b.n)) == NULL) {
+            (c->tee = malloc(b.n + 1)) == NULL) {
             answer_text(c, 500, "malformed answer");
             call_finish(c);
             return;
         }
+        memcpy(c->tee, b.p, b.n);
+        c->tee[b.n] = '\0';
         c->step = 1;
         pp_ttrpc_call_opts_t o = {.service = GUEST_AA_SERVICE,
                                   .method = "GetAdditionalTees",

@@ -81,8 +81,14 @@ int guest_sealed_parse(const char *text, size_t len, guest_sealed_t **out, pp_er
         r = bad(err, "the payload is not base64url JSON");
     else if (guest_b64url_decode(d2 + 1, (size_t)(end - d2 - 1), &s->sig) < 0)
         r = bad(err, "the signature is not base64url");
-    else if ((s->signing_input = strndup(p, (size_t)(d2 - p))) == NULL)
+    else if ((s->signing_input = malloc((size_t)(d2 - p) + 1)) == NULL)
         r = pp_error_set(err, -ENOMEM, "out of memory");
+    else {
+        /* The secret is not NUL-terminated (it comes from a message field):
+         * copy exactly its bytes, never read one past them. */
+        memcpy(s->signing_input, p, (size_t)(d2 - p));
+        s->signing_input[d2 - p] = '\0';
+    }
     if (r == 0) {
         const char *kid = json_string_value(json_object_get(s->header, "kid"));
         if (kid != NULL && snprintf(s->kid, sizeof(s->kid), "%s", kid) >= (int)sizeof(s->kid))

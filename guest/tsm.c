@@ -131,7 +131,9 @@ int guest__tsm_report(guest_attester_t *a, const char *want, const uint8_t *inbl
     pp_buf_init(&gen, 64);
     if (r == 0 && (r = read_attr(entry, "generation", 64, &gen, err)) == 0) {
         /* Another writer to our entry would have moved it past 1. */
-        int g = gen.len > 0 ? (int)strtol((const char *)gen.data, NULL, 10) : 0;
+        char text[65];
+        snprintf(text, sizeof(text), "%.*s", (int)gen.len, (const char *)gen.data);
+        int g = (int)strtol(text, NULL, 10);
         if (g != 1)
             r = pp_error_set(err, -EBUSY,
                              "configfs-tsm: generation %d, expected 1: the entry "
