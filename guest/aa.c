@@ -431,10 +431,10 @@ int guest_aa_start(uv_loop_t *loop, const guest_aa_opts_t *o, guest_aa_t **out, 
     for (size_t i = 0; i < PP_ARRAY_SIZE(methods) && r == 0; i++)
         r = pp_ttrpc_server_register(aa->srv, GUEST_AA_SERVICE, methods[i].method, methods[i].cb,
                                      aa);
-    if (r == 0)
-        r = pp_ttrpc_server_listen_unix(aa->srv, o->socket, err);
-    else
+    if (r < 0)
         pp_error_set(err, r, "register methods");
+    else if ((r = guest_mkdir_parents(o->socket, err)) == 0)
+        r = pp_ttrpc_server_listen_unix(aa->srv, o->socket, err);
     if (r < 0) {
         guest_aa_close(aa, NULL, NULL);
         return r;

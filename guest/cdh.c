@@ -674,10 +674,10 @@ int guest_cdh_start(uv_loop_t *loop, const guest_cdh_opts_t *o, guest_cdh_t **ou
     for (size_t i = 0; i < PP_ARRAY_SIZE(methods) && r == 0; i++)
         r = pp_ttrpc_server_register(c->srv, methods[i].service, methods[i].method, methods[i].cb,
                                      c);
-    if (r == 0)
-        r = pp_ttrpc_server_listen_unix(c->srv, c->cfg.socket, err);
-    else
+    if (r < 0)
         pp_error_set(err, r, "register methods");
+    else if ((r = guest_mkdir_parents(c->cfg.socket, err)) == 0)
+        r = pp_ttrpc_server_listen_unix(c->srv, c->cfg.socket, err);
     if (r < 0) {
         guest_cdh_close(c, NULL, NULL);
         return r;

@@ -58,6 +58,29 @@ int guest_read_file(const char *path, size_t max, char **out, size_t *len, pp_er
     return 0;
 }
 
+int guest_mkdir_parents(const char *path, pp_error_t *err)
+{
+    char dir[4096];
+    int n = snprintf(dir, sizeof(dir), "%s", path);
+    if (n < 0 || (size_t)n >= sizeof(dir))
+        return pp_error_set(err, -ENAMETOOLONG, "`%s`: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = 0;
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != 0)
+            continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+            return pp_error_set(err, -errno, "make `%s`: %s", dir, strerror(errno));
+        *p = c;
+        if (c == 0)
+            return 0;
+    }
+}
+
 /* ---- typed lookups ---------------------------------------------------------- */
 
 /* `name` is the key as a user wrote it, dotted from the root. */
