@@ -12,7 +12,7 @@ pkgs=(
     zlib1g-dev openssl python3-yaml golang-gopkg-yaml.v2-dev
     iproute2 procps valgrind
     libxml2-dev python3-botocore python3-cryptography python3-jwt python3-fusepy
-    libtss2-dev swtpm tpm2-tools genisoimage xorriso systemd
+    libtss2-dev swtpm swtpm-tools tpm2-tools genisoimage xorriso systemd
     libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libarchive-dev
     libmicrohttpd-dev python3-prometheus-client python3-kubernetes
     buildah podman runc icu-devtools ca-certificates binutils

@@ -5,7 +5,8 @@
 if(TARGET pp_libvirt AND TARGET cloud-api-adaptor AND TARGET pp-shim)
   add_test(NAME libvirt_kvm_lifecycle
            COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/libvirt_kvm.sh $<TARGET_FILE:cloud-api-adaptor>
-                   $<TARGET_FILE:pp-shim> ${CMAKE_BINARY_DIR}/podvm/image-test.path)
-  set_tests_properties(libvirt_kvm_lifecycle PROPERTIES LABELS "e2e;kvm;podvm" TIMEOUT 600
+                   $<TARGET_FILE:pp-shim> ${CMAKE_BINARY_DIR}/podvm/image-test.path
+                   /usr/bin/python3)
+  set_tests_properties(libvirt_kvm_lifecycle PROPERTIES LABELS "e2e;kvm;podvm" TIMEOUT 1200
                        SKIP_RETURN_CODE 77 FIXTURES_REQUIRED podvm_image RUN_SERIAL TRUE)
 endif()

@@ -7,18 +7,28 @@
 # on the node reaches the pod namespace in the VM through VXLAN, and StopVM
 # removes the domain and every volume it made.
 #
+# Attestation, with a vTPM (LIBVIRT_VTPM, libvirt's swtpm back end): the
+# pod's initdata annotation names the test KBS on the node's side of the
+# network; process-user-data extends PCR8 with its digest, the data hub
+# fetches its credential at start, the attestation agent attests to the KBS
+# with a quote, and the KBS records that it released the secret to that
+# VM's PCR8. A second pod with other initdata in its annotation is refused
+# (PCR8 differs) and gets nothing.
+#
 # Everything runs in mount and network namespaces of the script's own:
 # libvirtd's state, config and sockets are on tmpfs there, its network and
 # the VM's taps live in that network namespace, so neither a libvirtd of the
 # machine nor the machine's network is touched, and nothing outlives the run.
 #
-# libvirt_kvm.sh CAA PP_SHIM IMAGE_PATH_FILE
+# libvirt_kvm.sh CAA PP_SHIM IMAGE_PATH_FILE [PYTHON]
 # Exit 77 (skipped, with the reason printed) when /dev/kvm cannot be opened.
 set -euo pipefail
 
 caa=$1
 shim=$2
 image_file=$3
+PY=${4:-/usr/bin/python3}
+kbs_py=$(cd "$(dirname "$0")/../integration/guest" && pwd)/kbs.py
 
 if ! (exec 3<>/dev/kvm) 2>/dev/null; then
     echo "skipped: /dev/kvm cannot be opened here: no KVM, so no pod VM to boot"
@@ -61,11 +71,13 @@ pool=ppkvm
 podns=pp-kvm-pod
 sid=c0ffee00c0ffee00c0ffee00c0ffee00
 caa_pid=
+kbs_pid=
 virsh() { command virsh -q -c "$uri" "$@"; }
 
 cleanup() {
     set +e
     [ -n "$caa_pid" ] && kill "$caa_pid" 2>/dev/null && wait "$caa_pid" 2>/dev/null
+    [ -n "$kbs_pid" ] && kill "$kbs_pid" 2>/dev/null && wait "$kbs_pid" 2>/dev/null
     if [ -S /run/libvirt/libvirt-sock ]; then
         for d in $(virsh list --all --name 2>/dev/null); do
             virsh destroy "$d" >/dev/null 2>&1
@@ -94,6 +106,8 @@ fail() {
         echo "--- pod VM console: $(basename "$f") (last 80 lines)"
         tail -n 80 "$f"
     done
+    echo "--- test KBS log (last 20 lines)"
+    tail -n 20 "$work/kbs.log" 2>/dev/null
     echo "--- libvirtd log (last 30 lines)"
     tail -n 30 "$work/libvirtd.log" 2>/dev/null
     exit 1
@@ -152,6 +166,30 @@ cp --sparse=always "$image" "$work/pool/podvm-base.qcow2"
 virsh pool-create-as "$pool" dir --target "$work/pool" >/dev/null || fail "pool"
 echo "libvirtd, network and pool ready in $(since) s"
 
+# ---- the KBS, on the node's side of the network ----
+# The pod's initdata: the agent and the data hub talk to it; the data hub's
+# credential makes it attest at start.
+mkdir -p "$work/res/default/key"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/res/default/key/k1"
+initdata() { # POLICY: an initdata document
+    printf 'algorithm = "sha256"\nversion = "0.1.0"\n\n[data]\n'
+    printf '"aa.toml" = \x27\x27\x27\n[token_configs.kbs]\nurl = "http://192.168.150.1:8080"\n\x27\x27\x27\n'
+    printf '"cdh.toml" = \x27\x27\x27\n[kbc]\nname = "cc_kbc"\nurl = "http://192.168.150.1:8080"\n'
+    printf '[[credentials]]\nresource_uri = "kbs:///default/key/k1"\n'
+    printf 'path = "/run/confidential-containers/cdh/kms-credential/k1"\n\x27\x27\x27\n'
+    printf '"policy.rego" = "%s"\n' "$1"
+}
+# As the annotation will carry them: $(...) drops the last newline.
+printf '%s' "$(initdata good)" >"$work/initdata.toml"
+printf '%s' "$(initdata other)" >"$work/other-initdata.toml"
+want_pcr8=$("$PY" -c 'import hashlib,sys; d = hashlib.sha256(open(sys.argv[1], "rb").read()).digest(); print(hashlib.sha256(bytes(32) + d).hexdigest())' "$work/initdata.toml")
+"$PY" "$kbs_py" --port 8080 --bind 192.168.150.1 --resources "$work/res" \
+    --expect-initdata "$work/initdata.toml" --trust-any-ak >"$work/kbs.log" 2>&1 &
+kbs_pid=$!
+kbs_stats() { "$PY" -c 'import json,urllib.request as u; print(json.dumps(json.load(u.urlopen("http://192.168.150.1:8080/test/stats"))))'; }
+for _ in $(seq 100); do kbs_stats >/dev/null 2>&1 && break; sleep 0.1; done
+kbs_stats >/dev/null || fail "the test KBS did not start"
+
 # The pod's network namespace on the node, made as a CNI plugin would.
 ip netns add "$podns"
 ip link add cnipod type veth peer name eth0 netns "$podns"
@@ -168,6 +206,7 @@ export CLOUD_PROVIDER=libvirt LIBVIRT_URI=$uri LIBVIRT_POOL=$pool LIBVIRT_NET=$n
     LIBVIRT_CONSOLE_LOG_DIR="$work/console" LIBVIRT_IP_TIMEOUT_MS=180000 \
     REMOTE_HYPERVISOR_ENDPOINT="$work/hv.sock" PODS_DIR="$work/pods" NODE_NAME=kvm-node \
     LIBVIRT_DOMAIN_TYPE=$domain_type LIBVIRT_CPU_MODE=$cpu_mode HOST_INTERFACE=ppkvm0 \
+    LIBVIRT_VTPM=true \
     PROXY_TIMEOUT=240s \
     PP_LOG_LEVEL=debug
 "$caa" >"$work/caa.log" 2>&1 &
@@ -190,7 +229,9 @@ grep -q "no-such-image.qcow2" "$work/bad.err" || fail "StartVM's error: $(cat "$
 echo "StartVM with a missing base volume: status $rc, nothing left: $(cat "$work/bad.err")"
 
 sock=$("$shim" -socket "$work/hv.sock" create "$sid" -pod web -namespace default \
-    -netns "/run/netns/$podns") || fail "CreateVM"
+    -netns "/run/netns/$podns" \
+    -a "io.katacontainers.config.hypervisor.cc_init_data=$(cat "$work/initdata.toml")") ||
+    fail "CreateVM"
 ts=$(date +%s.%N)
 "$shim" -socket "$work/hv.sock" -timeout 300 start "$sid" 2>"$work/start.err" ||
     fail "StartVM: $(cat "$work/start.err")"
@@ -224,6 +265,21 @@ rx1=$(ip -n "$podns" -s -j link show vxlan1 | python3 -c 'import json,sys; print
 [ $((rx1 - rx0)) -ge 3 ] || fail "the answers did not come through the tunnel ($rx0 -> $rx1 packets)"
 echo "pod IP answered from the VM through VXLAN: $(tail -n 1 "$work/ping.out")"
 
+# ---- attestation ----
+# The data hub fetches its credential at start: the attestation agent
+# attests with the vTPM's quote, and the KBS releases the secret to a PCR8
+# that holds this pod's initdata.
+released=
+for _ in $(seq 180); do
+    released=$(kbs_stats | "$PY" -c 'import json,sys; r = json.load(sys.stdin)["released"]; print(r[0]["to"]["pcr08"] if r else "")')
+    [ -n "$released" ] && break
+    sleep 1
+done
+[ -n "$released" ] || fail "the KBS released nothing to the pod VM: $(kbs_stats | cut -c1-600); the VM said: $(grep -a -E 'PCR8|initdata' "$console" | head -n 5)"
+[ "$released" = "$want_pcr8" ] || fail "released to PCR8 $released, want $want_pcr8"
+grep -q "extended PCR8" "$console" || fail "process-user-data did not extend PCR8"
+echo "KBS released default/key/k1 to the VM whose vTPM PCR8 is $released (the initdata's)"
+
 # ---- where the time went ----
 # The adaptor's log: StartVM taken, domain started, lease seen, forwarder up.
 stamp() { grep -m1 "$1" "$work/caa.log" | cut -d' ' -f1; }
@@ -254,3 +310,31 @@ wait "$caa_pid" || rc=$?
 caa_pid=
 [ "$rc" -eq 0 ] || fail "cloud-api-adaptor exit status $rc"
 echo "StopVM removed the domain and its volumes; total $(since) s"
+
+# ---- other initdata: refused ----
+"$caa" >>"$work/caa.log" 2>&1 &
+caa_pid=$!
+wait_socket "$work/hv.sock" "$caa_pid" cloud-api-adaptor
+sid2=d00dfeedd00dfeedd00dfeedd00dfeed
+"$shim" -socket "$work/hv.sock" create "$sid2" -pod other -namespace default \
+    -a "io.katacontainers.config.hypervisor.cc_init_data=$(cat "$work/other-initdata.toml")" \
+    >/dev/null || fail "CreateVM with other initdata"
+"$shim" -socket "$work/hv.sock" -timeout 300 start "$sid2" 2>"$work/start2.err" ||
+    fail "StartVM with other initdata: $(cat "$work/start2.err")"
+refused=
+for _ in $(seq 180); do
+    refused=$(kbs_stats | "$PY" -c 'import json,sys; r = [x["detail"] for x in json.load(sys.stdin)["refused"] if x["path"] == "/kbs/v0/attest"]; print(r[-1] if r else "")')
+    [ -n "$refused" ] && break
+    sleep 1
+done
+[ -n "$refused" ] || fail "the KBS saw no attestation from the pod with other initdata"
+echo "$refused" | grep -q "PCR8 does not hold the expected initdata digest" ||
+    fail "refused for another reason: $refused"
+[ "$(kbs_stats | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["released"]))')" = 1 ] ||
+    fail "the KBS released something to the pod with other initdata"
+echo "a pod with other initdata: the KBS refused it ($refused) and released nothing"
+"$shim" -socket "$work/hv.sock" stop "$sid2" || fail "StopVM of the other pod"
+kill "$caa_pid"
+wait "$caa_pid" || true
+caa_pid=
+echo "total $(since) s"

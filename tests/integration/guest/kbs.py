@@ -557,6 +557,7 @@ def make_handler(kbs):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--resources", required=True)
@@ -569,7 +570,7 @@ def main():
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     kbs = KBS(args)
-    srv = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(kbs))
+    srv = ThreadingHTTPServer((args.bind, args.port), make_handler(kbs))
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
