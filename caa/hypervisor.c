@@ -6,6 +6,7 @@
 #include "hypervisor.h"
 #include "hypervisor.pb-c.h"
 #include "lifecycle.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 
 #define SERVICE "hypervisor.Hypervisor"
@@ -32,19 +33,16 @@ static void create_vm(pp_ttrpc_call_t *call, void *data)
 {
     caa_daemon_t *d = data;
     const pp_ttrpc_request_t *r = pp_ttrpc_call_request(call);
-    Hypervisor__CreateVMRequest *req =
+    cleanup_pb Hypervisor__CreateVMRequest *req =
         hypervisor__create_vmrequest__unpack(NULL, r->payload_len, r->payload);
     if (req == NULL) {
         pp_ttrpc_call_fail(call, PP_GRPC_INVALID_ARGUMENT, "malformed CreateVMRequest");
         return;
     }
     size_t n = req->n_annotations;
-    const char **keys = calloc(n + 1, sizeof(*keys));
-    const char **values = calloc(n + 1, sizeof(*values));
+    cleanup_free const char **keys = calloc(n + 1, sizeof(*keys));
+    cleanup_free const char **values = calloc(n + 1, sizeof(*values));
     if (keys == NULL || values == NULL) {
-        free(keys);
-        free(values);
-        hypervisor__create_vmrequest__free_unpacked(req, NULL);
         pp_ttrpc_call_fail(call, PP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
@@ -55,15 +53,11 @@ static void create_vm(pp_ttrpc_call_t *call, void *data)
     pp_error_t err = {0};
     caa_sandbox_t *sb = NULL;
     int rc = caa_sandbox_create(d, req->id, req->networknamespacepath, keys, values, n, &sb, &err);
-    free(keys);
-    free(values);
     if (rc < 0) {
-        PP_WARN("caa", "CreateVM `%.128s`: %s", req->id, err.message);
-        hypervisor__create_vmrequest__free_unpacked(req, NULL);
+        PP_WARN("caa", "CreateVM `%.*s`: %s", PP_SANDBOX_ID_MAX + 1, req->id, err.message);
         pp_ttrpc_call_fail(call, pp_error_grpc_status(&err), "%s", err.message);
         return;
     }
-    hypervisor__create_vmrequest__free_unpacked(req, NULL);
     Hypervisor__CreateVMResponse resp = HYPERVISOR__CREATE_VMRESPONSE__INIT;
     resp.agentsocketpath = sb->socket_path;
     uint8_t buf[160];
@@ -77,19 +71,13 @@ static char *read_id(pp_ttrpc_call_t *call, int start)
     const pp_ttrpc_request_t *r = pp_ttrpc_call_request(call);
     char *id = NULL;
     if (start) {
-        Hypervisor__StartVMRequest *req =
+        cleanup_pb Hypervisor__StartVMRequest *req =
             hypervisor__start_vmrequest__unpack(NULL, r->payload_len, r->payload);
-        if (req != NULL) {
-            id = strdup(req->id);
-            hypervisor__start_vmrequest__free_unpacked(req, NULL);
-        }
+        id = req != NULL ? strdup(req->id) : NULL;
     } else {
-        Hypervisor__StopVMRequest *req =
+        cleanup_pb Hypervisor__StopVMRequest *req =
             hypervisor__stop_vmrequest__unpack(NULL, r->payload_len, r->payload);
-        if (req != NULL) {
-            id = strdup(req->id);
-            hypervisor__stop_vmrequest__free_unpacked(req, NULL);
-        }
+        id = req != NULL ? strdup(req->id) : NULL;
     }
     if (id == NULL)
         pp_ttrpc_call_fail(call, PP_GRPC_INVALID_ARGUMENT, "malformed %s request",
@@ -99,18 +87,16 @@ static char *read_id(pp_ttrpc_call_t *call, int start)
 
 static void start_vm(pp_ttrpc_call_t *call, void *data)
 {
-    char *id = read_id(call, 1);
+    cleanup_free char *id = read_id(call, 1);
     if (id != NULL)
         caa_sandbox_start(data, call, id);
-    free(id);
 }
 
 static void stop_vm(pp_ttrpc_call_t *call, void *data)
 {
-    char *id = read_id(call, 0);
+    cleanup_free char *id = read_id(call, 0);
     if (id != NULL)
         caa_sandbox_stop(data, call, id);
-    free(id);
 }
 
 static const struct {

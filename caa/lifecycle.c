@@ -45,7 +45,7 @@ static int save(caa_sandbox_t *sb)
 static int valid_id(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > 127 || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+    if (n == 0 || n > PP_SANDBOX_ID_MAX || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
         return 0;
     for (const char *p = id; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
@@ -127,7 +127,8 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 {
     if (!valid_id(id))
         return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
-                                   "sandbox id `%.128s` is not 1 to 127 of [A-Za-z0-9._-]", id);
+                                   "sandbox id `%.*s` is not 1 to %d of [A-Za-z0-9._-]",
+                                   PP_SANDBOX_ID_MAX + 1, id, PP_SANDBOX_ID_MAX);
     caa_sandbox_t *old = caa_sandbox_find(d, id);
     if (old != NULL) {
         if (old->state != CAA_SB_CREATED)
@@ -148,45 +149,40 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
     if (r < 0)
         return r;
     const char *initdata = NULL;
-    r = read_annotations(sb, keys, values, nannotations, &initdata, err);
-    if (r == 0 && copy_field(sb->netns_path, sizeof(sb->netns_path), netns_path) < 0)
+    if ((r = read_annotations(sb, keys, values, nannotations, &initdata, err)) < 0)
+        goto fail;
+    if (copy_field(sb->netns_path, sizeof(sb->netns_path), netns_path) < 0) {
         r = pp_error_set(err, -EINVAL, "network namespace path is too long");
-    if (r == 0)
-        r = caa_sandbox_paths(d, sb, err);
-    if (r == 0) {
-        caa_instance_name(sb->pod_name, id, sb->instance_name);
-        r = caa_initdata_prepare(d, sb, initdata, err);
+        goto fail;
     }
-    if (r == 0) {
-        /* Built at StartVM, once the pod network is known; what can fail
-         * early fails now. */
-        r = caa_userdata_check(d, sb, err);
-    }
-    int made_dir = 0;
-    if (r == 0) {
-        if (mkdir(sb->dir, 0700) < 0 && errno != EEXIST)
-            r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir,
-                             strerror(errno));
-        else
-            made_dir = 1;
+    if ((r = caa_sandbox_paths(d, sb, err)) < 0)
+        goto fail;
+    caa_instance_name(sb->pod_name, id, sb->instance_name);
+    if ((r = caa_initdata_prepare(d, sb, initdata, err)) < 0)
+        goto fail;
+    /* The user data is built at StartVM, once the pod network is known;
+     * what can fail early fails now. */
+    if ((r = caa_userdata_check(d, sb, err)) < 0)
+        goto fail;
+    if (mkdir(sb->dir, 0700) < 0 && errno != EEXIST) {
+        r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir, strerror(errno));
+        goto fail;
     }
     sb->state = CAA_SB_CREATED;
-    if (r == 0)
-        r = caa_state_save_initdata(sb, err);
-    if (r == 0)
-        r = caa_state_save(sb, err);
-    if (r < 0) {
-        if (made_dir)
-            caa_remove_dir(sb->dir);
-        caa_sandbox_free(sb);
-        return r;
-    }
+    if ((r = caa_state_save_initdata(sb, err)) < 0 || (r = caa_state_save(sb, err)) < 0)
+        goto fail_dir;
     caa_sandbox_link(d, sb);
     failpoint(d, "create:recorded");
     PP_INFO("caa", "sandbox `%s`: created for pod `%s/%s`, instance `%s`", id, sb->pod_namespace,
             sb->pod_name, sb->instance_name);
     *out = sb;
     return 0;
+
+fail_dir:
+    caa_remove_dir(sb->dir);
+fail:
+    caa_sandbox_free(sb);
+    return r;
 }
 
 /* ---- StartVM / StopVM -------------------------------------------------- */

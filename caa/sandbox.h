@@ -29,7 +29,7 @@ struct caa_sandbox_s {
     caa_sandbox_t *prev, *next;
     caa_daemon_t *d;
     enum caa_sandbox_state state;
-    char id[128];
+    char id[PP_SANDBOX_ID_MAX + 1];
     char pod_name[254];
     char pod_namespace[254];
     char netns_path[256];

@@ -14,6 +14,7 @@
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/buf.h"
+#include "util/cleanup.h"
 #include "util/settings.h"
 
 /* TLS_CIPHER_SUITES as upstream's forwarder reads it: an array of names.
@@ -42,15 +43,14 @@ static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_err
     if (d->tls.ca == NULL)
         return 0;
     if (caa_tls_can_issue(&d->tls)) {
-        char *cert = NULL, *key = NULL;
+        cleanup_free char *cert = NULL;
+        cleanup_secret char *key = NULL;
         r = caa_tls_issue_server(&d->tls, sb->instance_name, PP_CA_ISSUE_VALIDITY_S, &cert, &key,
                                  err);
         if (r < 0)
             return pp_error_wrap(err, "certificate for `%s`", sb->instance_name);
         r |= json_object_set_new(root, "tls-server-key", json_string(key));
         r |= json_object_set_new(root, "tls-server-cert", json_string(cert));
-        caa_tls_secret_free(&d->tls, key);
-        free(cert);
     }
     r |= json_object_set_new(root, "tls-client-ca", json_string(caa_tls_ca_pem(&d->tls)));
     if (d->cfg.tls_min_version[0])
@@ -62,25 +62,20 @@ static int tls_material(caa_daemon_t *d, caa_sandbox_t *sb, json_t *root, pp_err
 
 static int apf_json(caa_daemon_t *d, caa_sandbox_t *sb, char **out, pp_error_t *err)
 {
-    json_t *root = json_object();
+    cleanup_json json_t *root = json_object();
     if (root == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
     int r = json_object_set_new(root, "pod-namespace", json_string(sb->pod_namespace));
     r |= json_object_set_new(root, "pod-name", json_string(sb->pod_name));
-    if (r == 0 && tls_material(d, sb, root, err) < 0) {
-        json_decref(root);
+    if (r == 0 && tls_material(d, sb, root, err) < 0)
         return err->code;
-    }
     if (r == 0 && sb->podnet != NULL) {
         json_t *pn;
-        if (pp_podnet_to_json(sb->podnet, &pn, err) < 0) {
-            json_decref(root);
+        if (pp_podnet_to_json(sb->podnet, &pn, err) < 0)
             return err->code;
-        }
         r |= json_object_set_new(root, "pod-network", pn);
     }
     char *s = r == 0 ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(root);
     if (s == NULL)
         return pp_error_set(err, -EINVAL, "apf.json: annotations are not valid UTF-8");
     *out = s;
@@ -106,28 +101,24 @@ static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
         return errno == ENOENT
                    ? 0
                    : pp_error_set(err, -errno, "`AUTH_JSON_FILE` `%s`: %s", path, strerror(errno));
-    char *text = malloc(AUTH_JSON_MAX + 1);
+    cleanup_free char *text = malloc(AUTH_JSON_MAX + 2);
     size_t n = text ? fread(text, 1, AUTH_JSON_MAX + 1, f) : 0;
     fclose(f);
     if (text == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
-    if (n > AUTH_JSON_MAX) {
-        free(text);
-        return pp_error_set(err, -EFBIG, "`AUTH_JSON_FILE` `%s` is over %d bytes", path,
-                            AUTH_JSON_MAX);
-    }
     text[n] = '\0';
-    json_t *j = json_loadb(text, n, 0, &je);
+    cleanup_json json_t *j = n <= AUTH_JSON_MAX ? json_loadb(text, n, 0, &je) : NULL;
     if (j == NULL || !json_is_object(j)) {
+        /* All of it: a NUL may hide the rest from a wipe by length. */
         explicit_bzero(text, n);
-        free(text);
-        json_decref(j);
+        if (n > AUTH_JSON_MAX)
+            return pp_error_set(err, -EFBIG, "`AUTH_JSON_FILE` `%s` is over %d bytes", path,
+                                AUTH_JSON_MAX);
         /* The position only: the text holds credentials. */
         return pp_error_set(err, -EINVAL, "`AUTH_JSON_FILE` `%s` is not a JSON object (line %d)",
                             path, je.line);
     }
-    json_decref(j);
-    *out = text;
+    *out = PP_STEAL(text);
     return 0;
 }
 
@@ -137,17 +128,13 @@ static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
 int caa_initdata_prepare(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation,
                          pp_error_t *err)
 {
-    pp_buf_t enc;
+    cleanup_buf pp_buf_t enc;
     pp_buf_init(&enc, 0);
     int r = initdata(d, sb, annotation, &enc, err);
-    if (r < 0 || enc.len == 0) {
-        pp_buf_free(&enc);
+    if (r < 0 || enc.len == 0)
         return r;
-    }
-    if ((r = pp_buf_append_byte(&enc, 0)) < 0) {
-        pp_buf_free(&enc);
+    if ((r = pp_buf_append_byte(&enc, 0)) < 0)
         return pp_error_set(err, r, "out of memory");
-    }
     free(sb->initdata_b64);
     sb->initdata_b64 = (char *)pp_buf_steal(&enc, NULL);
     return 0;
@@ -156,7 +143,7 @@ int caa_initdata_prepare(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotat
 static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, pp_buf_t *out,
                     pp_error_t *err)
 {
-    pp_buf_t toml;
+    cleanup_buf pp_buf_t toml;
     pp_buf_init(&toml, 0);
     const char *what = "annotation `io.katacontainers.config.hypervisor.cc_init_data`";
     int r = 0;
@@ -165,34 +152,24 @@ static int initdata(caa_daemon_t *d, caa_sandbox_t *sb, const char *annotation, 
     } else if (d->cfg.initdata[0] != '\0') {
         what = "setting `INITDATA`";
         r = pp_initdata_decode(d->cfg.initdata, strlen(d->cfg.initdata), 0, &toml, err);
-        if (r < 0) {
-            pp_buf_free(&toml);
+        if (r < 0)
             return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
                                        "%s is not gzip+base64 initdata: %s", what, err->message);
-        }
     }
-    if (r < 0 || toml.len == 0) {
-        pp_buf_free(&toml);
+    if (r < 0 || toml.len == 0)
         return r;
-    }
     pp_initdata_t id;
     /* The digest comes from the TLS module (tlsmod.h). */
     r = caa_tls_load(&d->tls, &d->cfg, err);
-    if (r < 0) {
-        pp_buf_free(&toml);
+    if (r < 0)
         return r;
-    }
     r = caa_tls_initdata_parse(&d->tls, toml.data, toml.len, &id, err);
-    if (r < 0) {
-        pp_buf_free(&toml);
+    if (r < 0)
         return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL, "%s: %s", what,
                                    err->message);
-    }
     snprintf(sb->initdata_digest, sizeof(sb->initdata_digest), "%s", id.digest_hex);
     pp_initdata_free(&id);
-    r = pp_initdata_encode(toml.data, toml.len, out, err);
-    pp_buf_free(&toml);
-    return r;
+    return pp_initdata_encode(toml.data, toml.len, out, err);
 }
 
 static int too_big(caa_daemon_t *d, caa_sandbox_t *sb, size_t max, pp_error_t *err)
@@ -221,19 +198,17 @@ int caa_userdata_check(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
 
 int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
 {
-    char *apf = NULL;
+    /* Both hold secrets: the forwarder's key, the pull credentials. */
+    cleanup_secret char *apf = NULL;
+    cleanup_secret char *auth = NULL;
     int r = apf_json(d, sb, &apf, err);
     if (r < 0)
         return r;
     pp_userdata_file_t files[4] = {{"/run/peerpod/apf.json", apf, strlen(apf)}};
     size_t n = 1;
-    char *auth = NULL;
     r = auth_json(d, &auth, err);
-    if (r < 0) {
-        explicit_bzero(apf, strlen(apf));
-        free(apf);
+    if (r < 0)
         return r;
-    }
     if (auth != NULL) {
         files[n].path = "/run/peerpod/auth.json";
         files[n].content = auth;
@@ -254,23 +229,16 @@ int caa_userdata_build(caa_daemon_t *d, caa_sandbox_t *sb, pp_error_t *err)
         files[n].len = 0;
         n++;
     }
-    pp_buf_t b;
+    cleanup_buf pp_buf_t b;
     size_t max = d->provider->ops->user_data_max;
     pp_buf_init(&b, max);
     r = pp_cloudconfig_build(files, n, &b, err);
     if (r == 0)
         r = pp_buf_append_byte(&b, 0);
-    explicit_bzero(apf, strlen(apf)); /* it holds the forwarder's key */
-    free(apf);
-    if (auth != NULL)
-        explicit_bzero(auth, strlen(auth));
-    free(auth);
     if (r == -EMSGSIZE)
-        r = too_big(d, sb, max, err);
-    if (r < 0) {
-        pp_buf_free(&b);
+        return too_big(d, sb, max, err);
+    if (r < 0)
         return r;
-    }
     caa_sandbox_forget_user_data(sb);
     sb->user_data_len = b.len - 1;
     sb->user_data = (char *)pp_buf_steal(&b, NULL);

@@ -21,6 +21,9 @@
 #include "util/module.h"
 #include "util/settings.h"
 
+/* The longest sandbox id, in bytes (CreateVM refuses longer ones). */
+#define PP_SANDBOX_ID_MAX 127
+
 typedef struct pp_provider_s pp_provider_t;
 
 /* What CAA asks for. Strings are borrowed for the duration of the call. */
@@ -42,7 +45,7 @@ typedef struct pp_instance_s {
     char id[128];  /* provider's instance id */
     char name[64]; /* instance name */
     char ip[64];   /* address the forwarder listens on */
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
 } pp_instance_t;
 
 /* `status` is 0 or a negative errno; `err` (when status < 0) says why. */

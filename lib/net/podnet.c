@@ -195,13 +195,6 @@ static int put(json_t *o, const char *key, json_t *v)
     return v != NULL && json_object_set_new(o, key, v) == 0 ? 0 : -ENOMEM;
 }
 
-static void json_decref_p(json_t **j)
-{
-    if (*j != NULL)
-        json_decref(*j);
-}
-#define cleanup_json __attribute__((cleanup(json_decref_p)))
-
 static int encode_route(const pp_route_t *r, size_t i, json_t *arr, pp_error_t *err)
 {
     char buf[32];

@@ -50,15 +50,9 @@ static void bio_freep(BIO **b)
     BIO_free(*b);
 }
 
-static void secret_freep(char **s)
-{
-    pp_ca_secret_free(*s);
-}
-
-#define cleanup_x509   __attribute__((cleanup(x509_freep)))
-#define cleanup_pkey   __attribute__((cleanup(pkey_freep)))
-#define cleanup_bio    __attribute__((cleanup(bio_freep)))
-#define cleanup_secret __attribute__((cleanup(secret_freep)))
+#define cleanup_x509 __attribute__((cleanup(x509_freep)))
+#define cleanup_pkey __attribute__((cleanup(pkey_freep)))
+#define cleanup_bio  __attribute__((cleanup(bio_freep)))
 
 void pp_ca_secret_free(char *secret)
 {

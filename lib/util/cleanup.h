@@ -3,7 +3,13 @@
 #define PP_UTIL_CLEANUP_H
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "util/buf.h"
 
 static inline void pp__freep(void *p)
 {
@@ -16,8 +22,41 @@ static inline void pp__closep(int *fd)
         close(*fd);
 }
 
-#define cleanup_free  __attribute__((cleanup(pp__freep)))
-#define cleanup_close __attribute__((cleanup(pp__closep)))
+/* A NUL-terminated string that holds a secret: wiped, then freed. */
+static inline void pp__secretp(char **s)
+{
+    if (*s != NULL) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+    }
+}
+
+static inline void pp__jsonp(json_t **j)
+{
+    if (*j != NULL)
+        json_decref(*j);
+}
+
+static inline void pp__bufp(pp_buf_t *b)
+{
+    pp_buf_free(b);
+}
+
+/* Any unpacked protobuf-c message (they all start with ProtobufCMessage). */
+static inline void pp__pbp(void *p)
+{
+    ProtobufCMessage *m = *(ProtobufCMessage **)p;
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+#define cleanup_free   __attribute__((cleanup(pp__freep)))
+#define cleanup_close  __attribute__((cleanup(pp__closep)))
+#define cleanup_secret __attribute__((cleanup(pp__secretp)))
+#define cleanup_json   __attribute__((cleanup(pp__jsonp)))
+/* For a pp_buf_t that pp_buf_init() set up at once. */
+#define cleanup_buf __attribute__((cleanup(pp__bufp)))
+#define cleanup_pb  __attribute__((cleanup(pp__pbp)))
 
 /* Returns the pointer and clears the variable, so cleanup does nothing. */
 #define PP_STEAL(p)                                                                                \

@@ -47,7 +47,7 @@ struct pp__aws_op_s {
     pp_error_t err;
 
     /* create */
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
     char name[64];
     char node[256];
     char *user_data; /* base64 */
@@ -839,7 +839,7 @@ static void list_answered(int status, const char *body, size_t len, const char *
         snprintf(o->name, sizeof(o->name), "%.63s", in->name);
         snprintf(o->ip, sizeof(o->ip), "%s",
                  op->st->cfg.use_public_ip ? in->public_ip : in->private_ip);
-        snprintf(o->sandbox_id, sizeof(o->sandbox_id), "%.127s", in->sandbox_id);
+        snprintf(o->sandbox_id, sizeof(o->sandbox_id), "%.*s", PP_SANDBOX_ID_MAX, in->sandbox_id);
     }
     snprintf(op->next_token, sizeof(op->next_token), "%s", l.next_token);
     pp__aws_instances_free(&l);

@@ -59,7 +59,7 @@ struct op_s {
     void (*op_done)(op_t *op, const pp__gcp_operation_t *o);
 
     /* create */
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
     char name[PP_GCP_NAME_MAX];
     char node[256];
     char node_label[64];
@@ -1070,7 +1070,7 @@ static void list_answered(int status, const char *body, size_t len, const char *
         snprintf(o->name, sizeof(o->name), "%s", in->name);
         snprintf(o->ip, sizeof(o->ip), "%s",
                  op->st->cfg.use_public_ip ? in->public_ip : in->private_ip);
-        snprintf(o->sandbox_id, sizeof(o->sandbox_id), "%.127s", in->sandbox);
+        snprintf(o->sandbox_id, sizeof(o->sandbox_id), "%.*s", PP_SANDBOX_ID_MAX, in->sandbox);
     }
     snprintf(op->next_page, sizeof(op->next_page), "%s", l.next_page);
     pp__gcp_instances_free(&l);
