@@ -359,9 +359,13 @@ static int read_key(parser_t *p, tkey_t *k)
                 p->pos++;
             if (p->pos == start)
                 return fail(p, "expected a key");
-            part = strndup(p->s + start, p->pos - start);
+            /* The input is bytes, not a string: copy exactly the key. */
+            size_t n = p->pos - start;
+            part = malloc(n + 1);
             if (part == NULL)
                 return -ENOMEM;
+            memcpy(part, p->s + start, n);
+            part[n] = 0;
         }
         k->part[k->n++] = part;
         skip_ws(p);

@@ -49,7 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 3: {
-        char *z = strndup(s, n);
+        char *z = malloc(n + 1);
+        if (z != NULL) {
+            memcpy(z, s, n);
+            z[n] = 0;
+        }
         int64_t exp;
         char path[512];
         if (z != NULL) {
