@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "providers/http/errors.h"
 #include "providers/http/http.h"
 #include "providers/http/token.h"
 #include "providers/instance_type.h"
@@ -132,11 +133,7 @@ int pp__aws_query_finish(pp__aws_query_t *q);
 void pp__aws_query_free(pp__aws_query_t *q);
 
 /* The one translation of an AWS error code (and HTTP status) into ours. */
-typedef struct pp__aws_error_class_s {
-    int err;   /* negative errno */
-    int grpc;  /* gRPC status */
-    int retry; /* 1: worth another attempt (throttling, transient); -1: never */
-} pp__aws_error_class_t;
+typedef pp_http_error_class_t pp__aws_error_class_t;
 
 void pp__aws_error_classify(const char *code, long http_status, pp__aws_error_class_t *out);
 /* The HTTP client's hook: retries throttling and transient codes, and

@@ -74,18 +74,10 @@ void pp__aws_query_free(pp__aws_query_t *q)
 
 /* --- errors --------------------------------------------------------------------- */
 
-enum { RETRY = 1, FINAL = -1, PLAIN = 0 };
+enum { RETRY = PP_HTTP_ERR_RETRY, FINAL = PP_HTTP_ERR_FINAL };
 
-#define E(code, err, grpc, retry)                                                                  \
-    {                                                                                              \
-        code, err, PP_GRPC_##grpc, retry                                                           \
-    }
-static const struct {
-    const char *code;
-    int err;
-    int grpc;
-    int retry;
-} aws_errors[] = {
+#define E(code, err, grpc, retry) PP_HTTP_ERROR(code, err, PP_GRPC_##grpc, retry)
+static const pp_http_error_map_t aws_errors[] = {
     /* Throttling: the HTTP layer backs off and tries again. */
     E("RequestLimitExceeded", -EAGAIN, UNAVAILABLE, RETRY),
     E("Throttling", -EAGAIN, UNAVAILABLE, RETRY),
@@ -161,29 +153,7 @@ static const struct {
 
 void pp__aws_error_classify(const char *code, long http_status, pp__aws_error_class_t *out)
 {
-    for (size_t i = 0; code != NULL && i < PP_ARRAY_SIZE(aws_errors); i++) {
-        if (strcmp(aws_errors[i].code, code) == 0) {
-            out->err = aws_errors[i].err;
-            out->grpc = aws_errors[i].grpc;
-            out->retry = aws_errors[i].retry;
-            return;
-        }
-    }
-    /* Unknown codes: by the HTTP status. */
-    out->retry = PLAIN;
-    if (http_status >= 500 || http_status == 429) {
-        out->err = -EAGAIN;
-        out->grpc = PP_GRPC_UNAVAILABLE;
-    } else if (http_status == 401 || http_status == 403) {
-        out->err = -EACCES;
-        out->grpc = PP_GRPC_PERMISSION_DENIED;
-    } else if (http_status == 404) {
-        out->err = -ENOENT;
-        out->grpc = PP_GRPC_NOT_FOUND;
-    } else {
-        out->err = -EINVAL;
-        out->grpc = PP_GRPC_FAILED_PRECONDITION;
-    }
+    pp_http_error_classify(aws_errors, PP_ARRAY_SIZE(aws_errors), code, http_status, out);
 }
 
 pp_http_verdict_t pp__aws_http_classify(const pp_http_response_t *resp, void *arg)

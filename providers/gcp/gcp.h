@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "providers/http/errors.h"
 #include "providers/http/http.h"
 #include "providers/http/token.h"
 #include "providers/instance_type.h"
@@ -213,11 +214,7 @@ void pp__gcp_key_free(pp__gcp_key_t *k);
 
 /* --- errors (errors.c): the one translation ------------------------------------ */
 
-typedef struct pp__gcp_error_class_s {
-    int err;   /* negative errno */
-    int grpc;  /* gRPC status */
-    int retry; /* 1: worth another attempt (throttling, transient) */
-} pp__gcp_error_class_t;
+typedef pp_http_error_class_t pp__gcp_error_class_t;
 
 /* From an error reason, status or operation error code (any may be NULL)
  * and the HTTP status. */

@@ -185,7 +185,9 @@ static void test_errors(void **state)
         {"ExpiredToken", 400, -EACCES, PP_GRPC_UNAUTHENTICATED, -1},
         {"SomethingNew", 503, -EAGAIN, PP_GRPC_UNAVAILABLE, 0},
         {"SomethingNew", 400, -EINVAL, PP_GRPC_FAILED_PRECONDITION, 0},
-        {NULL, 403, -EACCES, PP_GRPC_PERMISSION_DENIED, 0},
+        {NULL, 403, -EPERM, PP_GRPC_PERMISSION_DENIED, 0},
+        {NULL, 401, -EACCES, PP_GRPC_UNAUTHENTICATED, 0},
+        {"", 409, -EEXIST, PP_GRPC_ALREADY_EXISTS, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pp__aws_error_class_t c;
