@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "providers/names.h"
 #include "util/cleanup.h"
 
 #define NAME_CHARS  "abcdefghijklmnopqrstuvwxyz0123456789-"
@@ -144,46 +145,6 @@ int pp__gcp_cvm_supported(enum pp__gcp_cvm t, const char *type)
 
 /* --- names -------------------------------------------------------------------------- */
 
-int pp__gcp_name_valid(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 63 || !islower((unsigned char)name[0]) || name[n - 1] == '-')
-        return 0;
-    return strspn(name, NAME_CHARS) == n;
-}
-
-static void sha256(const void *data, size_t len, unsigned char out[32])
-{
-    unsigned int outlen = 32;
-    EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL);
-}
-
-int pp__gcp_instance_name(const char *in, char out[64])
-{
-    if (pp__gcp_name_valid(in)) {
-        snprintf(out, 64, "%s", in);
-        return 0;
-    }
-    size_t n = strlen(in);
-    if (n == 0)
-        return -EINVAL;
-    char s[64];
-    size_t o = 0;
-    if (!isalpha((unsigned char)in[0]))
-        s[o++] = 'p';
-    for (size_t i = 0; i < n && o < 54; i++) {
-        unsigned char ch = (unsigned char)tolower((unsigned char)in[i]);
-        s[o++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ? (char)ch : '-';
-    }
-    while (o > 0 && s[o - 1] == '-')
-        o--;
-    s[o] = '\0';
-    unsigned char h[32];
-    sha256(in, n, h);
-    snprintf(out, 64, "%.54s-%02x%02x%02x%02x", s, h[0], h[1], h[2], h[3]);
-    return 0;
-}
-
 int pp__gcp_label_value(const char *in, char out[64])
 {
     size_t n = strlen(in);
@@ -197,7 +158,7 @@ int pp__gcp_label_value(const char *in, char out[64])
         out[i] = strchr(LABEL_CHARS, ch) != NULL && ch != '\0' ? (char)ch : '_';
     }
     unsigned char h[32];
-    sha256(in, n, h);
+    pp_cloud_sha256(in, n, h);
     snprintf(out + keep, 64 - keep, "-%02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
     return 0;
 }
@@ -221,7 +182,7 @@ int pp__gcp_request_id(const char *kind, const char *node, const char *sandbox, 
     memcpy(buf + kl + 1, node, nl + 1);
     memcpy(buf + kl + nl + 2, sandbox, sl + 1);
     unsigned char h[32];
-    sha256(buf, kl + nl + sl + 3, h);
+    pp_cloud_sha256(buf, kl + nl + sl + 3, h);
     free(buf);
     format_uuid(h, out);
     return 0;
@@ -357,7 +318,7 @@ int pp__gcp_derive(const pp__gcp_config_t *c, const char *node, pp__gcp_derived_
 {
     memset(d, 0, sizeof(*d));
     int r;
-    if (!pp__gcp_name_valid(c->zone))
+    if (!pp_cloud_name_valid(c->zone))
         return pp_error_set(err, -EINVAL,
                             "environment variable `GCP_ZONE`: `%s` is not a zone name such as "
                             "`us-central1-a`",
@@ -428,7 +389,7 @@ int pp__gcp_derive(const pp__gcp_config_t *c, const char *node, pp__gcp_derived_
         if (n < 0 || n >= 600)
             return pp_error_set(err, -EINVAL, "environment variable `%s`: `%s` is too long",
                                 paths[i].setting, v);
-        if (!is_path && !pp__gcp_name_valid(v))
+        if (!is_path && !pp_cloud_name_valid(v))
             return pp_error_set(err, -EINVAL,
                                 "environment variable `%s`: `%s` is neither a resource name nor "
                                 "a path",

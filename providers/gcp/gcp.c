@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "providers/names.h"
 #include "userdata/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
@@ -175,7 +176,7 @@ static void op_follow(op_t *op, const char *body, size_t len,
 {
     pp__gcp_operation_t o;
     pp_error_t e;
-    if (pp__gcp_parse_operation(body, len, &o) < 0 || !pp__gcp_name_valid(o.name)) {
+    if (pp__gcp_parse_operation(body, len, &o) < 0 || !pp_cloud_name_valid(o.name)) {
         pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -EBADMSG,
                             "compute: the answer is not an operation");
         fail(op, -EBADMSG, &e);
@@ -909,7 +910,7 @@ static int gcp_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provi
         spec->instance_name == NULL || strlen(spec->instance_name) > 253)
         return -EINVAL;
     char name[64];
-    if (pp__gcp_instance_name(spec->instance_name, name) < 0)
+    if (pp_cloud_instance_name(spec->instance_name, name) < 0)
         return -EINVAL;
     if (spec->user_data_len > PP_GCP_USER_DATA_MAX)
         return -EMSGSIZE;
@@ -1013,7 +1014,7 @@ static int gcp_delete(pp_provider_t *p, const char *instance_id, pp_provider_del
     op->delete_cb = cb;
     op->data = data;
     /* Not an instance name: no such instance, so it is deleted already. */
-    if (!pp__gcp_name_valid(instance_id)) {
+    if (!pp_cloud_name_valid(instance_id)) {
         after(op, 0, delete_unknown);
         return 0;
     }

@@ -26,6 +26,7 @@
 #include "providers/http/http.h"
 #include "providers/http/token.h"
 #include "providers/instance_type.h"
+#include "providers/names.h"
 #include "providers/provider.h"
 #include "util/settings.h"
 
@@ -129,13 +130,6 @@ int pp__gcp_cvm_supported(enum pp__gcp_cvm t, const char *type);
 /* A label value (at most 63 of [a-z0-9_-]) for `in`: itself when it fits,
  * else its sanitised first 54 bytes, '-', and 8 hex digits of its SHA-256. */
 int pp__gcp_label_value(const char *in, char out[64]);
-/* The instance name for CAA's `in` (podvm-<pod>-<sid8>): itself when it is
- * a valid resource name, else it lowercased, other characters mapped to
- * '-', at most 54 bytes without a trailing '-', then '-' and 8 hex digits
- * of its SHA-256 (so that two inputs stay apart). -EINVAL for "". */
-int pp__gcp_instance_name(const char *in, char out[64]);
-/* Whether `name` is a valid Compute Engine resource name. */
-int pp__gcp_name_valid(const char *name);
 /* A UUID derived from the parts (SHA-256), for `requestId`. */
 int pp__gcp_request_id(const char *kind, const char *node, const char *sandbox, char out[37]);
 /* A random UUID. */

@@ -4,6 +4,7 @@ pkg_check_modules(PP_CURL REQUIRED IMPORTED_TARGET libcurl>=7.85)
 
 add_library(pp_http STATIC
   ${CMAKE_CURRENT_LIST_DIR}/http.c
+  ${CMAKE_CURRENT_LIST_DIR}/bearer.c
   ${CMAKE_CURRENT_LIST_DIR}/errors.c
   ${CMAKE_CURRENT_LIST_DIR}/retry.c
   ${CMAKE_CURRENT_LIST_DIR}/token.c)
