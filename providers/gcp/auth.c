@@ -195,16 +195,10 @@ static int fetch(pp_token_cache_t *c, void *arg)
     return rc;
 }
 
-int pp__gcp_auth_ensure(pp__gcp_state_t *st, pp_token_waiter_t *w)
+void pp__gcp_auth_prepare(pp__gcp_state_t *st)
 {
     if (st->tok.fetch == NULL)
         pp_token_cache_init(&st->tok, fetch, st);
-    return pp_token_cache_ensure(&st->tok, w);
-}
-
-void pp__gcp_auth_invalidate(pp__gcp_state_t *st)
-{
-    pp_token_cache_invalidate(&st->tok);
 }
 
 void pp__gcp_auth_clear(pp__gcp_state_t *st)

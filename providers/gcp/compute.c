@@ -1,7 +1,6 @@
-/* Authorised calls to Google's REST APIs over the provider's HTTP client:
- * the access token first, a JSON body, and the translation of a failed
- * answer into status, message and gRPC code. An answer that says the token
- * is no longer good (401) gets a new token and one more try. */
+/* Authorised calls to Google's REST APIs: the shared bearer-token calls
+ * (providers/http/bearer.h: the access token first, a new one and once more
+ * after a 401) with Google's error answers read and translated here. */
 #include "providers/gcp/gcp.h"
 
 #include <errno.h>
@@ -9,165 +8,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "util/cleanup.h"
-#include "util/grpc_codes.h"
 
-typedef struct call_s {
-    pp__gcp_state_t *st;
-    char method[8];
-    char *url;
-    char *body;
-    char what[96];
-    uint64_t attempt_timeout_ms;
+typedef struct relay_s {
     pp__gcp_call_cb cb;
     void *data;
-    pp_token_waiter_t w;
-    int auth_retried;
-} call_t;
+} relay_t;
 
-static void call_free(call_t *c)
+static void relayed(int status, long http, const char *body, size_t len, const char *code,
+                    const pp_error_t *err, void *data)
 {
-    free(c->url);
-    free(c->body);
-    free(c);
+    relay_t r = *(relay_t *)data;
+    (void)http;
+    free(data);
+    r.cb(status, body, len, code, err, r.data);
 }
 
-static void done(call_t *c, int status, const char *body, size_t len, const char *code,
-                 const pp_error_t *err)
+/* Google's code: the first error's reason, else the canonical status. */
+static void error_info(const pp_http_response_t *resp, char *code, size_t codelen, char *msg,
+                       size_t msglen)
 {
-    pp__gcp_call_cb cb = c->cb;
-    void *data = c->data;
-    call_free(c);
-    cb(status, body, len, code ? code : "", err, data);
-}
-
-static int add_token(pp_http_req_t *req, void *arg, pp_error_t *err)
-{
-    call_t *c = arg;
-    const char *t = c->st->access_token;
-    if (t == NULL)
-        return pp_error_set(err, -EACCES, "no access token");
-    size_t n = strlen(t) + sizeof("Bearer ");
-    char *v = malloc(n);
-    if (v == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    snprintf(v, n, "Bearer %s", t);
-    int r = pp_http_req_add_header(req, "Authorization", v);
-    OPENSSL_cleanse(v, n);
-    free(v);
-    return r < 0 ? pp_error_set(err, r, "out of memory") : 0;
-}
-
-static int start(call_t *c);
-
-static void on_answer(int status, const pp_http_response_t *resp, const pp_error_t *herr,
-                      void *data)
-{
-    call_t *c = data;
-    pp_error_t e = {0};
-    if (status < 0) {
-        e = *herr;
-        if (status == -ETIMEDOUT)
-            e.status = PP_GRPC_DEADLINE_EXCEEDED;
-        else if (status != -ECANCELED)
-            e.status = PP_GRPC_UNAVAILABLE;
-        pp_error_wrap(&e, "%s", c->what);
-        done(c, status, NULL, 0, "", &e);
-        return;
-    }
-    if (resp->status >= 200 && resp->status < 300) {
-        done(c, 0, resp->body, resp->body_len, "", NULL);
-        return;
-    }
     pp__gcp_error_info_t ei;
     pp__gcp_parse_error(resp->body, resp->body_len, &ei);
-    const char *code = ei.reason[0] ? ei.reason : ei.status;
-    /* A token revoked or expired early: a new one, and once more. */
-    if (resp->status == 401 && !c->auth_retried) {
-        c->auth_retried = 1;
-        pp__gcp_auth_invalidate(c->st);
-        int r = start(c);
-        if (r == 0)
-            return;
-        pp_error_set(&e, r, "%s: access token: %s", c->what, uv_strerror(r));
-        done(c, r, NULL, 0, code, &e);
-        return;
-    }
-    pp__gcp_error_class_t cls;
-    pp__gcp_error_classify(code, resp->status, &cls);
-    pp_error_set_status(&e, cls.grpc, cls.err, "%s: HTTP %ld%s%s%s%s", c->what, resp->status,
-                        code[0] ? ": " : "", code, ei.message[0] ? ": " : "", ei.message);
-    done(c, cls.err, NULL, 0, code, &e);
-}
-
-static int send_call(call_t *c)
-{
-    static const char *const json_hdrs[] = {"Content-Type: application/json", NULL};
-    pp_http_request_t r = {
-        .method = c->method,
-        .url = c->url,
-        .headers = c->body ? json_hdrs : NULL,
-        .body = c->body,
-        .body_len = c->body ? strlen(c->body) : 0,
-        .attempt_timeout_ms = c->attempt_timeout_ms,
-        .sign = add_token,
-        .sign_arg = c,
-    };
-    return pp_http_send(c->st->http, &r, on_answer, c, NULL);
-}
-
-static void token_ready(int status, const pp_error_t *err, void *data)
-{
-    call_t *c = data;
-    if (status < 0) {
-        pp_error_t e = *err;
-        pp_error_wrap(&e, "%s", c->what);
-        done(c, status, NULL, 0, "", &e);
-        return;
-    }
-    int r = send_call(c);
-    if (r < 0) {
-        pp_error_t e;
-        pp_error_set(&e, r, "%s: %s", c->what, uv_strerror(r));
-        done(c, r, NULL, 0, "", &e);
-    }
-}
-
-/* The token, then the request. Fails synchronously without calling back. */
-static int start(call_t *c)
-{
-    c->w.cb = token_ready;
-    c->w.data = c;
-    int r = pp__gcp_auth_ensure(c->st, &c->w);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return 0;
-    return send_call(c);
+    snprintf(code, codelen, "%s", ei.reason[0] ? ei.reason : ei.status);
+    snprintf(msg, msglen, "%s", ei.message);
 }
 
 int pp__gcp_call(pp__gcp_state_t *st, const char *method, const char *url, const char *body,
                  const char *what, uint64_t attempt_timeout_ms, pp__gcp_call_cb cb, void *data)
 {
-    call_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return -ENOMEM;
-    c->st = st;
-    snprintf(c->method, sizeof(c->method), "%s", method);
-    snprintf(c->what, sizeof(c->what), "%s", what);
-    c->url = strdup(url);
-    c->body = body ? strdup(body) : NULL;
-    c->attempt_timeout_ms = attempt_timeout_ms;
-    c->cb = cb;
-    c->data = data;
-    if (c->url == NULL || (body != NULL && c->body == NULL)) {
-        call_free(c);
-        return -ENOMEM;
+    pp__gcp_auth_prepare(st);
+    if (st->bearer.http == NULL) {
+        st->bearer.http = st->http;
+        st->bearer.tok = &st->tok;
+        st->bearer.token = &st->access_token;
+        st->bearer.error_info = error_info;
+        st->bearer.classify = pp__gcp_error_classify;
     }
-    int r = start(c);
-    if (r < 0)
-        call_free(c);
-    return r;
+    relay_t *r = malloc(sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    r->cb = cb;
+    r->data = data;
+    pp_bearer_request_t req = {.method = method,
+                               .url = url,
+                               .body = body,
+                               .what = what,
+                               .attempt_timeout_ms = attempt_timeout_ms};
+    int rc = pp_bearer_call(&st->bearer, &req, relayed, r);
+    if (rc < 0)
+        free(r);
+    return rc;
 }

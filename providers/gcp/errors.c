@@ -66,9 +66,5 @@ pp_http_verdict_t pp__gcp_http_classify(const pp_http_response_t *resp, void *ar
         return PP_HTTP_DEFAULT;
     pp__gcp_error_class_t c;
     pp__gcp_error_classify(ei.reason[0] ? ei.reason : ei.status, resp->status, &c);
-    if (c.retry == RETRY)
-        return PP_HTTP_RETRY;
-    if (c.retry == FINAL && resp->status != 429 && resp->status < 500)
-        return PP_HTTP_FINAL;
-    return PP_HTTP_DEFAULT;
+    return pp_http_error_verdict(&c, resp->status);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "providers/http/bearer.h"
 #include "providers/http/errors.h"
 #include "providers/http/http.h"
 #include "providers/http/token.h"
@@ -232,8 +233,8 @@ int pp__gcp_call(pp__gcp_state_t *st, const char *method, const char *url, const
                  const char *what, uint64_t attempt_timeout_ms, pp__gcp_call_cb cb, void *data);
 
 /* The access token (auth.c). */
-int pp__gcp_auth_ensure(pp__gcp_state_t *st, pp_token_waiter_t *w);
-void pp__gcp_auth_invalidate(pp__gcp_state_t *st);
+/* Sets the token cache's fetch (once); the bearer calls then use it. */
+void pp__gcp_auth_prepare(pp__gcp_state_t *st);
 void pp__gcp_auth_clear(pp__gcp_state_t *st);
 /* The signed JWT assertion for `key` at `now` (heap, NUL-terminated). */
 int pp__gcp_jwt(const pp__gcp_key_t *key, const char *scope, time_t now, char **out,
@@ -260,6 +261,7 @@ struct pp__gcp_state_s {
     pp_http_t *http;
     pp_token_cache_t tok;
     char *access_token;
+    pp_bearer_t bearer;
     pp_instance_type_t *specs;
     size_t nspecs;
     pp__gcp_lazy_t specs_lazy;

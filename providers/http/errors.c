@@ -45,3 +45,12 @@ void pp_http_error_classify(const pp_http_error_map_t *map, size_t n, const char
     }
     pp_http_status_class(http_status, out);
 }
+
+pp_http_verdict_t pp_http_error_verdict(const pp_http_error_class_t *c, long http_status)
+{
+    if (c->retry == PP_HTTP_ERR_RETRY)
+        return PP_HTTP_RETRY;
+    if (c->retry == PP_HTTP_ERR_FINAL && http_status != 429 && http_status < 500)
+        return PP_HTTP_FINAL;
+    return PP_HTTP_DEFAULT;
+}

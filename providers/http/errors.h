@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "providers/http/http.h"
+
 /* pp_http_error_class_t.retry */
 #define PP_HTTP_ERR_PLAIN 0  /* the HTTP status decides (429 and 5xx are retried) */
 #define PP_HTTP_ERR_RETRY 1  /* worth another attempt (throttling, transient) */
@@ -43,5 +45,10 @@ void pp_http_status_class(long http_status, pp_http_error_class_t *out);
 /* The row of `map` for `code` (NULL or "": none), else by the status. */
 void pp_http_error_classify(const pp_http_error_map_t *map, size_t n, const char *code,
                             long http_status, pp_http_error_class_t *out);
+
+/* The HTTP client's verdict on an answer whose code classified as `c`:
+ * RETRY; FINAL unless the status is 429 or 5xx (which the client retries
+ * anyway); else DEFAULT. */
+pp_http_verdict_t pp_http_error_verdict(const pp_http_error_class_t *c, long http_status);
 
 #endif

@@ -88,9 +88,5 @@ pp_http_verdict_t pp__ibm_http_classify(const pp_http_response_t *resp, void *ar
         return PP_HTTP_DEFAULT;
     pp_http_error_class_t c;
     pp__ibm_error_classify(ei.code, resp->status, &c);
-    if (c.retry == RETRY)
-        return PP_HTTP_RETRY;
-    if (c.retry == FINAL && resp->status != 429 && resp->status < 500)
-        return PP_HTTP_FINAL;
-    return PP_HTTP_DEFAULT;
+    return pp_http_error_verdict(&c, resp->status);
 }

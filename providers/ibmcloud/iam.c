@@ -173,18 +173,6 @@ static int fetch(pp_token_cache_t *c, void *arg)
     return r;
 }
 
-int pp__ibm_auth_ensure(pp__ibm_state_t *st, pp_token_waiter_t *w)
-{
-    if (st->tok.fetch == NULL)
-        pp_token_cache_init(&st->tok, fetch, st);
-    return pp_token_cache_ensure(&st->tok, w);
-}
-
-void pp__ibm_auth_invalidate(pp__ibm_state_t *st)
-{
-    pp_token_cache_invalidate(&st->tok);
-}
-
 void pp__ibm_auth_clear(pp__ibm_state_t *st)
 {
     wipe_free(st->access_token);

@@ -3,6 +3,9 @@
 pp_provider_module(ibmcloud
   SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/ibmcloud.c
+    ${CMAKE_CURRENT_LIST_DIR}/catalog.c
+    ${CMAKE_CURRENT_LIST_DIR}/delete.c
+    ${CMAKE_CURRENT_LIST_DIR}/ops.c
     ${CMAKE_CURRENT_LIST_DIR}/config.c
     ${CMAKE_CURRENT_LIST_DIR}/errors.c
     ${CMAKE_CURRENT_LIST_DIR}/iam.c

@@ -258,8 +258,6 @@ int pp__ibm_call(pp__ibm_state_t *st, const char *method, const char *url, const
 int pp__ibm_vpc_url(const pp__ibm_state_t *st, const char *path, const char *query, char *out,
                     size_t outlen);
 
-int pp__ibm_auth_ensure(pp__ibm_state_t *st, pp_token_waiter_t *w);
-void pp__ibm_auth_invalidate(pp__ibm_state_t *st);
 void pp__ibm_auth_clear(pp__ibm_state_t *st);
 /* The token request's form body for the settings (heap; the caller wipes
  * it): the API key grant, or the trusted profile grant with the compute

@@ -18,6 +18,7 @@
 #include <openssl/rsa.h>
 
 #include "providers/gcp/gcp.h"
+#include "providers/names.h"
 #include "userdata/base64.h"
 
 static void test_cvm_series(void **state)
@@ -55,17 +56,17 @@ static void test_names(void **state)
     assert_true(strlen(a) <= 63);
     assert_string_not_equal(a, b);
 
-    assert_int_equal(pp__gcp_instance_name("podvm-nginx-0123abcd", out), 0);
+    assert_int_equal(pp_cloud_instance_name("podvm-nginx-0123abcd", out), 0);
     assert_string_equal(out, "podvm-nginx-0123abcd");
-    assert_int_equal(pp__gcp_instance_name("podvm-test-steps-c-", out), 0);
-    assert_true(pp__gcp_name_valid(out));
+    assert_int_equal(pp_cloud_instance_name("podvm-test-steps-c-", out), 0);
+    assert_true(pp_cloud_name_valid(out));
     assert_memory_equal(out, "podvm-test-steps-c-", 19);
-    assert_int_equal(pp__gcp_instance_name("9Pod_X", out), 0);
-    assert_true(pp__gcp_name_valid(out));
-    assert_int_equal(pp__gcp_instance_name("", out), -EINVAL);
-    assert_false(pp__gcp_name_valid("Podvm"));
-    assert_false(pp__gcp_name_valid("podvm-"));
-    assert_false(pp__gcp_name_valid("1podvm"));
+    assert_int_equal(pp_cloud_instance_name("9Pod_X", out), 0);
+    assert_true(pp_cloud_name_valid(out));
+    assert_int_equal(pp_cloud_instance_name("", out), -EINVAL);
+    assert_false(pp_cloud_name_valid("Podvm"));
+    assert_false(pp_cloud_name_valid("podvm-"));
+    assert_false(pp_cloud_name_valid("1podvm"));
 
     char r1[37], r2[37], r3[37];
     assert_int_equal(pp__gcp_request_id("instances.insert", "node-a", "sb1", r1), 0);
