@@ -23,3 +23,11 @@ if(TARGET pp_gcp)
   pp_unit_test(test_gcp_parts ${CMAKE_CURRENT_LIST_DIR}/test_gcp_parts.c LIBS pp_gcp
                PkgConfig::JANSSON)
 endif()
+# The ibmcloud provider's pure parts (profiles and modes, settings, the IAM
+# request, errors, the readers on the recorded answers of the fuzz corpus).
+if(TARGET pp_ibmcloud)
+  pp_unit_test(test_ibmcloud_parts ${CMAKE_CURRENT_LIST_DIR}/test_ibmcloud_parts.c
+               LIBS pp_ibmcloud)
+  target_compile_definitions(test_ibmcloud_parts PRIVATE
+    IBM_CORPUS_DIR="${CMAKE_CURRENT_LIST_DIR}/../fuzz/corpus/fuzz_ibmcloud_json")
+endif()
