@@ -1,5 +1,5 @@
 /* Resource names of the clouds that share Compute Engine's rule (names.h). */
-#include "names.h"
+#include "providers/names.h"
 
 #include <ctype.h>
 #include <errno.h>

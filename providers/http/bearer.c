@@ -1,5 +1,5 @@
 /* Bearer-token calls (bearer.h). */
-#include "bearer.h"
+#include "providers/http/bearer.h"
 
 #include <errno.h>
 #include <stdio.h>

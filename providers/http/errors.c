@@ -1,5 +1,5 @@
 /* The shared part of the cloud providers' error translation (errors.h). */
-#include "errors.h"
+#include "providers/http/errors.h"
 
 #include <errno.h>
 #include <string.h>

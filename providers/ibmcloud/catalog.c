@@ -11,7 +11,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
-#include "op.h"
+#include "providers/ibmcloud/op.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"

@@ -3,7 +3,7 @@
  * and the rules of IBM Cloud VPC the provider checks before any call:
  * profile names and the confidential mode each can run, tags, ids, and which
  * image boots on which profile. */
-#include "ibmcloud.h"
+#include "providers/ibmcloud/ibmcloud.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* The one translation of IBM Cloud's error codes (the VPC API's errors[].code
  * and an instance's status_reasons[].code) into ours; codes the table lacks
  * go by the HTTP status (providers/http/errors.h). */
-#include "ibmcloud.h"
+#include "providers/ibmcloud/ibmcloud.h"
 
 #include <errno.h>
 #include <string.h>

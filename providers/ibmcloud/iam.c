@@ -3,7 +3,7 @@
  * from its file at every exchange (the kubelet rotates the projected token).
  * Cached and refreshed before expiry (providers/http/token.h); never logged;
  * and the authorised calls that use them (providers/http/bearer.h). */
-#include "ibmcloud.h"
+#include "providers/ibmcloud/ibmcloud.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
 #ifndef PP_PROVIDERS_IBMCLOUD_OP_H
 #define PP_PROVIDERS_IBMCLOUD_OP_H
 
-#include "ibmcloud.h"
+#include "providers/ibmcloud/ibmcloud.h"
 
 #define COMP           "ibmcloud"
 #define MAX_LIST_PAGES 1000

@@ -1,7 +1,7 @@
 /* Readers of what IAM, the VPC API and the Global Tagging API answer (JSON).
  * Everything is bounded: strings are copied into fixed fields (too long is
  * malformed), lists stop at PP_IBM_MAX_ITEMS. */
-#include "ibmcloud.h"
+#include "providers/ibmcloud/ibmcloud.h"
 
 #include <errno.h>
 #include <stdio.h>
