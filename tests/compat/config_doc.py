@@ -34,7 +34,7 @@ DOC, BIN, DATA = sys.argv[1], sys.argv[2], sys.argv[3]
 CAA = os.path.join(BIN, "cloud-api-adaptor")
 APF = os.path.join(BIN, "agent-protocol-forwarder")
 PUD = os.path.join(BIN, "process-user-data")
-PROVIDERS = ("local", "aws", "libvirt")
+PROVIDERS = ("local", "aws", "libvirt", "ibmcloud")
 SUPPORT = {"supported": "supported", "no effect": "noop", "warned": "warn", "refused": "refuse"}
 
 # What a provider needs to get as far as its settings at start-up, without
@@ -46,6 +46,11 @@ PROVIDER_ENV = {
             "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
     "libvirt": {"LIBVIRT_URI": "test:///default", "LIBVIRT_POOL": "default-pool",
                 "DISABLECVM": "false"},
+    "ibmcloud": {"IBMCLOUD_API_KEY": "key", "IBMCLOUD_ZONE": "us-south-1",
+                 "IBMCLOUD_VPC_ID": "r006-vpc", "IBMCLOUD_VPC_SUBNET_ID": "0717-subnet",
+                 "IBMCLOUD_PODVM_IMAGE_ID": "r006-image",
+                 "IBMCLOUD_PODVM_INSTANCE_PROFILE_NAME": "bx2-2x8",
+                 "IBMCLOUD_VPC_ENDPOINT": "http://127.0.0.1:9/v1"},
 }
 
 failures = []
