@@ -29,7 +29,10 @@ ip netns add "$node"
 ip -n "$node" link set lo up
 
 echo "== cloud-api-adaptor (provider: local, agent: pp-test-agent)"
-ip netns exec "$node" env \
+# Only the network namespace is entered: `ip netns exec` would also give the
+# daemon a mount namespace of its own, which ends with it and takes the pod
+# VMs' namespace mounts along (the restarted daemon would find them gone).
+nsenter --net="/run/netns/$node" env \
     CLOUD_PROVIDER=local \
     REMOTE_HYPERVISOR_ENDPOINT="$work/hypervisor.sock" \
     PODS_DIR="$work/pods" \

@@ -195,6 +195,10 @@ struct nl_sock;
 /* Makes `dir` a shared mount point (bind-mounted on itself if need be), the
  * way iproute2 prepares /run/netns, so that namespace mounts propagate. */
 int pp__local_netns_dir_prepare(const char *dir, pp_error_t *err);
+/* mounts.c: 1 when namespaces mounted under `dir` by this process will be
+ * seen from the host's mount namespace (and so outlive this process), 0
+ * when not (`why` says why and what to do), -errno when it cannot tell. */
+int pp__local_netns_dir_outlives(const char *dir, char *why, size_t n);
 /* 1 when `path` is a mounted namespace, and its identity. */
 int pp__local_netns_mounted(const char *path, dev_t *dev, ino_t *ino);
 /* Unmounts (lazily) and unlinks; missing is fine. */

@@ -414,6 +414,9 @@ int pp__local_init(pp_provider_t *p, pp_error_t *err)
         pp_error_set(err, rc, "`LOCAL_STATE_DIR`: create `%s`: %s", st->state_dir, strerror(-rc));
         goto fail;
     }
+    char why[1024];
+    if (pp__local_netns_dir_outlives(st->netns_dir, why, sizeof(why)) == 0)
+        PP_WARN(COMP, "`LOCAL_NETNS_DIR`: %s", why);
     scan(st);
     return 0;
 
