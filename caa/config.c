@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +77,24 @@ static const pp_setting_t items[] = {
                       "port of /startup, /healthz and /metrics (0: none)"),
     PP_SETTING_STR(cfg_t, probe_address, "PROBE_ADDRESS", "probe-address", "127.0.0.1",
                    "address the probes and metrics listen on (an IPv4 or IPv6 literal)"),
+    PP_SETTING_DURATION_OF(cfg_t, shutdown_grace_ms, "SHUTDOWN_GRACE", "shutdown-grace", "20s", 0,
+                           0,
+                           "on SIGTERM, how long calls in flight may take; then they fail "
+                           "UNAVAILABLE and the daemon exits, pod VMs kept for the next start "
+                           "(keep it under the pod's termination grace period)"),
+    PP_SETTING_DURATION_OF(cfg_t, unstarted_ttl_ms, "UNSTARTED_SANDBOX_TTL",
+                           "unstarted-sandbox-ttl", "10m", 0, 0,
+                           "a sandbox created and not started within this is removed (0: never)"),
+    PP_SETTING_STR(cfg_t, socket_group, "SOCKET_GROUP", "socket-group", NULL,
+                   "group (name or number) that may use the hypervisor and agent sockets: they "
+                   "are then 0660 in it; without, 0600 (root only)"),
     PP_SETTING_STR(cfg_t, failpoint, "PP_FAILPOINT", "failpoint", NULL,
                    "tests only: die with SIGKILL at this named step", .flags = PP_SETTING_HIDDEN),
+    PP_SETTING_DURATION_OF(cfg_t, test_recovery_delay_ms, "PP_TEST_RECOVERY_DELAY",
+                           "test-recovery-delay", NULL, 0, 0,
+                           "tests only: wait this long before asking the provider for its "
+                           "instances at start-up",
+                           .flags = PP_SETTING_HIDDEN),
     PP_SETTING_BOOL_OF(cfg_t, list_settings, NULL, "list-settings", NULL,
                        "print every setting of the daemon and the provider, one a line, and exit"),
 
@@ -192,6 +209,33 @@ static int load_for_tables(caa_config_t *cfg, const char *word, int mode, pp_err
     return mode;
 }
 
+/* SOCKET_GROUP: a group name, or a number. */
+static int socket_group(caa_config_t *cfg, pp_error_t *err)
+{
+    const char *g = cfg->socket_group;
+    if (g[0] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(g, &end, 10);
+    if (*end == '\0' && errno == 0 && n > 0 && n < 0xffffffffUL) {
+        cfg->socket_gid = (unsigned)n;
+        return 0;
+    }
+    struct group gr, *found = NULL;
+    char buf[4096];
+    int r = getgrnam_r(g, &gr, buf, sizeof(buf), &found);
+    if (found == NULL)
+        return pp_error_set(err, r ? -r : -ENOENT,
+                            "`SOCKET_GROUP`: `%s` is not a group of this system%s%s", g,
+                            r ? ": " : "", r ? strerror(r) : "");
+    if (gr.gr_gid == 0)
+        return pp_error_set(err, -EINVAL, "`SOCKET_GROUP`: `%s` is root's group; leave it unset",
+                            g);
+    cfg->socket_gid = (unsigned)gr.gr_gid;
+    return 0;
+}
+
 int caa_config_load(caa_config_t *cfg, int argc, char **argv, pp_error_t *err)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -230,7 +274,7 @@ int caa_config_load(caa_config_t *cfg, int argc, char **argv, pp_error_t *err)
     if (cfg->ca_dir[0] == '\0' && snprintf(cfg->ca_dir, sizeof(cfg->ca_dir), "%s/.ca",
                                            cfg->pods_dir) >= (int)sizeof(cfg->ca_dir))
         return pp_error_set(err, -EINVAL, "`PODS_DIR` is too long to hold the CA");
-    return 0;
+    return socket_group(cfg, err);
 }
 
 int caa_config_check_flags(const caa_config_t *cfg, const pp_settings_table_t *provider,

@@ -6,6 +6,7 @@
 #define CAA_CONTEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "config.h"
@@ -27,6 +28,17 @@ typedef struct caa_waiting_call_s {
     struct caa_waiting_call_s *next;
     pp_ttrpc_call_t *call;
 } caa_waiting_call_t;
+
+/* What the daemon did about mistakes and hostile requests, for logs and
+ * metrics: counts since start, only ever incremented. */
+typedef struct caa_counters_s {
+    uint64_t records_set_aside;  /* unreadable sandbox records renamed and kept */
+    uint64_t unstarted_expired;  /* sandboxes created and never started, expired */
+    uint64_t parked_dropped;     /* calls parked during recovery whose caller went */
+    uint64_t netns_refused;      /* pod namespaces that were the daemon's or the host's */
+    uint64_t fd_refused;         /* pods refused at the descriptor ceiling */
+    uint64_t shutdown_abandoned; /* calls failed UNAVAILABLE at the end of the grace */
+} caa_counters_t;
 
 struct caa_daemon_s {
     uv_loop_t *loop;
@@ -51,6 +63,17 @@ struct caa_daemon_s {
     int recovering;
     int stopping;
     int exit_code;
+    caa_counters_t counters;
+    /* bounds.h */
+    pp_ttrpc_budget_t budget; /* what the hypervisor and agent sockets' peers hold */
+    size_t fd_ceiling;        /* RLIMIT_NOFILE after start-up */
+    uv_timer_t expiry;        /* sandboxes created and never started */
+    int64_t expiry_due;       /* wall clock (s) it is set for; 0: unset */
+    unsigned expiry_inited : 1;
+    /* daemon.c: the bound on SIGTERM's wait */
+    uv_timer_t grace;
+    unsigned grace_inited : 1;
+    unsigned abandoned : 1; /* the grace passed: exit at once, VMs kept */
 };
 
 #endif

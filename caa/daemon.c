@@ -13,9 +13,12 @@
 #include "hypervisor.h"
 #include "vminfo.h"
 #include "lifecycle.h"
+#include "bounds.h"
 #include "recover.h"
 #include "sandbox.h"
 #include "tlsmod.h"
+#include "tls/ca.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -36,6 +39,34 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
+/* What is left behind, by what it is: pod VMs running (adopted at the next
+ * start), pod VMs whose start or stop the next start finishes, failed
+ * sandboxes still holding a VM, and sandboxes with no VM at all. */
+static void log_left(caa_daemon_t *d)
+{
+    size_t running = 0, unfinished = 0, failed_vm = 0, no_vm = 0;
+    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next) {
+        if (sb->state == CAA_SB_RUNNING)
+            running++;
+        else if (sb->state == CAA_SB_STARTING || sb->state == CAA_SB_STOPPING)
+            unfinished++;
+        else if (sb->has_instance)
+            failed_vm++;
+        else
+            no_vm++;
+    }
+    PP_INFO("caa",
+            "stopped: %zu pod VMs running, kept for the next start; %zu starting or stopping, "
+            "which the next start finishes; %zu failed sandboxes holding a VM; %zu sandboxes "
+            "without a VM",
+            running, unfinished, failed_vm, no_vm);
+}
+
+static void grace_closed_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
 static void hv_closed_cb(pp_ttrpc_server_t *s, void *data)
 {
     caa_daemon_t *d = data;
@@ -43,7 +74,36 @@ static void hv_closed_cb(pp_ttrpc_server_t *s, void *data)
     d->hv = NULL;
     /* Proxies go; pod VMs stay, to be adopted by the next start. */
     caa_sandboxes_release(d);
-    PP_INFO("caa", "stopped; %zu pod VMs left running", d->nsandboxes);
+    log_left(d);
+    if (d->grace_inited) {
+        d->grace_inited = 0;
+        uv_close((uv_handle_t *)&d->grace, grace_closed_cb);
+    }
+    /* Past the grace, what is still in flight (a provider's create, a
+     * tunnel) is not waited for: the records say where each pod is, and
+     * the next start takes it from there. */
+    if (d->abandoned)
+        uv_stop(d->loop);
+}
+
+/* The grace is over: every call still waiting is answered UNAVAILABLE, so
+ * that the server's close ends and the daemon exits within the bound (a
+ * StartVM may otherwise wait up to PROXY_TIMEOUT, past the kubelet's
+ * patience). Nothing is torn down: VMs stay for the next start. */
+static void grace_cb(uv_timer_t *t)
+{
+    caa_daemon_t *d = t->data;
+    d->abandoned = 1;
+    size_t n = caa_sandboxes_abandon(d, "cloud-api-adaptor is shutting down; the pod VM is kept "
+                                        "and taken over by its next start");
+    n += caa_hypervisor_abandon_parked(d);
+    d->counters.shutdown_abandoned += n;
+    PP_WARN("caa",
+            "shutdown: `SHUTDOWN_GRACE` (%llu ms) is over: %zu calls still in flight failed "
+            "UNAVAILABLE; their pod VMs are kept",
+            (unsigned long long)d->cfg.shutdown_grace_ms, n);
+    if (d->hv == NULL)
+        uv_stop(d->loop);
 }
 
 void caa_daemon_shutdown(caa_daemon_t *d)
@@ -51,13 +111,19 @@ void caa_daemon_shutdown(caa_daemon_t *d)
     if (d->stopping)
         return;
     d->stopping = 1;
-    PP_INFO("caa", "shutting down: finishing %zu calls in flight",
-            d->hv ? pp_ttrpc_server_in_flight(d->hv) : (size_t)0);
+    PP_INFO("caa", "shutting down: finishing %zu calls in flight, for at most %llu ms",
+            d->hv ? pp_ttrpc_server_in_flight(d->hv) : (size_t)0,
+            (unsigned long long)d->cfg.shutdown_grace_ms);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     caa_heap_stop(&d->heap);
+    caa_bounds_stop(d);
     caa_vminfo_stop(d);
     caa_probe_stop(d);
+    uv_timer_init(d->loop, &d->grace);
+    d->grace.data = d;
+    d->grace_inited = 1;
+    uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
     if (d->hv != NULL)
         pp_ttrpc_server_close(d->hv, 1, hv_closed_cb, d);
 }
@@ -106,6 +172,37 @@ static int has_pods(const caa_daemon_t *d)
     return found;
 }
 
+/* The per-node CA made the certificates of every pod VM running: a new one
+ * would not be trusted by any of them, and their agent calls would all
+ * fail. So with pods on record that may be running, a CA that is gone is
+ * not made again: start-up stops and says what is missing. */
+static int check_ca(caa_daemon_t *d, pp_error_t *err)
+{
+    const caa_config_t *c = &d->cfg;
+    if (c->disable_tls || c->ca_cert_file[0] || c->cert_file[0] || c->cert_key[0])
+        return 0;
+    static const char *const files[] = {PP_CA_CERT_FILE, PP_CA_KEY_FILE};
+    const char *missing = NULL;
+    for (size_t i = 0; i < PP_ARRAY_SIZE(files) && missing == NULL; i++) {
+        char path[320];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", c->ca_dir, files[i]);
+        if (lstat(path, &st) < 0)
+            missing = files[i];
+    }
+    if (missing == NULL)
+        return 0;
+    size_t live = caa_recover_count_live(d);
+    if (live == 0)
+        return 0;
+    return pp_error_set(err, -ENOENT,
+                        "the per-node CA in `%s` is gone (`%s` is missing) while %zu pods on "
+                        "record may be running: their pod VMs trust only that CA, so a new one "
+                        "would cut them off; restore `CA_DIR` from a backup, or remove those "
+                        "pods' records from `PODS_DIR` `%s`, and start again",
+                        c->ca_dir, missing, live, c->pods_dir);
+}
+
 static void recovered_cb(caa_daemon_t *d, int status, const pp_error_t *err)
 {
     if (status < 0)
@@ -132,6 +229,8 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
         return pp_error_wrap(err, "provider `%s`", ops->name);
     if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
         return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
+    if ((r = check_ca(d, err)) < 0)
+        return r;
     /* Pods to recover need their proxies, hence TLS, at once. */
     if ((r = caa_tls_check(&d->tls, &d->cfg, has_pods(d), err)) < 0)
         return r;
@@ -145,7 +244,12 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
             return pp_error_set(err, r, "`REMOTE_HYPERVISOR_ENDPOINT` directory `%s`: %s", sockdir,
                                 strerror(-r));
     }
-    if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 || (r = caa_hypervisor_register(d)) < 0 ||
+    if ((r = caa_bounds_start(d, err)) < 0)
+        return r;
+    pp_ttrpc_server_opts_t so;
+    caa_bounds_server_opts(d, 1, NULL, &so);
+    if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 ||
+        (r = pp_ttrpc_server_set_opts(d->hv, &so)) < 0 || (r = caa_hypervisor_register(d)) < 0 ||
         (r = caa_vminfo_register(d)) < 0)
         return pp_error_set(err, r, "hypervisor service: %s", strerror(-r));
     /* Claim the socket before recovery so that a second daemon fails here. */

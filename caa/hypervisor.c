@@ -8,8 +8,61 @@
 #include "lifecycle.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/pb.h"
 
 #define SERVICE "hypervisor.Hypervisor"
+
+/* The most annotations a CreateVM may carry. Kubernetes caps a pod's
+ * annotations at 256 KiB in all, and kata adds its own few; a request with
+ * more is refused before anything is allocated for them (one of 4 MiB
+ * could otherwise hold two million, at over 90 bytes of heap each). */
+#define CAA_MAX_ANNOTATIONS 4096
+
+/* A NUL byte in a string field: C strings end there, so "a\0b" would be
+ * read as "a". */
+static int has_nul(const pp_pb_field_t *f)
+{
+    return f->wire == PP_PB_LEN && memchr(f->data, '\0', f->len) != NULL;
+}
+
+/* Checks a request's bytes before protobuf-c unpacks them: no string field
+ * (every field here is one, or a map entry of two) holds a NUL byte, and a
+ * CreateVM has at most CAA_MAX_ANNOTATIONS annotations (field 2). One pass
+ * over the bytes, nothing allocated. */
+static int check_request(const uint8_t *p, size_t n, const char *what, int create, pp_error_t *err)
+{
+    static const char *const names[] = {NULL, "id", "annotations", "networkNamespacePath"};
+    pp_pb_reader_t r;
+    pp_pb_field_t f;
+    size_t nann = 0;
+    int rc;
+    pp_pb_reader_init(&r, p, n);
+    while ((rc = pp_pb_next(&r, &f)) > 0) {
+        if (create && f.number == 2 && f.wire == PP_PB_LEN) {
+            if (++nann > CAA_MAX_ANNOTATIONS)
+                return pp_error_set_status(err, PP_GRPC_RESOURCE_EXHAUSTED, -E2BIG,
+                                           "%s has more than %u annotations", what,
+                                           CAA_MAX_ANNOTATIONS);
+            pp_pb_reader_t er;
+            pp_pb_field_t e;
+            pp_pb_reader_init(&er, f.data, f.len);
+            while ((rc = pp_pb_next(&er, &e)) > 0)
+                if (has_nul(&e))
+                    return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
+                                               "%s: an annotation %s holds a NUL byte", what,
+                                               e.number == 1 ? "key" : "value");
+            if (rc < 0)
+                break;
+        } else if (has_nul(&f)) {
+            return pp_error_set_status(
+                err, PP_GRPC_INVALID_ARGUMENT, -EINVAL, "%s: `%s` holds a NUL byte", what,
+                f.number < PP_ARRAY_SIZE(names) && names[f.number] ? names[f.number] : "a field");
+        }
+    }
+    if (rc < 0)
+        return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EBADMSG, "malformed %s", what);
+    return 0;
+}
 
 static void version(pp_ttrpc_call_t *call, void *data)
 {
@@ -33,6 +86,12 @@ static void create_vm(pp_ttrpc_call_t *call, void *data)
 {
     caa_daemon_t *d = data;
     const pp_ttrpc_request_t *r = pp_ttrpc_call_request(call);
+    pp_error_t cerr = {0};
+    if (check_request(r->payload, r->payload_len, "CreateVMRequest", 1, &cerr) < 0) {
+        PP_WARN("caa", "CreateVM: %s", cerr.message);
+        pp_ttrpc_call_fail(call, pp_error_grpc_status(&cerr), "%s", cerr.message);
+        return;
+    }
     cleanup_pb Hypervisor__CreateVMRequest *req =
         hypervisor__create_vmrequest__unpack(NULL, r->payload_len, r->payload);
     if (req == NULL) {
@@ -70,6 +129,12 @@ static char *read_id(pp_ttrpc_call_t *call, int start)
 {
     const pp_ttrpc_request_t *r = pp_ttrpc_call_request(call);
     char *id = NULL;
+    pp_error_t cerr = {0};
+    if (check_request(r->payload, r->payload_len, start ? "StartVMRequest" : "StopVMRequest", 0,
+                      &cerr) < 0) {
+        pp_ttrpc_call_fail(call, pp_error_grpc_status(&cerr), "%s", cerr.message);
+        return NULL;
+    }
     if (start) {
         cleanup_pb Hypervisor__StartVMRequest *req =
             hypervisor__start_vmrequest__unpack(NULL, r->payload_len, r->payload);
@@ -146,10 +211,37 @@ void caa_hypervisor_resume(caa_daemon_t *d)
     }
     while (rev != NULL) {
         caa_waiting_call_t *next = rev->next;
-        dispatch(rev->call, d);
+        /* A caller that went (or whose deadline passed) while recovery ran
+         * has had its answer: what it asked for is not carried out, or a
+         * StartVM would make a VM nobody waits for. */
+        if (pp_ttrpc_call_is_cancelled(rev->call)) {
+            const pp_ttrpc_request_t *r = pp_ttrpc_call_request(rev->call);
+            PP_INFO("caa", "%.*s that waited for recovery: its caller is gone; not carried out",
+                    (int)r->method.n, r->method.p);
+            d->counters.parked_dropped++;
+            pp_ttrpc_call_fail(rev->call, PP_GRPC_CANCELLED, "the caller went during recovery");
+        } else {
+            dispatch(rev->call, d);
+        }
         free(rev);
         rev = next;
     }
+}
+
+size_t caa_hypervisor_abandon_parked(caa_daemon_t *d)
+{
+    size_t n = 0;
+    caa_waiting_call_t *w = d->parked;
+    d->parked = NULL;
+    while (w != NULL) {
+        caa_waiting_call_t *next = w->next;
+        pp_ttrpc_call_fail(w->call, PP_GRPC_UNAVAILABLE,
+                           "cloud-api-adaptor is shutting down during recovery");
+        free(w);
+        n++;
+        w = next;
+    }
+    return n;
 }
 
 int caa_hypervisor_register(caa_daemon_t *d)

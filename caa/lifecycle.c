@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "bounds.h"
 #include "podnet.h"
 #include "state.h"
 #include "userdata.h"
@@ -42,10 +44,13 @@ static int save(caa_sandbox_t *sb)
 
 /* ---- CreateVM ---------------------------------------------------------- */
 
+/* 1 to PP_SANDBOX_ID_MAX of [A-Za-z0-9._-], not starting with `.`: names
+ * that start with one are the daemon's own under PODS_DIR (`.ca`,
+ * `.indexes`), and a sandbox of that name would be their directory. */
 static int valid_id(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > PP_SANDBOX_ID_MAX || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+    if (n == 0 || n > PP_SANDBOX_ID_MAX || id[0] == '.')
         return 0;
     for (const char *p = id; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
@@ -127,7 +132,8 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
 {
     if (!valid_id(id))
         return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EINVAL,
-                                   "sandbox id `%.*s` is not 1 to %d of [A-Za-z0-9._-]",
+                                   "sandbox id `%.*s` is not 1 to %d of [A-Za-z0-9._-] not "
+                                   "starting with `.`",
                                    PP_SANDBOX_ID_MAX + 1, id, PP_SANDBOX_ID_MAX);
     caa_sandbox_t *old = caa_sandbox_find(d, id);
     if (old != NULL) {
@@ -139,21 +145,30 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
         caa_remove_dir(old->dir);
         caa_sandbox_unlink_free(old);
     }
-    if (d->cfg.peerpods_limit > 0 && d->nsandboxes >= (size_t)d->cfg.peerpods_limit)
-        return pp_error_set_status(
-            err, PP_GRPC_RESOURCE_EXHAUSTED, -ENOSPC,
-            "this node already has %zu peer pods (`PEERPODS_LIMIT_PER_NODE` is %d)", d->nsandboxes,
-            d->cfg.peerpods_limit);
-    caa_sandbox_t *sb;
-    int r = caa_sandbox_new(d, id, &sb, err);
+    int r = caa_bounds_admit(d, err);
     if (r < 0)
         return r;
+    caa_sandbox_t *sb;
+    if ((r = caa_sandbox_new(d, id, &sb, err)) < 0)
+        return r;
+    sb->created_at = (int64_t)time(NULL);
     const char *initdata = NULL;
     if ((r = read_annotations(sb, keys, values, nannotations, &initdata, err)) < 0)
         goto fail;
     if (copy_field(sb->netns_path, sizeof(sb->netns_path), netns_path) < 0) {
         r = pp_error_set(err, -EINVAL, "network namespace path is too long");
         goto fail;
+    }
+    /* Refused at once when it is the daemon's or the host's; checked again
+     * at StartVM, when the CNI has surely made it, and before the tunnel. */
+    if (sb->netns_path[0] != '\0') {
+        pp_error_t nerr = {0};
+        if ((r = caa_podnet_check_netns(sb->netns_path, &nerr)) == -EPERM) {
+            d->counters.netns_refused++;
+            *err = nerr;
+            goto fail;
+        }
+        r = 0;
     }
     if ((r = caa_sandbox_paths(d, sb, err)) < 0)
         goto fail;
@@ -164,14 +179,25 @@ int caa_sandbox_create(caa_daemon_t *d, const char *id, const char *netns_path,
      * what can fail early fails now. */
     if ((r = caa_userdata_check(d, sb, err)) < 0)
         goto fail;
-    if (mkdir(sb->dir, 0700) < 0 && errno != EEXIST) {
-        r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir, strerror(errno));
+    /* The directory must be new: one that exists belongs to no sandbox
+     * this daemon knows (recovery removed those without a record), so it
+     * is not ours to fill, nor to remove on the way out. */
+    if (mkdir(sb->dir, 0700) < 0) {
+        if (errno == EEXIST)
+            r = pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, -EEXIST,
+                                    "pod directory `%s` exists and belongs to no sandbox; it is "
+                                    "left as it is",
+                                    sb->dir);
+        else
+            r = pp_error_set(err, -errno, "create pod directory `%s`: %s", sb->dir,
+                             strerror(errno));
         goto fail;
     }
     sb->state = CAA_SB_CREATED;
     if ((r = caa_state_save_initdata(sb, err)) < 0 || (r = caa_state_save(sb, err)) < 0)
         goto fail_dir;
     caa_sandbox_link(d, sb);
+    caa_bounds_watch_created(d, sb);
     failpoint(d, "create:recorded");
     PP_INFO("caa", "sandbox `%s`: created for pod `%s/%s`, instance `%s`", id, sb->pod_namespace,
             sb->pod_name, sb->instance_name);
@@ -625,4 +651,19 @@ void caa_sandboxes_release(caa_daemon_t *d)
 {
     for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next)
         caa_sandbox_release(sb);
+}
+
+size_t caa_sandboxes_abandon(caa_daemon_t *d, const char *why)
+{
+    size_t n = 0;
+    pp_error_t e;
+    pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -ESHUTDOWN, "%s", why);
+    for (caa_sandbox_t *sb = d->sandboxes; sb != NULL; sb = sb->next) {
+        n += sb->start_call != NULL;
+        for (caa_waiting_call_t *w = sb->stop_calls; w != NULL; w = w->next)
+            n++;
+        answer_start(sb, &e);
+        answer_stops(sb, &e);
+    }
+    return n;
 }

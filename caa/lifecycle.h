@@ -30,5 +30,8 @@ void caa_sandbox_resume(caa_sandbox_t *sb);
 void caa_sandbox_release(caa_sandbox_t *sb);
 /* Releases every sandbox's proxy without touching instances (shutdown). */
 void caa_sandboxes_release(caa_daemon_t *d);
+/* Shutdown's grace is over: answers every StartVM and StopVM still waiting
+ * UNAVAILABLE with `why`, and touches nothing else. How many. */
+size_t caa_sandboxes_abandon(caa_daemon_t *d, const char *why);
 
 #endif

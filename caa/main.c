@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "util/json_wipe.h"
@@ -82,6 +83,12 @@ int main(int argc, char **argv)
         pp_loop_run(&loop, (unsigned)d->cfg.busy_poll_us);
         code = d->exit_code;
     }
+    /* Shutdown's grace ran out with work in flight (a provider's create, a
+     * tunnel on the threadpool) that nothing can cancel: exit now, without
+     * freeing what that work still uses. The records on disk say where
+     * every pod is; the next start takes over. */
+    if (d->abandoned)
+        _exit(code);
     caa_daemon_fini(d);
     /* Let the handles closed by fini finish closing: their callbacks may be
      * the provider module's code, so it is unmapped only afterwards. */

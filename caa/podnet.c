@@ -6,18 +6,49 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "podnet.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+
+int caa_podnet_check_netns(const char *path, pp_error_t *err)
+{
+    static const struct {
+        const char *path;
+        const char *whose;
+    } own[] = {
+        {"/proc/self/ns/net", "this daemon's own (the node's)"},
+        {"/proc/1/ns/net", "the host's (that of process 1)"},
+    };
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, -errno,
+                                   "pod network namespace `%s`: %s", path, strerror(errno));
+    for (size_t i = 0; i < PP_ARRAY_SIZE(own); i++) {
+        struct stat o;
+        if (stat(own[i].path, &o) == 0 && o.st_dev == st.st_dev && o.st_ino == st.st_ino)
+            return pp_error_set_status(err, PP_GRPC_INVALID_ARGUMENT, -EPERM,
+                                       "pod network namespace `%s` is %s network namespace: "
+                                       "refusing to join it to a pod VM",
+                                       path, own[i].whose);
+    }
+    return 0;
+}
 
 int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err)
 {
     caa_daemon_t *d = sb->d;
     if (!d->net_ready)
         return pp_error_set(err, -ENOTSUP, "pod networking is not available");
+    int r = caa_podnet_check_netns(sb->netns_path, err);
+    if (r < 0) {
+        if (r == -EPERM)
+            d->counters.netns_refused++;
+        return r;
+    }
     uint32_t index;
-    int r = pp_podindex_acquire(&d->index, sb->id, &index, err);
+    r = pp_podindex_acquire(&d->index, sb->id, &index, err);
     if (r < 0)
         return pp_error_wrap(err, "pod index");
     sb->pod_index = (int)index;
@@ -63,7 +94,11 @@ static void net_work(uv_work_t *w)
 {
     net_job_t *j = container_of(w, net_job_t, work);
     caa_sandbox_t *sb = j->sb;
-    /* Only this job touches the sandbox's network fields until it ends. */
+    /* Only this job touches the sandbox's network fields until it ends.
+     * The namespace is checked again right before the redirect is made:
+     * the path may name another namespace by now. */
+    if (j->up && (j->status = caa_podnet_check_netns(sb->netns_path, &j->err)) < 0)
+        return;
     if (j->up)
         j->status =
             pp_node_tunnel_setup(&sb->d->net, sb->netns_path, sb->podnet, j->vm_ip, &j->err);

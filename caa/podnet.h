@@ -9,7 +9,14 @@
 
 typedef void (*caa_podnet_cb)(caa_sandbox_t *sb, int status, const pp_error_t *err);
 
-/* Takes the pod's index and inspects its namespace into sb->podnet. */
+/* Refuses a pod network namespace that is the daemon's own or the host's
+ * (process 1's): by identity (device and inode of the namespace), not by
+ * path, since any path can name either. The tunnel's tc redirect would
+ * otherwise take the node's own traffic to the pod VM. 0, or -EPERM (with
+ * `err` saying which, INVALID_ARGUMENT) or the error of stat(). */
+int caa_podnet_check_netns(const char *path, pp_error_t *err);
+/* Takes the pod's index and inspects its namespace into sb->podnet (after
+ * caa_podnet_check_netns()). */
 int caa_podnet_prepare(caa_sandbox_t *sb, pp_error_t *err);
 /* The node end of the tunnel toward the instance, off the loop; `cb` gets
  * 0 or a negative errno with `err`. */

@@ -13,4 +13,10 @@
 int caa_recover(caa_daemon_t *d, void (*cb)(caa_daemon_t *d, int status, const pp_error_t *err),
                 pp_error_t *err);
 
+/* Records of pods with a pod VM that may be running (running, starting,
+ * stopping, or holding an instance), counted before recovery: start-up
+ * refuses to replace a lost CA while there are any. Unreadable records
+ * count too: their pods may be running. */
+size_t caa_recover_count_live(caa_daemon_t *d);
+
 #endif

@@ -39,6 +39,7 @@ struct caa_sandbox_s {
     char machine_type[128];
     char image[256];
     unsigned vcpus, memory_mib, gpus;
+    int64_t created_at;         /* wall clock (s) of CreateVM: for UNSTARTED_SANDBOX_TTL */
     char initdata_digest[129];  /* hex, or empty */
     char *initdata_b64;         /* gzip+base64 initdata, or NULL */
     struct pp_podnet_s *podnet; /* the pod network, or NULL (malloc'd) */

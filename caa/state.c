@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net/net.h"
@@ -78,18 +79,19 @@ static int write_atomic(const char *dir, const char *name, const void *data, siz
     return 0;
 }
 
-int caa_state_save(caa_sandbox_t *sb, pp_error_t *err)
+int caa_state_encode(const caa_sandbox_t *sb, char **out, pp_error_t *err)
 {
     json_t *j = json_pack(
-        "{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:s, s:s, s:i, s:i, s:i}", "version", 1,
-        "id", sb->id, "state", caa_state_name(sb->state), "pod-name", sb->pod_name, "pod-namespace",
-        sb->pod_namespace, "netns", sb->netns_path, "instance-name", sb->instance_name,
-        "instance-id", sb->instance.id, "ip", sb->instance.ip, "has-instance", sb->has_instance,
-        "machine-type", sb->machine_type, "image", sb->image, "vcpus", (int)sb->vcpus, "memory-mib",
-        (int)sb->memory_mib, "gpus", (int)sb->gpus);
+        "{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:s, s:s, s:i, s:i, s:i}", "version",
+        CAA_STATE_VERSION, "id", sb->id, "state", caa_state_name(sb->state), "pod-name",
+        sb->pod_name, "pod-namespace", sb->pod_namespace, "netns", sb->netns_path, "instance-name",
+        sb->instance_name, "instance-id", sb->instance.id, "ip", sb->instance.ip, "has-instance",
+        sb->has_instance, "machine-type", sb->machine_type, "image", sb->image, "vcpus",
+        (int)sb->vcpus, "memory-mib", (int)sb->memory_mib, "gpus", (int)sb->gpus);
     if (j == NULL)
         return pp_error_set(err, -ENOMEM, "record for `%s`: cannot encode", sb->id);
     int r = json_object_set_new(j, "pod-index", json_integer(sb->pod_index));
+    r |= json_object_set_new(j, "created-at", json_integer(sb->created_at));
     r |= json_object_set_new(j, "tunnel-up", json_boolean(sb->tunnel_up));
     if (sb->podnet != NULL) {
         json_t *pn;
@@ -107,6 +109,16 @@ int caa_state_save(caa_sandbox_t *sb, pp_error_t *err)
     json_decref(j);
     if (text == NULL)
         return pp_error_set(err, -ENOMEM, "record for `%s`: cannot encode", sb->id);
+    *out = text;
+    return 0;
+}
+
+int caa_state_save(caa_sandbox_t *sb, pp_error_t *err)
+{
+    char *text = NULL;
+    int r = caa_state_encode(sb, &text, err);
+    if (r < 0)
+        return r;
     r = write_atomic(sb->dir, CAA_STATE_FILE, text, strlen(text), 0600, err);
     free(text);
     return r;
@@ -152,9 +164,115 @@ static int read_file(const char *path, size_t max, char **out, size_t *len)
 static int copy_str(char *dst, size_t size, json_t *v)
 {
     const char *s = json_string_value(v);
-    if (s == NULL || strlen(s) >= size)
+    if (s == NULL || strlen(s) >= size || strlen(s) != json_string_length(v))
         return -EINVAL;
     memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+/* A whole number from 0 to `max` into *out; absent is 0. */
+static int get_count(json_t *j, const char *key, json_int_t max, unsigned *out)
+{
+    json_t *v = json_object_get(j, key);
+    if (v == NULL) {
+        *out = 0;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+        return -EINVAL;
+    *out = (unsigned)json_integer_value(v);
+    return 0;
+}
+
+/* A boolean into *out; absent is false. */
+static int get_bool(json_t *j, const char *key, int *out)
+{
+    json_t *v = json_object_get(j, key);
+    if (v != NULL && !json_is_boolean(v))
+        return -EINVAL;
+    *out = json_is_true(v);
+    return 0;
+}
+
+int caa_state_decode(caa_sandbox_t *sb, const char *text, size_t len, pp_error_t *err)
+{
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        return pp_error_set(err, -EBADMSG, "not a JSON object%s%s", j == NULL ? ": " : "",
+                            j == NULL ? je.text : "");
+    }
+    int r = 0;
+    const char *why = NULL;
+    json_t *version = json_object_get(j, "version");
+    const char *state = json_string_value(json_object_get(j, "state"));
+    const char *id = json_string_value(json_object_get(j, "id"));
+    if (!json_is_integer(version) || json_integer_value(version) != CAA_STATE_VERSION)
+        why = "`version` is not 1 (written by another version of cloud-api-adaptor)";
+    else if (state == NULL || caa_state_parse(state, &sb->state) < 0)
+        why = "`state` is not one of created, starting, running, stopping, failed";
+    else if (id == NULL || strcmp(id, sb->id) != 0)
+        why = "`id` is not the directory's name";
+    const struct {
+        const char *key;
+        char *dst;
+        size_t size;
+    } strs[] = {
+        {"pod-name", sb->pod_name, sizeof(sb->pod_name)},
+        {"pod-namespace", sb->pod_namespace, sizeof(sb->pod_namespace)},
+        {"netns", sb->netns_path, sizeof(sb->netns_path)},
+        {"instance-name", sb->instance_name, sizeof(sb->instance_name)},
+        {"instance-id", sb->instance.id, sizeof(sb->instance.id)},
+        {"ip", sb->instance.ip, sizeof(sb->instance.ip)},
+        {"machine-type", sb->machine_type, sizeof(sb->machine_type)},
+        {"image", sb->image, sizeof(sb->image)},
+    };
+    char what[96];
+    for (size_t i = 0; why == NULL && i < PP_ARRAY_SIZE(strs); i++)
+        if (copy_str(strs[i].dst, strs[i].size, json_object_get(j, strs[i].key)) < 0) {
+            snprintf(what, sizeof(what), "`%s` is not a string of fewer than %zu bytes",
+                     strs[i].key, strs[i].size);
+            why = what;
+        }
+    int has_instance = 0, tunnel_up = 0;
+    if (why == NULL && (get_count(j, "vcpus", 1024, &sb->vcpus) < 0 ||
+                        get_count(j, "memory-mib", 16 << 20, &sb->memory_mib) < 0 ||
+                        get_count(j, "gpus", 64, &sb->gpus) < 0))
+        why = "`vcpus`, `memory-mib` or `gpus` is not a whole number in range";
+    if (why == NULL && (get_bool(j, "has-instance", &has_instance) < 0 ||
+                        get_bool(j, "tunnel-up", &tunnel_up) < 0))
+        why = "`has-instance` or `tunnel-up` is not a boolean";
+    json_t *pi = json_object_get(j, "pod-index");
+    if (why == NULL && pi != NULL &&
+        (!json_is_integer(pi) || json_integer_value(pi) < -1 || json_integer_value(pi) > INT32_MAX))
+        why = "`pod-index` is not a whole number";
+    sb->pod_index = pi != NULL && why == NULL ? (int)json_integer_value(pi) : -1;
+    /* Absent in records of before: the sandbox counts as created now. */
+    json_t *ca = json_object_get(j, "created-at");
+    if (why == NULL && ca != NULL && (!json_is_integer(ca) || json_integer_value(ca) < 0))
+        why = "`created-at` is not a whole number";
+    sb->created_at =
+        ca != NULL && why == NULL ? (int64_t)json_integer_value(ca) : (int64_t)time(NULL);
+    json_t *pn = json_object_get(j, "pod-network");
+    if (why == NULL && pn != NULL) {
+        sb->podnet = calloc(1, sizeof(*sb->podnet));
+        if (sb->podnet == NULL)
+            r = -ENOMEM;
+        else if (pp_podnet_from_json(pn, sb->podnet, NULL) < 0)
+            why = "`pod-network` is malformed";
+    }
+    if (why == NULL && r == 0) {
+        sb->tunnel_up = tunnel_up ? 1 : 0;
+        sb->has_instance = has_instance ? 1 : 0;
+        snprintf(sb->instance.name, sizeof(sb->instance.name), "%s", sb->instance_name);
+        memcpy(sb->instance.sandbox_id, sb->id, sizeof(sb->id));
+    }
+    json_decref(j);
+    if (r < 0)
+        return pp_error_set(err, r, "out of memory");
+    if (why != NULL)
+        return pp_error_set(err, -EBADMSG, "%s", why);
     return 0;
 }
 
@@ -173,57 +291,19 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_STATE_FILE);
     char *text = NULL;
     size_t len;
-    r = read_file(path, 64 * 1024, &text, &len);
+    r = read_file(path, CAA_STATE_MAX, &text, &len);
     if (r < 0) {
         free(sb);
-        return pp_error_set(err, r, "read `%s`: %s", path, strerror(-r));
+        return pp_error_set(err, r, "read `%s`: %s", path,
+                            r == -EINVAL ? "not a regular file of at most 64 KiB" : strerror(-r));
     }
-    json_error_t je;
-    json_t *j = json_loadb(text, len, 0, &je);
+    pp_error_t derr = {0};
+    r = caa_state_decode(sb, text, len, &derr);
     free(text);
-    r = j == NULL ? -EBADMSG : 0;
-    const char *state = j ? json_string_value(json_object_get(j, "state")) : NULL;
-    if (r == 0 && (state == NULL || caa_state_parse(state, &sb->state) < 0 ||
-                   json_integer_value(json_object_get(j, "version")) != 1))
-        r = -EBADMSG;
-    const struct {
-        const char *key;
-        char *dst;
-        size_t size;
-    } strs[] = {
-        {"pod-name", sb->pod_name, sizeof(sb->pod_name)},
-        {"pod-namespace", sb->pod_namespace, sizeof(sb->pod_namespace)},
-        {"netns", sb->netns_path, sizeof(sb->netns_path)},
-        {"instance-name", sb->instance_name, sizeof(sb->instance_name)},
-        {"instance-id", sb->instance.id, sizeof(sb->instance.id)},
-        {"ip", sb->instance.ip, sizeof(sb->instance.ip)},
-        {"machine-type", sb->machine_type, sizeof(sb->machine_type)},
-        {"image", sb->image, sizeof(sb->image)},
-    };
-    for (size_t i = 0; r == 0 && i < PP_ARRAY_SIZE(strs); i++)
-        if (copy_str(strs[i].dst, strs[i].size, json_object_get(j, strs[i].key)) < 0)
-            r = -EBADMSG;
-    json_t *pi = j ? json_object_get(j, "pod-index") : NULL;
-    sb->pod_index = json_is_integer(pi) ? (int)json_integer_value(pi) : -1;
-    json_t *pn = j ? json_object_get(j, "pod-network") : NULL;
-    if (r == 0 && pn != NULL) {
-        sb->podnet = calloc(1, sizeof(*sb->podnet));
-        if (sb->podnet == NULL || pp_podnet_from_json(pn, sb->podnet, NULL) < 0)
-            r = -EBADMSG;
-    }
-    if (r == 0) {
-        sb->tunnel_up = json_is_true(json_object_get(j, "tunnel-up"));
-        sb->has_instance = json_is_true(json_object_get(j, "has-instance"));
-        sb->vcpus = (unsigned)json_integer_value(json_object_get(j, "vcpus"));
-        sb->memory_mib = (unsigned)json_integer_value(json_object_get(j, "memory-mib"));
-        sb->gpus = (unsigned)json_integer_value(json_object_get(j, "gpus"));
-        snprintf(sb->instance.name, sizeof(sb->instance.name), "%s", sb->instance_name);
-        memcpy(sb->instance.sandbox_id, sb->id, sizeof(sb->id));
-    }
-    json_decref(j);
     if (r < 0) {
         caa_sandbox_free(sb);
-        return pp_error_set(err, r, "record `%s` is malformed", path);
+        return pp_error_set(err, r == -ENOMEM ? r : -EBADMSG, "record `%s`: %s", path,
+                            derr.message);
     }
     snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_INITDATA_FILE);
     size_t ilen;

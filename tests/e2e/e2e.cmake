@@ -16,6 +16,10 @@ if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET proce
   pp_e2e_test(test_lifecycle e2e_lifecycle)
   pp_e2e_test(test_recovery e2e_recovery)
   pp_e2e_test(test_podnet e2e_podnet)
+  # Mistakes, downgrades and hostile local clients (docs/design/limits.md).
+  pp_e2e_test(test_hostile e2e_hostile)
+  target_sources(test_hostile PRIVATE ${CMAKE_SOURCE_DIR}/tests/common/raw_peer.c)
+  target_include_directories(test_hostile PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
   # Upstream's settings and readers (tests/compat).
   pp_e2e_test(test_upstream e2e_upstream)
   target_compile_definitions(test_upstream PRIVATE UPSTREAM_COMPAT="${PP_UPSTREAM_COMPAT}")

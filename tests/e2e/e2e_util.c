@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@
 #define HV "hypervisor.Hypervisor"
 
 const char *e2e_bin_dir;
+unsigned long e2e_nofile;
 
 static void remember(caa_t *c, int add);
 
@@ -148,7 +150,7 @@ void caa_start(caa_t *c, const char *name, const char *const *extra)
     caa_restart(c, extra);
 }
 
-void caa_restart(caa_t *c, const char *const *extra)
+void caa_spawn(caa_t *c, const char *const *extra)
 {
     char env[32][300];
     char *envp[36];
@@ -180,9 +182,19 @@ void caa_restart(caa_t *c, const char *const *extra)
         int fd = open(c->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        if (e2e_nofile != 0) {
+            struct rlimit rl = {e2e_nofile, e2e_nofile};
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                _exit(126);
+        }
         execle(exe, exe, (char *)NULL, envp);
         _exit(127);
     }
+}
+
+void caa_restart(caa_t *c, const char *const *extra)
+{
+    caa_spawn(c, extra);
     /* A socket file may be left from a killed daemon: wait until one
      * accepts. */
     for (int i = 0; i < 500; i++) {

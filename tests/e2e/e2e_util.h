@@ -20,6 +20,9 @@ typedef struct caa_s {
 
 /* Where the binaries are ($PP_BIN_DIR); set by e2e_init(). */
 extern const char *e2e_bin_dir;
+/* When not 0, daemons started from now on get this descriptor limit, soft
+ * and hard. */
+extern unsigned long e2e_nofile;
 
 /* Skips (exit 77) unless root; moves this process into a new network
  * namespace with lo up, so the machine's network is never touched. */
@@ -36,6 +39,8 @@ void print_log(const caa_t *c);
 void caa_start(caa_t *c, const char *name, const char *const *extra);
 /* Starts the daemon again on the same directories. */
 void caa_restart(caa_t *c, const char *const *extra);
+/* The same without waiting for it to serve (c->pid is set). */
+void caa_spawn(caa_t *c, const char *const *extra);
 /* SIGTERM, and the daemon must exit 0. */
 void caa_stop(caa_t *c);
 /* SIGKILL. */

@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "raw_peer.h"
 #include "ttrpc/ttrpc.h"
 
 #define SVC      "pp.test.Limits"
@@ -175,68 +176,42 @@ static snap_t snap(lx_t *lx)
     return s;
 }
 
-/* ---- a peer: blocking socket -------------------------------------------- */
+/* ---- a peer: blocking socket (tests/common/raw_peer.h) ------------------ */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+#define now_ms raw_now_ms
 
 static int peer(const char *path)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int fd = raw_connect(path);
+    assert_true(fd >= 0);
     return fd;
 }
 
 static void write_all(int fd, const void *p, size_t n)
 {
-    const uint8_t *q = p;
-    while (n > 0) {
-        ssize_t w = write(fd, q, n);
-        if (w <= 0)
-            fail_msg("write: %s", strerror(errno));
-        q += w;
-        n -= (size_t)w;
-    }
-}
-
-static void read_all(int fd, void *p, size_t n)
-{
-    uint8_t *q = p;
-    while (n > 0) {
-        ssize_t r = read(fd, q, n);
-        if (r <= 0)
-            fail_msg("read: %zd (%s)", r, r < 0 ? strerror(errno) : "end of stream");
-        q += r;
-        n -= (size_t)r;
-    }
+    int r = raw_write_all(fd, p, n);
+    if (r < 0)
+        fail_msg("write: %s", strerror(-r));
 }
 
 static uint8_t *request(uint32_t id, const char *method, const void *payload, size_t plen,
                         size_t nmeta, size_t *len)
 {
-    pp_ttrpc_kv_t *md = calloc(nmeta + 1, sizeof(*md));
-    for (size_t i = 0; i < nmeta; i++)
-        md[i].key = (pp_str_t){"k", 1};
-    pp_ttrpc_request_t req = {.service = {SVC, strlen(SVC)},
-                              .method = {method, strlen(method)},
-                              .payload = payload,
-                              .payload_len = plen,
-                              .metadata = md,
-                              .metadata_count = nmeta};
-    uint8_t *frame;
-    assert_int_equal(pp_ttrpc_request_frame(&req, &frame, len), 0);
-    pp_ttrpc_frame_set_stream(frame, id);
-    free(md);
-    return frame;
+    uint8_t *f = raw_request(id, SVC, method, payload, plen, nmeta, len);
+    assert_non_null(f);
+    return f;
 }
+
+/* One response's code (failing the test when none comes). */
+static int read_answer(int fd, uint32_t *id, char *msg, size_t msize)
+{
+    int r = raw_read_answer(fd, id, msg, msize);
+    if (r < 0)
+        fail_msg("read an answer: %s", strerror(-r));
+    return r;
+}
+
+#define wait_eof raw_wait_eof
 
 static void send_call(int fd, uint32_t id, const char *method, const char *payload)
 {
@@ -246,51 +221,12 @@ static void send_call(int fd, uint32_t id, const char *method, const char *paylo
     free(f);
 }
 
-/* Reads one response; its code, with its message in `msg` when given. */
-static int read_answer(int fd, uint32_t *id, char *msg, size_t msize)
-{
-    uint8_t hdr[PP_TTRPC_HEADER_SIZE];
-    read_all(fd, hdr, sizeof(hdr));
-    pp_ttrpc_header_t h;
-    pp_ttrpc_header_unpack(hdr, &h);
-    assert_int_equal(h.type, PP_TTRPC_RESPONSE);
-    uint8_t *body = malloc(h.length + 1);
-    read_all(fd, body, h.length);
-    pp_ttrpc_response_t resp;
-    assert_int_equal(pp_ttrpc_response_decode(body, h.length, &resp), 0);
-    if (id)
-        *id = h.stream_id;
-    if (msg)
-        snprintf(msg, msize, "%.*s", (int)resp.message.n, resp.message.p);
-    free(body);
-    return resp.code;
-}
-
 static void echo_ok(int fd, uint32_t id)
 {
     send_call(fd, id, "Echo", "hi");
     uint32_t got;
     assert_int_equal(read_answer(fd, &got, NULL, 0), 0);
     assert_int_equal(got, id);
-}
-
-/* Milliseconds until the server ends the connection (-1: not within
- * `ms`); bytes that come before the end are skipped. */
-static double wait_eof(int fd, int ms)
-{
-    double start = now_ms();
-    for (;;) {
-        int left = ms - (int)(now_ms() - start);
-        if (left <= 0)
-            return -1;
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, left) <= 0)
-            return -1;
-        char buf[4096];
-        ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-        if (r == 0 || (r < 0 && errno == ECONNRESET))
-            return now_ms() - start;
-    }
 }
 
 /* Whether the server has ended the connection by now. */

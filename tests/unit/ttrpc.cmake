@@ -1,6 +1,8 @@
 pp_unit_test(test_ttrpc_codec ${CMAKE_CURRENT_LIST_DIR}/test_ttrpc_codec.c)
 pp_unit_test(test_ttrpc_rpc ${CMAKE_CURRENT_LIST_DIR}/test_ttrpc_rpc.c)
-pp_unit_test(test_ttrpc_limits ${CMAKE_CURRENT_LIST_DIR}/test_ttrpc_limits.c LIBS Threads::Threads)
+pp_unit_test(test_ttrpc_limits ${CMAKE_CURRENT_LIST_DIR}/test_ttrpc_limits.c
+             ${CMAKE_SOURCE_DIR}/tests/common/raw_peer.c LIBS Threads::Threads)
+target_include_directories(test_ttrpc_limits PRIVATE ${CMAKE_SOURCE_DIR}/tests/common)
 pp_unit_test(test_util ${CMAKE_CURRENT_LIST_DIR}/test_util.c)
 pp_unit_test(test_loop ${CMAKE_CURRENT_LIST_DIR}/test_loop.c)
 pp_unit_test(test_json_wipe ${CMAKE_CURRENT_LIST_DIR}/test_json_wipe.c LIBS PkgConfig::JANSSON)
