@@ -45,13 +45,13 @@ typedef struct caa_config_s {
     int busy_poll_us;         /* 0 = never (util/loop.h) */
     int probe_port;           /* PROBE_PORT: probes and metrics (probe.h); 0 = none */
     char probe_address[64];
-    uint64_t shutdown_grace_ms; /* SHUTDOWN_GRACE: SIGTERM's wait for calls in flight */
-    uint64_t unstarted_ttl_ms;  /* UNSTARTED_SANDBOX_TTL: 0 = created sandboxes never expire */
-    char socket_group[64];      /* SOCKET_GROUP: group of the sockets (0660); empty: 0600 */
-    unsigned socket_gid;        /* SOCKET_GROUP resolved; 0 when unset */
-    char failpoint[64];         /* PP_FAILPOINT: for crash tests only */
+    uint64_t shutdown_grace_ms;      /* SHUTDOWN_GRACE: SIGTERM's wait for calls in flight */
+    uint64_t unstarted_ttl_ms;       /* UNSTARTED_SANDBOX_TTL: 0 = created sandboxes never expire */
+    char socket_group[64];           /* SOCKET_GROUP: group of the sockets (0660); empty: 0600 */
+    unsigned socket_gid;             /* SOCKET_GROUP resolved; 0 when unset */
+    char failpoint[64];              /* PP_FAILPOINT: for crash tests only */
     uint64_t test_recovery_delay_ms; /* PP_TEST_RECOVERY_DELAY: for tests only */
-    int list_settings;          /* -list-settings */
+    int list_settings;               /* -list-settings */
     /* The flags of the command line (argv past the program and the
      * provider word), borrowed: the provider reads its own from them. */
     int nflags;

@@ -220,6 +220,9 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
                                            &d->provider_module, err);
     if (r < 0)
         return pp_error_wrap(err, "`CLOUD_PROVIDER`");
+    /* The descriptor ceiling first, before anything opens many. */
+    if ((r = caa_bounds_start(d, err)) < 0)
+        return r;
     if ((r = caa_metrics_init(&d->metrics, d)) < 0)
         return pp_error_set(err, r, "metrics: %s", strerror(-r));
     d->tls.metrics = d->metrics.registry;
@@ -244,14 +247,19 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
             return pp_error_set(err, r, "`REMOTE_HYPERVISOR_ENDPOINT` directory `%s`: %s", sockdir,
                                 strerror(-r));
     }
-    if ((r = caa_bounds_start(d, err)) < 0)
-        return r;
     pp_ttrpc_server_opts_t so;
     caa_bounds_server_opts(d, 1, NULL, &so);
     if ((r = pp_ttrpc_server_new(loop, &d->hv)) < 0 ||
         (r = pp_ttrpc_server_set_opts(d->hv, &so)) < 0 || (r = caa_hypervisor_register(d)) < 0 ||
         (r = caa_vminfo_register(d)) < 0)
         return pp_error_set(err, r, "hypervisor service: %s", strerror(-r));
+    /* Before the socket exists: a SIGTERM sent as soon as it accepts is
+     * handled (on the loop, once it runs), not fatal. */
+    uv_signal_init(loop, &d->sigterm);
+    uv_signal_init(loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&d->sigint, signal_cb, SIGINT);
     /* Claim the socket before recovery so that a second daemon fails here. */
     if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)
         return pp_error_wrap(err, "`REMOTE_HYPERVISOR_ENDPOINT`");
@@ -264,11 +272,6 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
         PP_ERR("caa", "probes and metrics are not served: %s", perr.message);
     if ((r = caa_recover(d, recovered_cb, err)) < 0)
         return pp_error_wrap(err, "recover");
-    uv_signal_init(loop, &d->sigterm);
-    uv_signal_init(loop, &d->sigint);
-    d->sigterm.data = d->sigint.data = d;
-    uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
-    uv_signal_start(&d->sigint, signal_cb, SIGINT);
     if ((r = caa_heap_start(&d->heap, loop)) < 0)
         return pp_error_set(err, r, "heap policy: %s", uv_strerror(r));
     PP_INFO("caa", "cloud-api-adaptor %s: provider `%s`, node `%s`, serving `%s`", CAA_VERSION,

@@ -365,6 +365,15 @@ static void start_failed(caa_sandbox_t *sb, const pp_error_t *err)
     teardown(sb);
 }
 
+/* The agent socket's limits: its connections, the budget it shares with
+ * the other sockets, the socket's mode (bounds.h). */
+static void proxy_limits(caa_sandbox_t *sb)
+{
+    pp_ttrpc_server_opts_t o;
+    caa_bounds_server_opts(sb->d, 0, sb->id, &o);
+    caa_proxy_set_limits(sb->proxy, &o);
+}
+
 void caa_sandbox_resume(caa_sandbox_t *sb)
 {
     switch (sb->state) {
@@ -390,6 +399,7 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
             r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss,
                               forwarder_tls(sb), sb->instance_name, &sb->proxy);
         if (r == 0) {
+            proxy_limits(sb);
             caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);
             r = caa_proxy_adopt(sb->proxy, &e);
         }
@@ -507,6 +517,7 @@ static void start_proxy(caa_sandbox_t *sb)
         r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, forwarder_tls(sb),
                           sb->instance_name, &sb->proxy);
     if (r == 0) {
+        proxy_limits(sb);
         caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);
         r = caa_proxy_start(sb->proxy, start_deadline(sb), proxy_ready_cb, sb);
     }

@@ -33,6 +33,43 @@ static void sandboxes_cb(pp_metrics_t *reg, void *data)
                       (double)count[i]);
 }
 
+/* What the daemon refused or set aside (d->counters), and what its
+ * sockets' peers hold (d->budget), read when scraped. */
+static void guard_cb(pp_metrics_t *reg, void *data)
+{
+    caa_daemon_t *d = data;
+    caa_metrics_t *m = &d->metrics;
+    (void)reg;
+    const struct {
+        const char *action;
+        uint64_t value;
+    } actions[] = {
+        {"record_set_aside", d->counters.records_set_aside},
+        {"unstarted_expired", d->counters.unstarted_expired},
+        {"parked_call_dropped", d->counters.parked_dropped},
+        {"netns_refused", d->counters.netns_refused},
+        {"pod_refused_descriptors", d->counters.fd_refused},
+        {"call_abandoned_at_shutdown", d->counters.shutdown_abandoned},
+    };
+    for (size_t i = 0; i < PP_ARRAY_SIZE(actions); i++)
+        pp_series_set(pp_metric_at(m->guard, actions[i].action), (double)actions[i].value);
+    const pp_ttrpc_limit_stats_t *st = &d->budget.stats;
+    const struct {
+        const char *why;
+        uint64_t value;
+    } closed[] = {
+        {"refused", st->refused},
+        {"evicted", st->evicted},
+        {"idle", st->idle_closed},
+        {"frame_timeout", st->frame_timeouts},
+    };
+    for (size_t i = 0; i < PP_ARRAY_SIZE(closed); i++)
+        pp_series_set(pp_metric_at(m->closed, closed[i].why), (double)closed[i].value);
+    pp_series_set(m->conns, (double)d->budget.conns);
+    pp_series_set(m->held, (double)d->budget.used_bytes);
+    pp_series_set(m->queued, (double)d->budget.queued_bytes);
+}
+
 int caa_metrics_init(caa_metrics_t *m, caa_daemon_t *d)
 {
     pp_metrics_t *reg = pp_metrics_new();
@@ -56,16 +93,41 @@ int caa_metrics_init(caa_metrics_t *m, caa_daemon_t *d)
     m->proxy_failures = pp_metric_series(
         pp_metrics_counter(reg, "caa_agent_proxy_failures_total",
                            "Agent API calls that failed on the way to or from the pod VM.", NULL));
+    m->guard = pp_metrics_counter(reg, "caa_guard_actions_total",
+                                  "What the daemon refused or set aside to protect the node: "
+                                  "unreadable records set aside, sandboxes never started "
+                                  "expired, calls parked during recovery whose caller went, pod "
+                                  "namespaces that were the daemon's or the host's, pods refused "
+                                  "at the descriptor ceiling, calls abandoned at shutdown.",
+                                  "action");
+    m->closed = pp_metrics_counter(reg, "caa_socket_connections_closed_total",
+                                   "Connections to the hypervisor and agent sockets closed by "
+                                   "their limits: refused at a limit, evicted for a new one, idle, "
+                                   "a frame not whole in time.",
+                                   "why");
+    m->conns = pp_metric_series(
+        pp_metrics_gauge(reg, "caa_socket_connections",
+                         "Connections open to the hypervisor and agent sockets.", NULL));
+    m->held = pp_metric_series(pp_metrics_gauge(
+        reg, "caa_socket_bytes_held",
+        "Bytes the sockets' peers hold in the daemon: frames being read, requests in flight.",
+        NULL));
+    m->queued = pp_metric_series(
+        pp_metrics_gauge(reg, "caa_socket_answers_queued_bytes",
+                         "Bytes of answers waiting for their peers to read them.", NULL));
     int r = 0;
     if (m->sandboxes == NULL || m->stage[CAA_STAGE_N - 1] == NULL || m->recovery == NULL ||
-        m->proxy_calls == NULL || m->proxy_failures == NULL ||
+        m->proxy_calls == NULL || m->proxy_failures == NULL || m->guard == NULL ||
+        m->closed == NULL || m->conns == NULL || m->held == NULL || m->queued == NULL ||
         (r = pp_metrics_add_collector(reg, sandboxes_cb, d)) < 0 ||
+        (r = pp_metrics_add_collector(reg, guard_cb, d)) < 0 ||
         (r = pp_metrics_add_collector(reg, pp_metrics_process_cb, NULL)) < 0) {
         caa_metrics_fini(m);
         return r < 0 ? r : -ENOMEM;
     }
     /* Every series shows from the first scrape, at zero. */
     sandboxes_cb(reg, d);
+    guard_cb(reg, d);
     static const char *const outcomes[] = {"adopted", "resumed", "lost", "reaped"};
     for (size_t i = 0; i < PP_ARRAY_SIZE(outcomes); i++)
         pp_metric_at(m->recovery, outcomes[i]);

@@ -8,6 +8,12 @@
  *   caa_recovery_sandboxes_total{outcome}      adopted, resumed, lost,
  *                                              reaped (orphan instances)
  *   caa_agent_proxy_calls_total, caa_agent_proxy_failures_total
+ *   caa_guard_actions_total{action}            d->counters (bounds.h):
+ *                                              what the daemon refused or
+ *                                              set aside
+ *   caa_socket_connections_closed_total{why}   the sockets' budget: refused,
+ *                                              evicted, idle, frame_timeout
+ *   caa_socket_connections, caa_socket_bytes_held, caa_socket_answers_queued_bytes
  *   process_*                                  resident memory, descriptors
  *
  * Loop thread only. */
@@ -37,6 +43,8 @@ typedef struct caa_metrics_s {
     pp_series_t *stage[CAA_STAGE_N];
     pp_metric_t *recovery;
     pp_series_t *proxy_calls, *proxy_failures;
+    pp_metric_t *guard, *closed;
+    pp_series_t *conns, *held, *queued;
 } caa_metrics_t;
 
 /* Makes the registry and the daemon's series; the sandboxes gauge reads

@@ -26,6 +26,8 @@ struct caa_proxy_s {
     void *close_data;
     int pending_closes;
     pp_series_t *m_calls, *m_failures; /* may be NULL */
+    pp_ttrpc_server_opts_t limits;     /* for the server; zero: the library's */
+    char name[128];                    /* limits.name points here */
     unsigned closing : 1;
 };
 
@@ -102,9 +104,18 @@ static void proxy_call(pp_ttrpc_call_t *call, void *data)
     pp_ttrpc_link_forward(p->link, call, frame, len);
 }
 
+void caa_proxy_set_limits(caa_proxy_t *p, const pp_ttrpc_server_opts_t *o)
+{
+    p->limits = *o;
+    snprintf(p->name, sizeof(p->name), "%s", o->name ? o->name : p->path);
+    p->limits.name = p->name;
+}
+
 static int serve(caa_proxy_t *p, pp_error_t *err)
 {
     int r = pp_ttrpc_server_new(p->loop, &p->srv);
+    if (r == 0)
+        r = pp_ttrpc_server_set_opts(p->srv, &p->limits);
     if (r < 0)
         return pp_error_set(err, r, "out of memory");
     pp_ttrpc_server_set_fallback(p->srv, proxy_call, p);

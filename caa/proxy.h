@@ -16,6 +16,7 @@
 
 #include "metrics/metrics.h"
 #include "tlsmod.h"
+#include "ttrpc/ttrpc.h"
 #include "util/error.h"
 
 typedef struct caa_proxy_s caa_proxy_t;
@@ -36,6 +37,9 @@ int caa_proxy_start(caa_proxy_t *p, uint64_t deadline_ms, caa_proxy_ready_cb cb,
 /* After a restart: listens on the socket at once and dials the forwarder
  * when the first call comes (calls wait for the dial). */
 int caa_proxy_adopt(caa_proxy_t *p, pp_error_t *err);
+/* The limits of the agent socket (ttrpc.h; `o->budget` borrowed, `o->name`
+ * copied), for the server made by caa_proxy_start() or caa_proxy_adopt(). */
+void caa_proxy_set_limits(caa_proxy_t *p, const pp_ttrpc_server_opts_t *o);
 /* Counts each call the shim makes in `calls`, and each that fails on the
  * way to or from the pod VM in `failures` (metrics.h; either may be NULL). */
 void caa_proxy_count(caa_proxy_t *p, pp_series_t *calls, pp_series_t *failures);

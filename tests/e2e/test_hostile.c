@@ -45,6 +45,15 @@
 #define GRACE_MS            2000        /* SHUTDOWN_GRACE in the test */
 #define TTL_S               2           /* UNSTARTED_SANDBOX_TTL in the test */
 
+/* Under a sanitizer the allocator's own quarantine and shadow memory are
+ * what resident memory measures: the figures are printed, not checked. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MEMORY_CHECKED 0
+#else
+#define MEMORY_CHECKED 1
+#endif
+#define assert_memory_within(v, max) assert_true(!MEMORY_CHECKED || (v) <= (max))
+
 static void make_id(char *id, const char *tag)
 {
     static int seq;
@@ -235,7 +244,7 @@ static void test_partial_frames(void **state)
     printf("# 16 partial 4 MiB frames (%zu KiB sent): daemon VmRSS %ld KiB before, %ld during\n",
            total >> 10, before, during);
     version_prompt(&c, "16 partial 4 MiB frames");
-    assert_true(during - before <= FRAMES_RSS_MAX_KIB);
+    assert_memory_within(during - before, FRAMES_RSS_MAX_KIB);
     for (int i = 0; i < 16; i++)
         close(fds[i]);
     free(frame);
@@ -317,10 +326,10 @@ static void test_huge_counts(void **state)
     close(fd);
 
     expect_code(code[0], PP_GRPC_RESOURCE_EXHAUSTED, msg[0], "more than 4096 annotations");
-    assert_true(peak[0] - before[0] <= BIG_REQ_HWM_MAX_KIB);
+    assert_memory_within(peak[0] - before[0], BIG_REQ_HWM_MAX_KIB);
     assert_true(ms < VERSION_MS_MAX);
     expect_code(code[1], PP_GRPC_RESOURCE_EXHAUSTED, msg[1], "more than 1024 metadata entries");
-    assert_true(peak[1] - before[1] <= BIG_REQ_HWM_MAX_KIB);
+    assert_memory_within(peak[1] - before[1], BIG_REQ_HWM_MAX_KIB);
     expect_code(code[2], PP_GRPC_RESOURCE_EXHAUSTED, msg[2], "exceeds maximum message size");
     assert_true(eof >= 0 && eof < 1000);
     caa_stop(&c);
@@ -365,7 +374,7 @@ static void test_answers_not_read(void **state)
            "%ld during\n",
            sent_all / one, before, during);
     version_prompt(&c, "a client not reading");
-    assert_true(during - before <= NOREAD_RSS_MAX_KIB);
+    assert_memory_within(during - before, NOREAD_RSS_MAX_KIB);
     close(fd);
     free(all);
     caa_stop(&c);
@@ -402,6 +411,15 @@ static void test_socket_modes(void **state)
            (unsigned)st.st_gid);
     assert_int_equal(st.st_mode & 07777, 0660);
     assert_int_equal(st.st_gid, 4242);
+    make_id(id, "modes");
+    assert_int_equal(create_vm(&c, id, "modes2", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
+    assert_int_equal(id_call(&c, "StartVM", id, 30000, NULL, 0), 0);
+    assert_int_equal(stat(sock, &st), 0);
+    printf("# agent socket with SOCKET_GROUP=4242: %04o, group %u\n", st.st_mode & 07777,
+           (unsigned)st.st_gid);
+    assert_int_equal(st.st_mode & 07777, 0660);
+    assert_int_equal(st.st_gid, 4242);
+    assert_int_equal(id_call(&c, "StopVM", id, 30000, NULL, 0), 0);
     caa_stop(&c);
     caa_cleanup(&c);
     umask(old);

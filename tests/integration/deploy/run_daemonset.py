@@ -301,7 +301,7 @@ def main():
         logs = run(["podman", "logs", names[0]], env=penv)
         must(["podman", "rm", names[0]], env=penv)
         started.remove(names[0])
-        check("pod VMs left running" in (logs.stdout + logs.stderr), "the old adaptor stopped, leaving the pod VM (%.1f s)" % (time.time() - t1))
+        check("1 pod VMs running, kept for the next start" in (logs.stdout + logs.stderr), "the old adaptor stopped, leaving the pod VM (%.1f s)" % (time.time() - t1))
         args, _ = podman_args(ds, cm, secret, node, names[1], os.path.join(node.root, "env"))
         must(["podman"] + args, env=penv)
         started.append(names[1])
