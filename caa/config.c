@@ -85,6 +85,12 @@ static const pp_setting_t items[] = {
     PP_SETTING_DURATION_OF(cfg_t, unstarted_ttl_ms, "UNSTARTED_SANDBOX_TTL",
                            "unstarted-sandbox-ttl", "10m", 0, 0,
                            "a sandbox created and not started within this is removed (0: never)"),
+    PP_SETTING_DURATION_OF(cfg_t, forwarder_silence_ms, "FORWARDER_SILENCE_TIMEOUT",
+                           "forwarder-silence-timeout", "60s", 0, 0,
+                           "a pod VM's forwarder silent this long (TCP keepalive unanswered, or "
+                           "data unacknowledged; the kernel watches) is taken as gone: agent "
+                           "calls in flight to it fail UNAVAILABLE, also those without a timeout "
+                           "(0: the kernel's defaults, some 15 minutes)"),
     PP_SETTING_STR(cfg_t, socket_group, "SOCKET_GROUP", "socket-group", NULL,
                    "group (name or number) that may use the hypervisor and agent sockets: they "
                    "are then 0660 in it; without, 0600 (root only)"),

@@ -47,6 +47,7 @@ typedef struct caa_config_s {
     char probe_address[64];
     uint64_t shutdown_grace_ms;      /* SHUTDOWN_GRACE: SIGTERM's wait for calls in flight */
     uint64_t unstarted_ttl_ms;       /* UNSTARTED_SANDBOX_TTL: 0 = created sandboxes never expire */
+    uint64_t forwarder_silence_ms;   /* FORWARDER_SILENCE_TIMEOUT: 0 = the kernel's defaults */
     char socket_group[64];           /* SOCKET_GROUP: group of the sockets (0660); empty: 0600 */
     unsigned socket_gid;             /* SOCKET_GROUP resolved; 0 when unset */
     char failpoint[64];              /* PP_FAILPOINT: for crash tests only */

@@ -73,7 +73,8 @@ struct caa_daemon_s {
     /* daemon.c: the bound on SIGTERM's wait */
     uv_timer_t grace;
     unsigned grace_inited : 1;
-    unsigned abandoned : 1; /* the grace passed: exit at once, VMs kept */
+    unsigned abandoned : 1;       /* the grace passed: exit at once, VMs kept */
+    unsigned signals_started : 1; /* sigterm, sigint: open until shutdown or fini */
 };
 
 #endif

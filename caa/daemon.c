@@ -106,6 +106,15 @@ static void grace_cb(uv_timer_t *t)
         uv_stop(d->loop);
 }
 
+static void close_signals(caa_daemon_t *d)
+{
+    if (!d->signals_started)
+        return;
+    d->signals_started = 0;
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
 void caa_daemon_shutdown(caa_daemon_t *d)
 {
     if (d->stopping)
@@ -114,8 +123,7 @@ void caa_daemon_shutdown(caa_daemon_t *d)
     PP_INFO("caa", "shutting down: finishing %zu calls in flight, for at most %llu ms",
             d->hv ? pp_ttrpc_server_in_flight(d->hv) : (size_t)0,
             (unsigned long long)d->cfg.shutdown_grace_ms);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->sigint, NULL);
+    close_signals(d);
     caa_heap_stop(&d->heap);
     caa_bounds_stop(d);
     caa_vminfo_stop(d);
@@ -260,6 +268,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, signal_cb, SIGTERM);
     uv_signal_start(&d->sigint, signal_cb, SIGINT);
+    d->signals_started = 1;
     /* Claim the socket before recovery so that a second daemon fails here. */
     if ((r = pp_ttrpc_server_listen_unix(d->hv, d->cfg.socket, err)) < 0)
         return pp_error_wrap(err, "`REMOTE_HYPERVISOR_ENDPOINT`");
@@ -281,6 +290,9 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
 
 void caa_daemon_fini(caa_daemon_t *d)
 {
+    /* After a failed start, handles made before the failure close here. */
+    close_signals(d);
+    caa_bounds_stop(d);
     caa_heap_stop(&d->heap);
     /* Tunnel deletions still running in the background finish first. */
     if (d->net_ready)

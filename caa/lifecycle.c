@@ -397,7 +397,8 @@ void caa_sandbox_resume(caa_sandbox_t *sb)
             r = caa_tls_ready(&sb->d->tls, &sb->d->cfg, &e);
         if (r == 0)
             r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss,
-                              forwarder_tls(sb), sb->instance_name, &sb->proxy);
+                              forwarder_tls(sb), sb->instance_name, sb->d->cfg.forwarder_silence_ms,
+                              &sb->proxy);
         if (r == 0) {
             proxy_limits(sb);
             caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);
@@ -515,7 +516,7 @@ static void start_proxy(caa_sandbox_t *sb)
     }
     if (r == 0)
         r = caa_proxy_new(sb->d->loop, sb->socket_path, (struct sockaddr *)&ss, forwarder_tls(sb),
-                          sb->instance_name, &sb->proxy);
+                          sb->instance_name, sb->d->cfg.forwarder_silence_ms, &sb->proxy);
     if (r == 0) {
         proxy_limits(sb);
         caa_proxy_count(sb->proxy, sb->d->metrics.proxy_calls, sb->d->metrics.proxy_failures);

@@ -42,7 +42,8 @@ static void forward_failed(pp_ttrpc_link_t *l, int code, void *data)
 }
 
 int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
-                  const caa_tls_t *tls, const char *server_name, caa_proxy_t **out)
+                  const caa_tls_t *tls, const char *server_name, uint64_t silence_ms,
+                  caa_proxy_t **out)
 {
     if (strlen(socket_path) >= sizeof(((caa_proxy_t *)0)->path))
         return -ENAMETOOLONG;
@@ -69,6 +70,9 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
         .backoff_min_ms = BACKOFF_MIN_MS,
         .backoff_max_ms = BACKOFF_MAX_MS,
         .redial_window_ms = 0,
+        /* A call without a timeout (WaitProcess) may rightly wait for
+         * ever; a pod VM that stopped answering must not hold it so. */
+        .silence_timeout_ms = silence_ms,
     };
     /* The TLS module's own dial, through the daemon's table. */
     int r = tls != NULL ? pp_tls_link_new(loop, &o, tls->ops->dial, tls->ops->dial_cancel,

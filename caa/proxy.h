@@ -25,9 +25,12 @@ typedef void (*caa_proxy_ready_cb)(caa_proxy_t *p, int status, const pp_error_t 
 typedef void (*caa_proxy_close_cb)(caa_proxy_t *p, void *data);
 
 /* `tls` (borrowed, ready; NULL for plaintext) secures the forwarder link,
- * whose certificate must name `server_name`. */
+ * whose certificate must name `server_name`. A forwarder silent for
+ * `silence_ms` (FORWARDER_SILENCE_TIMEOUT; the kernel watches) is taken as
+ * gone: the calls in flight to it fail UNAVAILABLE. */
 int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockaddr *forwarder,
-                  const caa_tls_t *tls, const char *server_name, caa_proxy_t **out);
+                  const caa_tls_t *tls, const char *server_name, uint64_t silence_ms,
+                  caa_proxy_t **out);
 /* Dials the forwarder (retrying with backoff until `deadline_ms`, loop
  * time) and checks that the agent answers grpc.Health/Check; then listens
  * on the socket and calls `cb` with 0. On failure `cb` gets a negative

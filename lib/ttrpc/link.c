@@ -3,10 +3,13 @@
 #include "ttrpc/link.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -47,6 +50,7 @@ struct pp_ttrpc_link_s {
     unsigned backoff_max_ms;
     uint64_t redial_window_ms;
     size_t max_queued;
+    uint64_t silence_timeout_ms;
     pp_ttrpc_dialer_t dialer;
     void *dialer_data;
 
@@ -210,6 +214,7 @@ int pp_ttrpc_link_new(uv_loop_t *loop, const pp_ttrpc_link_opts_t *o,
         l->backoff_max_ms = l->backoff_min_ms;
     l->redial_window_ms = o->redial_window_ms;
     l->max_queued = o->max_queued ? o->max_queued : PP_TTRPC_LINK_MAX_QUEUED;
+    l->silence_timeout_ms = o->silence_timeout_ms;
     l->dialer = *dialer;
     l->dialer_data = dialer_data;
     uv_timer_init(loop, &l->backoff);
@@ -507,6 +512,29 @@ static void discard_stream(uv_stream_t *stream, pp_stream_filter_t *filter)
         uv_close((uv_handle_t *)stream, (uv_close_cb)free);
 }
 
+/* The silence bound, kept by the kernel: keepalive probes from half of it
+ * on, one every sixth, three unanswered end the connection; sent data
+ * unacknowledged for all of it ends it too. */
+static void watch_silence(const pp_ttrpc_link_t *l, uv_stream_t *s)
+{
+    uv_os_fd_t fd;
+    if (l->silence_timeout_ms == 0 || s->type != UV_TCP || uv_fileno((uv_handle_t *)s, &fd) < 0)
+        return;
+    int on = 1, cnt = 3;
+    int idle = (int)(l->silence_timeout_ms / 2000), intvl = (int)(l->silence_timeout_ms / 6000);
+    unsigned user = (unsigned)l->silence_timeout_ms;
+    if (idle < 1)
+        idle = 1;
+    if (intvl < 1)
+        intvl = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user)) < 0)
+        PP_WARN(l->component, "%s: keepalive: %s", l->name, strerror(errno));
+}
+
 void pp_ttrpc_link_dialed(pp_ttrpc_link_t *l, int status, uv_stream_t *stream,
                           pp_stream_filter_t *filter, const char *why)
 {
@@ -523,6 +551,7 @@ void pp_ttrpc_link_dialed(pp_ttrpc_link_t *l, int status, uv_stream_t *stream,
     }
     if (l->first_connect_ms == 0)
         l->first_connect_ms = uv_now(l->loop);
+    watch_silence(l, stream);
     int r = pp_ttrpc_client_new(l->loop, &l->client);
     if (r < 0) {
         discard_stream(stream, filter);

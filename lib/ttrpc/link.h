@@ -72,6 +72,13 @@ typedef struct pp_ttrpc_link_opts_s {
     /* Calls allowed to wait for a connection at once; 0 =
      * PP_TTRPC_LINK_MAX_QUEUED. */
     size_t max_queued;
+    /* Over TCP: how long the peer may be silent (no answer to keepalive
+     * probes on a quiet connection, or sent data unacknowledged) before the
+     * kernel ends the connection, and the calls on it fail UNAVAILABLE, as
+     * when a VM freezes or its network goes. The kernel keeps the watch:
+     * nothing of ours wakes up for it. 0 = the kernel's defaults (no
+     * keepalive; unacknowledged data retried for some 15 minutes). */
+    uint64_t silence_timeout_ms;
 } pp_ttrpc_link_opts_t;
 
 /* ---- dialers ------------------------------------------------------------ */
