@@ -75,8 +75,7 @@ int caa_proxy_new(uv_loop_t *loop, const char *socket_path, const struct sockadd
         .silence_timeout_ms = silence_ms,
     };
     /* The TLS module's own dial, through the daemon's table. */
-    int r = tls != NULL ? pp_tls_link_new(loop, &o, tls->ops->dial, tls->ops->dial_cancel,
-                                          tls->client, forwarder, server_name, &p->link)
+    int r = tls != NULL ? caa_tls_link_new(tls, loop, &o, forwarder, server_name, &p->link)
                         : pp_ttrpc_link_new_tcp(loop, &o, forwarder, &p->link);
     if (r < 0) {
         free(p);

@@ -159,15 +159,11 @@ void caa_tls_secret_free(const caa_tls_t *t, char *secret)
         t->ops->ca_secret_free(secret);
 }
 
-int caa_tls_dial(const caa_tls_t *t, uv_loop_t *loop, const struct sockaddr *addr,
-                 const char *server_name, pp_tls_dial_cb cb, void *data, pp_tls_dial_t **out)
+int caa_tls_link_new(const caa_tls_t *t, uv_loop_t *loop, const pp_ttrpc_link_opts_t *o,
+                     const struct sockaddr *addr, const char *server_name, pp_ttrpc_link_t **out)
 {
-    return t->ops->dial(loop, t->client, addr, server_name, cb, data, out);
-}
-
-void caa_tls_dial_cancel(const caa_tls_t *t, pp_tls_dial_t *d)
-{
-    t->ops->dial_cancel(d);
+    return pp_tls_link_new(loop, o, t->ops->dial, t->ops->dial_cancel, t->client, addr, server_name,
+                           out);
 }
 
 int caa_tls_initdata_parse(const caa_tls_t *t, const void *toml, size_t len, pp_initdata_t *out,

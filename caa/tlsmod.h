@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "tls/tls_ops.h"
+#include "ttrpc/link.h"
 #include "userdata/initdata.h"
 #include "util/error.h"
 #include "util/module.h"
@@ -50,10 +51,10 @@ int caa_tls_issue_server(caa_tls_t *t, const char *name, int64_t validity_s, cha
                          char **key_pem, pp_error_t *err);
 /* Wipes and frees a key from caa_tls_issue_server() (NULL is fine). */
 void caa_tls_secret_free(const caa_tls_t *t, char *secret);
-/* Dials the forwarder with the client context (tls.h pp_tls_dial()). */
-int caa_tls_dial(const caa_tls_t *t, uv_loop_t *loop, const struct sockaddr *addr,
-                 const char *server_name, pp_tls_dial_cb cb, void *data, pp_tls_dial_t **out);
-void caa_tls_dial_cancel(const caa_tls_t *t, pp_tls_dial_t *d);
+/* A link to a forwarder that dials with the client context and the
+ * module's dial (tls.h pp_tls_link_new()). */
+int caa_tls_link_new(const caa_tls_t *t, uv_loop_t *loop, const pp_ttrpc_link_opts_t *o,
+                     const struct sockaddr *addr, const char *server_name, pp_ttrpc_link_t **out);
 /* pp_initdata_parse() with the module's digest. */
 int caa_tls_initdata_parse(const caa_tls_t *t, const void *toml, size_t len, pp_initdata_t *out,
                            pp_error_t *err);
