@@ -530,8 +530,8 @@ int guest_jwt_exp(const char *jwt, int64_t *exp)
     json_t *e = json_object_get(j, "exp");
     if (json_is_integer(e))
         *exp = json_integer_value(e);
-    else if (json_is_real(e))
-        *exp = (int64_t)json_real_value(e);
+    else if (json_is_real(e) && json_real_value(e) > -9.2e18 && json_real_value(e) < 9.2e18)
+        *exp = (int64_t)json_real_value(e); /* in range: the conversion is defined */
     else if (e != NULL && !json_is_null(e))
         r = -EBADMSG;
     json_decref(j);
