@@ -3,7 +3,7 @@
 #   1. the suite (unit, interop, integration, e2e, fuzz corpus replay),
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #      (leak checking on),
-#   3. every libFuzzer target for FUZZ_SECONDS (default 60) each;
+#   3. every libFuzzer target for FUZZ_SECONDS (default 30) each;
 # and before them a lint (clang-format, banned calls).
 # Ends with one line "total: N passed, N failed, N skipped".
 set -uo pipefail
@@ -11,7 +11,7 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 jobs=$(nproc)
-fuzz_seconds=${FUZZ_SECONDS:-60}
+fuzz_seconds=${FUZZ_SECONDS:-30}
 phases=${PP_TEST_PHASES:-"suite asan fuzz"}
 
 passed=0
