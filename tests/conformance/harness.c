@@ -206,7 +206,11 @@ void on_list(int status, const pp_instance_t *insts, size_t n, const pp_error_t 
 
 pp_instance_spec_t spec_for(const char *sid, char *name, size_t nlen)
 {
-    snprintf(name, nlen, "podvm-test-%.8s", sid);
+    /* Like the adaptor's names: 8 hex digits (of the sandbox id's hash). */
+    uint32_t h = 2166136261u;
+    for (const char *c = sid; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    snprintf(name, nlen, "podvm-test-%08x", h);
     return (pp_instance_spec_t){.sandbox_id = sid,
                                 .instance_name = name,
                                 .node_name = NODE,

@@ -1,0 +1,246 @@
+/* The bearer token for Resource Manager, in the Azure SDKs' order: a
+ * client secret; workload identity (the federated token file, read again
+ * at every refresh, since AKS rotates it); the managed identity through the
+ * instance metadata service. A token is renewed five minutes before it
+ * expires (halfway for shorter lifetimes), one refresh at a time, with
+ * every caller that needs it waiting on it. Never logged. */
+#include "azure.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "util/buf.h"
+#include "util/cleanup.h"
+#include "util/grpc_codes.h"
+#include "util/log.h"
+
+#define COMP             "azure"
+#define REFRESH_MARGIN_S 300
+#define ASSERTION_MAX    16384
+#define ASSERTION_TYPE   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+static void drop_token(pp__azure_creds_t *c)
+{
+    if (c->token != NULL) {
+        explicit_bzero(c->token, strlen(c->token));
+        free(c->token);
+        c->token = NULL;
+    }
+}
+
+void pp__azure_creds_clear(pp__azure_creds_t *c)
+{
+    drop_token(c);
+    c->expires = c->refresh_at = 0;
+}
+
+void pp__azure_creds_invalidate(pp__azure_state_t *st)
+{
+    st->creds.refresh_at = 0;
+}
+
+static void finish(pp__azure_state_t *st, int status, const pp_error_t *err)
+{
+    pp__azure_creds_t *c = &st->creds;
+    pp__azure_waiter_t *w = c->waiters;
+    c->waiters = NULL;
+    c->refreshing = 0;
+    while (w != NULL) {
+        pp__azure_waiter_t *next = w->next;
+        w->cb(status, err, w->data);
+        w = next;
+    }
+}
+
+static const char *source(const pp__azure_state_t *st)
+{
+    static const char *const names[] = {"client secret", "workload identity", "managed identity"};
+    return names[st->d.cred_mode];
+}
+
+static void on_token(int status, const pp_http_response_t *resp, const pp_error_t *herr, void *data)
+{
+    pp__azure_state_t *st = data;
+    pp_error_t e = {0};
+    if (status < 0) {
+        e = *herr;
+        e.status = PP_GRPC_UNAVAILABLE;
+        pp_error_wrap(&e, "azure credentials (%s)", source(st));
+        finish(st, status, &e);
+        return;
+    }
+    if (resp->status != 200) {
+        pp__azure_error_info_t ei;
+        pp__azure_parse_error(resp->body, resp->body_len, &ei);
+        pp__azure_error_class_t cls;
+        pp__azure_error_classify(ei.code[0] ? ei.code : NULL, resp->status, &cls);
+        /* Azure AD's refusals say who was refused; they hold no secret. */
+        pp_error_set_status(&e, cls.grpc, cls.err, "azure credentials (%s): HTTP %ld%s%s%s%s",
+                            source(st), resp->status, ei.code[0] ? ": " : "", ei.code,
+                            ei.message[0] ? ": " : "", ei.message);
+        finish(st, cls.err, &e);
+        return;
+    }
+    pp__azure_token_t t;
+    int r = pp__azure_parse_token(resp->body, resp->body_len, &t);
+    if (r < 0) {
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, r,
+                            "azure credentials (%s): the token answer cannot be read", source(st));
+        finish(st, r, &e);
+        return;
+    }
+    pp__azure_creds_t *c = &st->creds;
+    drop_token(c);
+    c->token = t.access_token;
+    t.access_token = NULL;
+    time_t now = time(NULL);
+    c->expires = now + (time_t)t.expires_in;
+    time_t margin =
+        t.expires_in / 2 < REFRESH_MARGIN_S ? (time_t)t.expires_in / 2 : REFRESH_MARGIN_S;
+    c->refresh_at = c->expires - margin;
+    c->fetches++;
+    PP_DEBUG(COMP, "token from the %s, valid %lld s", source(st), (long long)t.expires_in);
+    finish(st, 0, NULL);
+}
+
+/* Appends "&key=value" (value percent-encoded) to `b`. */
+static int form_add(pp_buf_t *b, const char *key, const char *value)
+{
+    char *enc = curl_easy_escape(NULL, value, 0);
+    if (enc == NULL)
+        return -ENOMEM;
+    int r = pp_buf_append(b, b->len ? "&" : "", b->len ? 1 : 0);
+    if (r == 0)
+        r = pp_buf_append(b, key, strlen(key));
+    if (r == 0)
+        r = pp_buf_append(b, "=", 1);
+    if (r == 0)
+        r = pp_buf_append(b, enc, strlen(enc));
+    explicit_bzero(enc, strlen(enc));
+    curl_free(enc);
+    return r;
+}
+
+/* The projected service account token, read afresh each time. */
+static int read_assertion(const char *path, char **out, pp_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -errno,
+                                   "`AZURE_FEDERATED_TOKEN_FILE` `%s`: %s", path, strerror(errno));
+    char *buf = calloc(1, ASSERTION_MAX + 1);
+    if (buf == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    ssize_t n = read(fd, buf, ASSERTION_MAX + 1);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (n <= 0 || n > ASSERTION_MAX) {
+        explicit_bzero(buf, ASSERTION_MAX + 1);
+        free(buf);
+        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EINVAL,
+                                   "`AZURE_FEDERATED_TOKEN_FILE` `%s`: empty or over %d bytes",
+                                   path, ASSERTION_MAX);
+    }
+    *out = buf;
+    return 0;
+}
+
+static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
+{
+    const pp__azure_config_t *c = &st->cfg;
+    char url[1024];
+    pp_http_request_t r = {0};
+    const char *form_hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
+                               "Accept: application/json", NULL};
+    const char *imds_hdrs[] = {"Metadata: true", "Accept: application/json", NULL};
+    pp_buf_t body;
+    pp_buf_init(&body, 0);
+    int rc = 0;
+    if (st->d.cred_mode == PP_AZURE_CREDS_MANAGED) {
+        char *res = curl_easy_escape(NULL, PP_AZURE_RESOURCE, 0);
+        char *cid = c->client_id[0] ? curl_easy_escape(NULL, c->client_id, 0) : NULL;
+        if (res == NULL || (c->client_id[0] && cid == NULL)) {
+            curl_free(res);
+            curl_free(cid);
+            return pp_error_set(err, -ENOMEM, "out of memory");
+        }
+        snprintf(url, sizeof(url),
+                 "%s/metadata/identity/oauth2/token?api-version=" PP_AZURE_IMDS_API
+                 "&resource=%s%s%s",
+                 st->d.imds, res, cid ? "&client_id=" : "", cid ? cid : "");
+        curl_free(res);
+        curl_free(cid);
+        r.method = "GET";
+        r.headers = imds_hdrs;
+        r.flags = PP_HTTP_NO_PROXY;
+    } else {
+        snprintf(url, sizeof(url), "%s/%s/oauth2/v2.0/token", st->d.authority, c->tenant_id);
+        rc = form_add(&body, "grant_type", "client_credentials");
+        if (rc == 0)
+            rc = form_add(&body, "client_id", c->client_id);
+        if (rc == 0)
+            rc = form_add(&body, "scope", PP_AZURE_SCOPE);
+        if (rc == 0 && st->d.cred_mode == PP_AZURE_CREDS_SECRET) {
+            rc = form_add(&body, "client_secret", c->client_secret);
+        } else if (rc == 0) {
+            char *assertion = NULL;
+            if ((rc = read_assertion(c->federated_token_file, &assertion, err)) < 0) {
+                pp_buf_free(&body);
+                return rc;
+            }
+            rc = form_add(&body, "client_assertion_type", ASSERTION_TYPE);
+            if (rc == 0)
+                rc = form_add(&body, "client_assertion", assertion);
+            explicit_bzero(assertion, strlen(assertion));
+            free(assertion);
+        }
+        r.method = "POST";
+        r.headers = form_hdrs;
+        r.body = body.data;
+        r.body_len = body.len;
+    }
+    r.url = url;
+    if (rc == 0)
+        rc = pp_http_send(st->http, &r, on_token, st, NULL);
+    if (body.data != NULL)
+        explicit_bzero(body.data, body.len);
+    pp_buf_free(&body);
+    if (rc < 0)
+        return pp_error_set(err, rc, "azure credentials (%s): %s", source(st), uv_strerror(rc));
+    return 0;
+}
+
+int pp__azure_creds_ensure(pp__azure_state_t *st, pp__azure_waiter_t *w)
+{
+    pp__azure_creds_t *c = &st->creds;
+    if (c->token != NULL && time(NULL) < c->refresh_at)
+        return 1;
+    w->next = c->waiters;
+    c->waiters = w;
+    if (c->refreshing)
+        return 0;
+    c->refreshing = 1;
+    pp_error_t e = {0};
+    int r = start_refresh(st, &e);
+    if (r < 0) {
+        /* Callbacks must not fire inside the call that asked. */
+        c->refreshing = 0;
+        c->waiters = w->next;
+        w->next = NULL;
+        pp__azure_waiter_t *rest = c->waiters;
+        c->waiters = NULL;
+        while (rest != NULL) {
+            pp__azure_waiter_t *next = rest->next;
+            rest->cb(r, &e, rest->data);
+            rest = next;
+        }
+        return r;
+    }
+    return 0;
+}
