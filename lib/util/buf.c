@@ -11,10 +11,19 @@ void pp_buf_init(pp_buf_t *b, size_t max)
     b->data = NULL;
     b->len = b->cap = 0;
     b->max = max;
+    b->secret = 0;
+}
+
+void pp_buf_init_secret(pp_buf_t *b, size_t max)
+{
+    pp_buf_init(b, max);
+    b->secret = 1;
 }
 
 void pp_buf_free(pp_buf_t *b)
 {
+    if (b->secret && b->data != NULL)
+        explicit_bzero(b->data, b->cap);
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
@@ -34,9 +43,18 @@ int pp_buf_reserve(pp_buf_t *b, size_t extra)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (b->max != 0 && cap > b->max)
         cap = b->max;
-    uint8_t *p = realloc(b->data, cap);
-    if (p == NULL)
+    uint8_t *p;
+    if (b->secret) {
+        if ((p = malloc(cap)) == NULL)
+            return -ENOMEM;
+        if (b->data != NULL) {
+            memcpy(p, b->data, b->len);
+            explicit_bzero(b->data, b->cap);
+            free(b->data);
+        }
+    } else if ((p = realloc(b->data, cap)) == NULL) {
         return -ENOMEM;
+    }
     b->data = p;
     b->cap = cap;
     return 0;

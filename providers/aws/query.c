@@ -16,7 +16,8 @@
 
 void pp__aws_query_init(pp__aws_query_t *q, const char *action, const char *version)
 {
-    pp_buf_init(&q->buf, QUERY_MAX);
+    /* A query may carry a web identity token. */
+    pp_buf_init_secret(&q->buf, QUERY_MAX);
     q->err = 0;
     pp__aws_query_add(q, "Action", action);
     pp__aws_query_add(q, "Version", version);

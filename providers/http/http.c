@@ -259,6 +259,22 @@ static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
 static void start_attempt(pp_http_req_t *req);
 static void pump(pp_http_t *h);
 
+/* Headers and bodies carry credentials (a bearer token, a signature, a
+ * client secret in a form): cleared before they are freed. */
+static void slist_wipe_free(struct curl_slist *l)
+{
+    for (struct curl_slist *s = l; s != NULL; s = s->next)
+        explicit_bzero(s->data, strlen(s->data));
+    curl_slist_free_all(l);
+}
+
+static void body_wipe_free(uint8_t *body, size_t len)
+{
+    if (body != NULL)
+        explicit_bzero(body, len + 1);
+    free(body);
+}
+
 static void req_closed(uv_handle_t *hd)
 {
     pp_http_req_t *req = container_of((uv_timer_t *)hd, pp_http_req_t, timer);
@@ -275,15 +291,15 @@ static void req_closed(uv_handle_t *hd)
         req->next->prev = req->prev;
     if (req->easy != NULL)
         curl_easy_cleanup(req->easy);
-    curl_slist_free_all(req->headers);
-    curl_slist_free_all(req->attempt_headers);
-    curl_slist_free_all(req->sent_headers);
+    slist_wipe_free(req->headers);
+    slist_wipe_free(req->attempt_headers);
+    slist_wipe_free(req->sent_headers);
     pp_buf_free(&req->rbody);
     pp_buf_free(&req->rhdr);
     free(req->method);
     free(req->url);
     free(req->log_url);
-    free(req->body);
+    body_wipe_free(req->body, req->body_len);
     free(req);
     h->stats.in_flight--;
     h->pending--;
@@ -548,7 +564,7 @@ static int configure(pp_http_req_t *req, uint64_t attempt_ms)
         }
     }
     /* The request's headers, then this attempt's. */
-    curl_slist_free_all(req->sent_headers);
+    slist_wipe_free(req->sent_headers);
     req->sent_headers = NULL;
     const struct curl_slist *lists[] = {req->headers, req->attempt_headers};
     for (size_t i = 0; i < PP_ARRAY_SIZE(lists); i++) {
@@ -573,7 +589,7 @@ static void start_attempt(pp_http_req_t *req)
         return;
     }
     req->attempt++;
-    curl_slist_free_all(req->attempt_headers);
+    slist_wipe_free(req->attempt_headers);
     req->attempt_headers = NULL;
     if (req->sign != NULL) {
         pp_error_t serr = {0};
@@ -591,8 +607,8 @@ static void start_attempt(pp_http_req_t *req)
         attempt_ms = req->attempt_timeout_ms;
     pp_buf_free(&req->rbody);
     pp_buf_free(&req->rhdr);
-    pp_buf_init(&req->rbody, h->cfg.max_response + 1);
-    pp_buf_init(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
+    pp_buf_init_secret(&req->rbody, h->cfg.max_response + 1);
+    pp_buf_init_secret(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
     req->body_capped = req->hdr_capped = 0;
     req->sends = 0;
     req->rate_abort = 0;
@@ -975,8 +991,8 @@ int pp_http_send(pp_http_t *h, const pp_http_request_t *r, pp_http_cb cb, void *
     req->deadline_ms = req->start_ms + (r->timeout_ms ? r->timeout_ms : h->cfg.timeout_ms);
     req->attempt_timeout_ms =
         r->attempt_timeout_ms ? r->attempt_timeout_ms : h->cfg.attempt_timeout_ms;
-    pp_buf_init(&req->rbody, h->cfg.max_response + 1);
-    pp_buf_init(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
+    pp_buf_init_secret(&req->rbody, h->cfg.max_response + 1);
+    pp_buf_init_secret(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
     req->next = h->reqs;
     if (h->reqs != NULL)
         h->reqs->prev = req;
@@ -993,8 +1009,8 @@ int pp_http_send(pp_http_t *h, const pp_http_request_t *r, pp_http_cb cb, void *
 fail:
     if (req->easy != NULL)
         curl_easy_cleanup(req->easy);
-    curl_slist_free_all(req->headers);
-    free(req->body);
+    slist_wipe_free(req->headers);
+    body_wipe_free(req->body, req->body_len);
     free(req->url);
     free(req->method);
     free(req->log_url);
@@ -1017,11 +1033,14 @@ int pp_http_req_add_header(pp_http_req_t *req, const char *name, const char *val
         strpbrk(name, ":\r\n ") != NULL || strpbrk(value, "\r\n") != NULL)
         return -EINVAL;
     size_t n = strlen(name) + strlen(value) + 3;
-    cleanup_free char *line = malloc(n);
+    char *line = malloc(n);
     if (line == NULL)
         return -ENOMEM;
     snprintf(line, n, "%s: %s", name, value);
-    return add_header_line(&req->attempt_headers, line);
+    int r = add_header_line(&req->attempt_headers, line);
+    explicit_bzero(line, n);
+    free(line);
+    return r;
 }
 
 unsigned pp_http_req_attempt(const pp_http_req_t *req)

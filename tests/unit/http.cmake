@@ -6,6 +6,9 @@ if(TARGET pp_http AND TARGET pp_tls)
   pp_unit_test(test_http_client ${CMAKE_CURRENT_LIST_DIR}/test_http_client.c
                ${CMAKE_CURRENT_LIST_DIR}/test_http_server.c LIBS pp_http pp_tls Threads::Threads)
   pp_unit_test(test_http_retry ${CMAKE_CURRENT_LIST_DIR}/test_http_retry.c LIBS pp_http)
+  # Freed blocks searched for secrets: free and realloc of our code wrapped.
+  pp_unit_test(test_secret_wipe ${CMAKE_CURRENT_LIST_DIR}/test_secret_wipe.c LIBS pp_http)
+  target_link_options(test_secret_wipe PRIVATE -Wl,--wrap=free -Wl,--wrap=realloc)
 endif()
 if(TARGET pp_aws)
   pp_unit_test(test_sigv4 ${CMAKE_CURRENT_LIST_DIR}/test_sigv4.c LIBS pp_aws PkgConfig::JANSSON)
