@@ -302,10 +302,11 @@ static void test_throttling(void **state)
     assert_nothing_left(rep, "throttling");
     json_decref(rep);
 
-    /* 429 with Retry-After: 1, on half: each retry waits it out. */
+    /* 429 with Retry-After: 1, on half, over one lifecycle (each wait is a
+     * second): each retry waits it out. */
     fake_config("{\"fault_rate\": 0.5, \"seed\": 4, \"retry_after_s\": 1, "
                 "\"fault_kinds\": {\"throttle_retry_after\": 1}}");
-    lifecycles_ok(p, "retry-after", 3);
+    lifecycles_ok(p, "retry-after", 1);
     rep = report();
     json_t *gaps = json_object_get(rep, "retry_after_gaps");
     print_message("throttled with Retry-After: %lld times, %zu retries seen\n",
@@ -389,6 +390,7 @@ typedef struct run_s {
     pp_provider_t *p;
     unsigned total, started, finished, created, create_failed, del_retries, twins, twin_failed;
     unsigned failed_by_code[17];
+    char first_by_code[17][160];
     slot_t slots[16];
     char first_error[PP_ERROR_MAX];
 } run_t;
@@ -435,8 +437,9 @@ static void slot_created(slot_t *s)
         if (RUN->first_error[0] == '\0')
             snprintf(RUN->first_error, sizeof(RUN->first_error), "%s", s->a.msg);
         RUN->create_failed++;
-        if (s->a.grpc >= 0 && s->a.grpc < 17)
-            RUN->failed_by_code[s->a.grpc]++;
+        if (s->a.grpc >= 0 && s->a.grpc < 17 && RUN->failed_by_code[s->a.grpc]++ == 0)
+            snprintf(RUN->first_by_code[s->a.grpc], sizeof(RUN->first_by_code[0]), "%.150s",
+                     s->a.msg);
         RUN->finished++;
         s->busy = 0;
         slot_next(s);
@@ -518,8 +521,8 @@ static void test_long_run(void **state)
                   run->del_retries);
     for (int c = 0; c < 17; c++)
         if (run->failed_by_code[c] > 0)
-            print_message("  creates failed with %s: %u\n", pp_grpc_code_name(c),
-                          run->failed_by_code[c]);
+            print_message("  creates failed with %s: %u (first: %s)\n", pp_grpc_code_name(c),
+                          run->failed_by_code[c], run->first_by_code[c]);
     char *faults = rdump(rep, "faults"), *alive = rdump(rep, "alive_resources");
     print_message("fake: %lld requests, %lld faults %s, %lld VMs made, left %s, %zu sandboxes "
                   "with two VMs; max %lld requests in any second (limit %g/s, burst %u; "

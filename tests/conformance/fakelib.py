@@ -215,7 +215,14 @@ class ControlHandler(BaseHTTPRequestHandler):
     implement fault_answer()."""
 
     protocol_version = "HTTP/1.1"
+    # An answer goes out in two writes (headers, then body): with Nagle's
+    # algorithm the second waits for the client's delayed ACK of the first,
+    # 40 ms on every request.
+    disable_nagle_algorithm = True
     STATE = None
+    # The fake's own kinds that are applied (and fail later, as a create
+    # that ends Failed) rather than answered at once by fault_answer().
+    APPLIED_KINDS = ("create_error",)
 
     def log_message(self, fmt, *args):
         pass
@@ -304,7 +311,7 @@ class ControlHandler(BaseHTTPRequestHandler):
                 time.sleep(st.cfg["timeout_s"])
             self.close_connection = True
             return False
-        if fault is not None and fault != "create_error":
+        if fault is not None and fault not in self.APPLIED_KINDS:
             status, headers, body, ctype = self.fault_answer(fault)
             if fault == "throttle_retry_after":
                 with st.lock:
