@@ -136,8 +136,9 @@ int pp__azure_same_origin(const char *arm, const char *url)
 
 typedef struct call_s {
     pp__azure_state_t *st;
-    pp__azure_waiter_t w;
+    pp_token_waiter_t w;
     char method[8];
+    char operation[48]; /* for metrics: the REST API's operation id */
     char *url;
     char *body;
     size_t body_len;
@@ -244,11 +245,58 @@ static int sign(pp_http_req_t *req, void *arg, pp_error_t *err)
     return r < 0 ? pp_error_set(err, r, "authorization header: %s", uv_strerror(r)) : 0;
 }
 
+/* The REST API's name of a call, for metrics ("VirtualMachines_CreateOrUpdate"):
+ * by the resource type after the provider namespace in the path, and the
+ * method; a path of a collection (a next page included) is a List. */
+static void operation_of(const char *method, const char *url, char *out, size_t outlen)
+{
+    static const struct {
+        const char *kind, *name;
+    } kinds[] = {
+        {"virtualMachines", "VirtualMachines"},
+        {"networkInterfaces", "NetworkInterfaces"},
+        {"publicIPAddresses", "PublicIPAddresses"},
+        {"disks", "Disks"},
+    };
+    const char *q = strchr(url, '?');
+    size_t len = q ? (size_t)(q - url) : strlen(url);
+    if (memmem(url, len, "/operations/", 12) != NULL) {
+        snprintf(out, outlen, "AsyncOperation_Get");
+        return;
+    }
+    if (len >= 8 && memcmp(url + len - 8, "/vmSizes", 8) == 0) {
+        snprintf(out, outlen, "VirtualMachineSizes_List");
+        return;
+    }
+    const char *prov = NULL;
+    for (const char *p = url; (p = memmem(p, len - (size_t)(p - url), "/providers/", 11)) != NULL;
+         p += 11)
+        prov = p + 11;
+    const char *kind = prov ? memchr(prov, '/', len - (size_t)(prov - url)) : NULL;
+    if (kind != NULL) {
+        kind++;
+        const char *end = memchr(kind, '/', len - (size_t)(kind - url));
+        size_t klen = end ? (size_t)(end - kind) : len - (size_t)(kind - url);
+        for (size_t i = 0; i < PP_ARRAY_SIZE(kinds); i++) {
+            if (strlen(kinds[i].kind) == klen && memcmp(kinds[i].kind, kind, klen) == 0) {
+                const char *verb = strcmp(method, "PUT") == 0      ? "CreateOrUpdate"
+                                   : strcmp(method, "DELETE") == 0 ? "Delete"
+                                   : end != NULL                   ? "Get"
+                                                                   : "List";
+                snprintf(out, outlen, "%s_%s", kinds[i].name, verb);
+                return;
+            }
+        }
+    }
+    snprintf(out, outlen, "%s", method);
+}
+
 static int send_now(call_t *c)
 {
     const char *json_hdrs[] = {"Content-Type: application/json", "Accept: application/json", NULL};
     const char *hdrs[] = {"Accept: application/json", NULL};
     pp_http_request_t r = {.method = c->method,
+                           .operation = c->operation,
                            .url = c->url,
                            .headers = c->body ? json_hdrs : hdrs,
                            .body = c->body,
@@ -315,6 +363,7 @@ int pp__azure_arm(pp__azure_state_t *st, const char *method, const char *path,
         call_free(c);
         return -ENOMEM;
     }
+    operation_of(method, c->url, c->operation, sizeof(c->operation));
     if (body != NULL) {
         c->body = json_dumps(body, JSON_COMPACT);
         json_decref(body);

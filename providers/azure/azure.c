@@ -57,6 +57,8 @@ struct pp__azure_create_s {
     char size[PP_INSTANCE_TYPE_NAME_MAX];
     int made; /* a PUT went out: something may exist */
     int cleanup_step;
+    uint64_t busy_deadline, busy_delay; /* waiting for an operation on the VM */
+    int reputs;
     char private_ip[64], public_ip[64];
     pp_instance_t result;
 };
@@ -131,9 +133,9 @@ static void create_cleanup(cr_t *c);
 
 static void create_fail(cr_t *c, int status, const pp_error_t *err)
 {
+    /* The adaptor adds "create instance `<name>`". */
     if (err != &c->err)
         c->err = *err;
-    pp_error_wrap(&c->err, "create instance `%s`", c->name);
     c->status = status;
     if (!c->made) {
         create_end(c, status);
@@ -316,12 +318,13 @@ static void create_select(cr_t *c)
         create_nic(c);
 }
 
-static void step_done(int status, const char *code, const pp_error_t *err, cr_t *c,
+static void step_done(int status, const pp_error_t *err, cr_t *c, const char *what,
                       void (*next)(cr_t *))
 {
-    (void)code;
     if (status < 0) {
-        create_fail(c, status, err);
+        pp_error_t e = *err;
+        pp_error_wrap(&e, "%s", what);
+        create_fail(c, status, &e);
         return;
     }
     next(c);
@@ -329,7 +332,8 @@ static void step_done(int status, const char *code, const pp_error_t *err, cr_t 
 
 static void pip_done(int status, const char *code, const pp_error_t *err, void *data)
 {
-    step_done(status, code, err, data, create_nic);
+    (void)code;
+    step_done(status, err, data, "public IP address", create_nic);
 }
 
 static void create_pip(cr_t *c)
@@ -354,7 +358,8 @@ static void create_pip(cr_t *c)
 
 static void nic_done(int status, const char *code, const pp_error_t *err, void *data)
 {
-    step_done(status, code, err, data, create_vm);
+    (void)code;
+    step_done(status, err, data, "network interface", create_vm);
 }
 
 static void create_nic(cr_t *c)
@@ -434,9 +439,127 @@ static json_t *vm_body(cr_t *c)
                      tags_of(st, c->node, c->sandbox_id), "properties", props);
 }
 
+/* --- create: a VM that another operation is making ------------------------------ */
+
+/* Azure's answer to a PUT of a VM while an operation on it runs. */
+static int vm_busy(const char *code)
+{
+    return code != NULL &&
+           (strcmp(code, "RetryableError") == 0 || strcmp(code, "AnotherOperationInProgress") == 0);
+}
+
+static void busy_get(cr_t *c);
+
+static void busy_tick(uv_timer_t *t)
+{
+    busy_get(container_of(t, cr_t, timer));
+}
+
+/* The next read of the VM, each wait twice the last, up to 16 polls'. */
+static void busy_later(cr_t *c)
+{
+    st_t *st = c->st;
+    uint64_t now = uv_now(st->p->loop);
+    if (now + c->busy_delay > c->busy_deadline) {
+        pp_error_t e;
+        pp_error_set_status(&e, PP_GRPC_DEADLINE_EXCEEDED, -ETIMEDOUT,
+                            "the operation in progress on VM `%s` did not end in %" PRId64 " ms",
+                            c->name, st->cfg.operation_timeout_ms);
+        create_fail(c, -ETIMEDOUT, &e);
+        return;
+    }
+    uv_timer_start(&c->timer, busy_tick, c->busy_delay, 0);
+    uint64_t cap = (uint64_t)st->cfg.poll_ms * 16;
+    c->busy_delay = c->busy_delay * 2 < cap ? c->busy_delay * 2 : cap;
+}
+
+static void busy_answered(int status, const pp__azure_answer_t *ans, const char *code,
+                          const pp_error_t *err, void *data)
+{
+    cr_t *c = data;
+    (void)code;
+    pp_error_t e = {0};
+    if (status == -ENOENT) {
+        /* Gone meanwhile (its creation failed and was removed): made again. */
+        if (++c->reputs <= 3) {
+            create_vm(c);
+            return;
+        }
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -EAGAIN,
+                            "VM `%s` went away %d times while it was being made", c->name,
+                            c->reputs - 1);
+        create_fail(c, -EAGAIN, &e);
+        return;
+    }
+    if (status < 0) {
+        create_fail(c, status, err);
+        return;
+    }
+    pp__azure_vm_t vm;
+    if (pp__azure_parse_vm(ans->body, ans->len, &vm) < 0) {
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -EBADMSG,
+                            "azure: VM `%s`: the answer cannot be read", c->name);
+        create_fail(c, -EBADMSG, &e);
+        return;
+    }
+    if (strcmp(vm.sandbox_id, c->sandbox_id) != 0) {
+        /* Not this sandbox's: nothing here is ours to remove. */
+        pp_error_set_status(&e, PP_GRPC_FAILED_PRECONDITION, -EEXIST,
+                            "VM `%s` exists for sandbox `%.128s`", c->name, vm.sandbox_id);
+        c->made = 0;
+        create_fail(c, -EEXIST, &e);
+        return;
+    }
+    if (strcmp(vm.state, "Succeeded") == 0) {
+        PP_INFO(COMP, "VM `%s`, made by an earlier request of this create, is ready", c->name);
+        create_addr(c);
+        return;
+    }
+    if (strcmp(vm.state, "Failed") == 0 || strcmp(vm.state, "Canceled") == 0) {
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -EIO, "VM `%s`: provisioning %s", c->name,
+                            vm.state);
+        create_fail(c, -EIO, &e);
+        return;
+    }
+    busy_later(c);
+}
+
+static void busy_get(cr_t *c)
+{
+    char path[1024];
+    int r = VM_PATH(c->st, path, c->name);
+    if (r == 0)
+        r = pp__azure_arm(c->st, "GET", path, PP_AZURE_COMPUTE_API, NULL, busy_answered, c);
+    if (r < 0)
+        fail_sync(c, r, "virtual machine");
+}
+
+/* A PUT of the VM met another operation on it: this create's own earlier
+ * PUT, whose answer was lost (a connection dropped after Azure took it, an
+ * answer past the attempt's timeout). Sending the PUT again meets the same
+ * answer until Azure is done with the VM, which takes minutes: the VM is
+ * read instead until that operation ends. Made, it is this create's; failed,
+ * it is removed as any failed create's; gone, it is PUT again. */
+static void busy_start(cr_t *c)
+{
+    st_t *st = c->st;
+    PP_INFO(COMP,
+            "VM `%s`: an operation on it is in progress, from an earlier request of "
+            "this create; waiting for it to end",
+            c->name);
+    c->busy_deadline = uv_now(st->p->loop) + (uint64_t)st->cfg.operation_timeout_ms;
+    c->busy_delay = (uint64_t)st->cfg.poll_ms;
+    busy_later(c);
+}
+
 static void vm_done(int status, const char *code, const pp_error_t *err, void *data)
 {
-    step_done(status, code, err, data, create_addr);
+    cr_t *c = data;
+    if (status < 0 && vm_busy(code)) {
+        busy_start(c);
+        return;
+    }
+    step_done(status, err, c, "virtual machine", create_addr);
 }
 
 static void create_vm(cr_t *c)
@@ -924,6 +1047,7 @@ static int azure_init(pp_provider_t *p, pp_error_t *err)
         .max_response = PP_AZURE_JSON_MAX,
         .user_agent = "peerpod-cloud-api-adaptor",
         .classify = pp__azure_http_classify,
+        .metrics = p->metrics,
     };
     r = pp_http_new(p->loop, &hc, &st->http, err);
     if (r < 0) {

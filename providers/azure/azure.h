@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "providers/http/http.h"
+#include "providers/http/token.h"
 #include "providers/instance_type.h"
 #include "providers/provider.h"
 #include "util/settings.h"
@@ -180,18 +181,15 @@ typedef struct pp__azure_waiter_s {
 } pp__azure_waiter_t;
 
 typedef struct pp__azure_creds_s {
-    char *token; /* the bearer token, cleared when dropped */
-    time_t expires;
-    time_t refresh_at;
-    int refreshing;
-    pp__azure_waiter_t *waiters;
-    unsigned fetches; /* for tests */
+    char *token;    /* the bearer token, cleared when dropped */
+    time_t expires; /* of the token just fetched */
+    pp_token_cache_t cache;
 } pp__azure_creds_t;
 
-/* 1: the token is fresh, `w->cb` will not be called. 0: a refresh runs and
- * `w->cb` fires once with its result; `w` is the caller's, linked until
- * then. */
-int pp__azure_creds_ensure(pp__azure_state_t *st, pp__azure_waiter_t *w);
+/* 1: the token is fresh, `w->cb` will not be called. 0: a fetch runs and
+ * `w->cb` fires once with its result, never from inside this call
+ * (providers/http/token.h). Negative: none could start. */
+int pp__azure_creds_ensure(pp__azure_state_t *st, pp_token_waiter_t *w);
 /* After an answer that says the token expired or is invalid. */
 void pp__azure_creds_invalidate(pp__azure_state_t *st);
 void pp__azure_creds_clear(pp__azure_creds_t *c);

@@ -1,9 +1,10 @@
 /* The bearer token for Resource Manager, in the Azure SDKs' order: a
  * client secret; workload identity (the federated token file, read again
  * at every refresh, since AKS rotates it); the managed identity through the
- * instance metadata service. A token is renewed five minutes before it
- * expires (halfway for shorter lifetimes), one refresh at a time, with
- * every caller that needs it waiting on it. Never logged. */
+ * instance metadata service. The timing is providers/http/token.h's cache:
+ * renewed five minutes before it expires (halfway for shorter lifetimes),
+ * one fetch at a time, with every caller that needs it waiting on it.
+ * Never logged. */
 #include "azure.h"
 
 #include <errno.h>
@@ -20,10 +21,9 @@
 #include "util/grpc_codes.h"
 #include "util/log.h"
 
-#define COMP             "azure"
-#define REFRESH_MARGIN_S 300
-#define ASSERTION_MAX    16384
-#define ASSERTION_TYPE   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#define COMP           "azure"
+#define ASSERTION_MAX  16384
+#define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 static void drop_token(pp__azure_creds_t *c)
 {
@@ -37,25 +37,19 @@ static void drop_token(pp__azure_creds_t *c)
 void pp__azure_creds_clear(pp__azure_creds_t *c)
 {
     drop_token(c);
-    c->expires = c->refresh_at = 0;
+    c->expires = 0;
+    pp_token_cache_invalidate(&c->cache);
 }
 
 void pp__azure_creds_invalidate(pp__azure_state_t *st)
 {
-    st->creds.refresh_at = 0;
+    pp_token_cache_invalidate(&st->creds.cache);
 }
 
+/* Wakes every waiter with the fetch's result. */
 static void finish(pp__azure_state_t *st, int status, const pp_error_t *err)
 {
-    pp__azure_creds_t *c = &st->creds;
-    pp__azure_waiter_t *w = c->waiters;
-    c->waiters = NULL;
-    c->refreshing = 0;
-    while (w != NULL) {
-        pp__azure_waiter_t *next = w->next;
-        w->cb(status, err, w->data);
-        w = next;
-    }
+    pp_token_cache_done(&st->creds.cache, status, status == 0 ? st->creds.expires : 0, err);
 }
 
 static const char *source(const pp__azure_state_t *st)
@@ -99,14 +93,46 @@ static void on_token(int status, const pp_http_response_t *resp, const pp_error_
     drop_token(c);
     c->token = t.access_token;
     t.access_token = NULL;
-    time_t now = time(NULL);
-    c->expires = now + (time_t)t.expires_in;
-    time_t margin =
-        t.expires_in / 2 < REFRESH_MARGIN_S ? (time_t)t.expires_in / 2 : REFRESH_MARGIN_S;
-    c->refresh_at = c->expires - margin;
-    c->fetches++;
+    c->expires = time(NULL) + (time_t)t.expires_in;
     PP_DEBUG(COMP, "token from the %s, valid %lld s", source(st), (long long)t.expires_in);
     finish(st, 0, NULL);
+}
+
+/* A fetch that could not start (the token file unreadable) ends on the
+ * next turn of the loop, as the cache wants, with its message. */
+typedef struct deferred_s {
+    uv_timer_t timer;
+    pp__azure_state_t *st;
+    int status;
+    pp_error_t err;
+} deferred_t;
+
+static void deferred_closed(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, deferred_t, timer));
+}
+
+static void deferred_fire(uv_timer_t *t)
+{
+    deferred_t *d = container_of(t, deferred_t, timer);
+    finish(d->st, d->status, &d->err);
+    uv_close((uv_handle_t *)t, deferred_closed);
+}
+
+static int fail_later(pp__azure_state_t *st, int status, const pp_error_t *err)
+{
+    deferred_t *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return status;
+    if (uv_timer_init(st->p->loop, &d->timer) < 0) {
+        free(d);
+        return status;
+    }
+    d->st = st;
+    d->status = status;
+    d->err = *err;
+    uv_timer_start(&d->timer, deferred_fire, 0, 0);
+    return 0;
 }
 
 /* Appends "&key=value" (value percent-encoded) to `b`. */
@@ -131,8 +157,10 @@ static int form_add(pp_buf_t *b, const char *key, const char *value)
 static int read_assertion(const char *path, char **out, pp_error_t *err)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* -EACCES whatever the cause: a call that fails for its credentials
+     * must not read as a resource that is gone (-ENOENT). */
     if (fd < 0)
-        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -errno,
+        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EACCES,
                                    "`AZURE_FEDERATED_TOKEN_FILE` `%s`: %s", path, strerror(errno));
     char *buf = calloc(1, ASSERTION_MAX + 1);
     if (buf == NULL)
@@ -143,7 +171,7 @@ static int read_assertion(const char *path, char **out, pp_error_t *err)
     if (n <= 0 || n > ASSERTION_MAX) {
         explicit_bzero(buf, ASSERTION_MAX + 1);
         free(buf);
-        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EINVAL,
+        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EACCES,
                                    "`AZURE_FEDERATED_TOKEN_FILE` `%s`: empty or over %d bytes",
                                    path, ASSERTION_MAX);
     }
@@ -160,7 +188,7 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
                                "Accept: application/json", NULL};
     const char *imds_hdrs[] = {"Metadata: true", "Accept: application/json", NULL};
     pp_buf_t body;
-    pp_buf_init(&body, 0);
+    pp_buf_init_secret(&body, 0);
     int rc = 0;
     if (st->d.cred_mode == PP_AZURE_CREDS_MANAGED) {
         char *res = curl_easy_escape(NULL, PP_AZURE_RESOURCE, 0);
@@ -177,6 +205,7 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
         curl_free(res);
         curl_free(cid);
         r.method = "GET";
+        r.operation = "IMDS";
         r.headers = imds_hdrs;
         r.flags = PP_HTTP_NO_PROXY;
     } else {
@@ -201,6 +230,7 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
             free(assertion);
         }
         r.method = "POST";
+        r.operation = "Token";
         r.headers = form_hdrs;
         r.body = body.data;
         r.body_len = body.len;
@@ -208,39 +238,25 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
     r.url = url;
     if (rc == 0)
         rc = pp_http_send(st->http, &r, on_token, st, NULL);
-    if (body.data != NULL)
-        explicit_bzero(body.data, body.len);
     pp_buf_free(&body);
     if (rc < 0)
         return pp_error_set(err, rc, "azure credentials (%s): %s", source(st), uv_strerror(rc));
     return 0;
 }
 
-int pp__azure_creds_ensure(pp__azure_state_t *st, pp__azure_waiter_t *w)
+static int creds_fetch(pp_token_cache_t *cache, void *arg)
 {
-    pp__azure_creds_t *c = &st->creds;
-    if (c->token != NULL && time(NULL) < c->refresh_at)
-        return 1;
-    w->next = c->waiters;
-    c->waiters = w;
-    if (c->refreshing)
-        return 0;
-    c->refreshing = 1;
+    pp__azure_state_t *st = arg;
+    (void)cache;
     pp_error_t e = {0};
     int r = start_refresh(st, &e);
-    if (r < 0) {
-        /* Callbacks must not fire inside the call that asked. */
-        c->refreshing = 0;
-        c->waiters = w->next;
-        w->next = NULL;
-        pp__azure_waiter_t *rest = c->waiters;
-        c->waiters = NULL;
-        while (rest != NULL) {
-            pp__azure_waiter_t *next = rest->next;
-            rest->cb(r, &e, rest->data);
-            rest = next;
-        }
-        return r;
-    }
-    return 0;
+    return r < 0 ? fail_later(st, r, &e) : 0;
+}
+
+int pp__azure_creds_ensure(pp__azure_state_t *st, pp_token_waiter_t *w)
+{
+    pp__azure_creds_t *c = &st->creds;
+    if (c->cache.fetch == NULL)
+        pp_token_cache_init(&c->cache, creds_fetch, st);
+    return pp_token_cache_ensure(&c->cache, w);
 }

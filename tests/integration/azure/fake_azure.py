@@ -20,18 +20,21 @@ IP) in the same region, a NIC or address used by one VM only, user data in
 base64 within 64 KiB, confidential VM settings only on confidential sizes.
 Long operations run asynchronously: a PUT answers 201 with
 Azure-AsyncOperation, the operation is InProgress for `op_polls` polls,
-then Succeeded (or Failed). Deleting a VM deletes its NIC and OS disk when
+then Succeeded (or Failed); as in Azure, it also ends when nobody polls it,
+`op_time_s` after it began (a client whose connection dropped finds the
+resource done later). Deleting a VM deletes its NIC and OS disk when
 their deleteOption says so, and a NIC's public IP likewise.
 
 Faults and control are the conformance suite's (tests/conformance/README.md,
 fakelib.py), plus for PUT of a VM: create_error (the VM and its disk are
 made and the operation ends Failed) and capacity (likewise, with
-AllocationFailed). Its own settings: op_polls, page_size, and
+AllocationFailed). Its own settings: op_polls, op_time_s, page_size, and
 federated_assertions (the assertions it accepts; the newest by default).
 
 Run: fake_azure.py [--port-file F] [-- command args...].
 """
 import base64
+import collections
 import json
 import os
 import re
@@ -187,6 +190,7 @@ class State(fakelib.FakeState):
                         "unavailable": 1, "drop": 1, "drop_after": 1, "timeout": 1,
                         "create_error": 1, "capacity": 1},
         "op_polls": 1,             # polls an operation answers InProgress
+        "op_time_s": 0.5,          # when an operation nobody polls ends
         "page_size": 50,           # items in a page of a list
         "federated_assertions": None,   # None: the first one only
     }
@@ -196,7 +200,8 @@ class State(fakelib.FakeState):
         self.tokens = {}          # access token -> expiry (epoch)
         self.issued_secrets = []
         self.vms, self.nics, self.pips, self.disks = {}, {}, {}, {}
-        self.ops = {}             # id -> dict(polls, result, error, then)
+        self.ops = {}             # id -> dict(polls, result, error, then, at)
+        self.pending_ops = collections.deque()  # ids of ops not yet ended, oldest first
         self.sandboxes = {}       # sandbox tag -> set of vmIds
         self.created = 0
         self.ip_n = 0
@@ -245,8 +250,19 @@ class State(fakelib.FakeState):
     def new_op(self, provider, result="Succeeded", error=None, then=None):
         oid = str(uuid.uuid4())
         self.ops[oid] = {"polls": 0, "result": result, "error": error, "then": then,
-                         "provider": provider}
+                         "provider": provider, "at": time.monotonic(), "ended": False}
+        self.pending_ops.append(oid)
         return oid
+
+    def settle(self):
+        """Ends the operations nobody polled to their end in op_time_s."""
+        limit = time.monotonic() - self.cfg["op_time_s"]
+        while self.pending_ops:
+            op = self.ops[self.pending_ops[0]]
+            if not op["ended"] and op["at"] > limit:
+                break
+            self.pending_ops.popleft()
+            end_op(op)
 
 
 STATE = State()
@@ -373,7 +389,7 @@ def put_pip(name, body, host):
     pip = {"name": name, "body": body, "tags": tags, "state": "Updating", "nic": None,
            "ip": f"20.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"}
     st.pips[name] = pip
-    oid = st.new_op("Microsoft.Network", then=("pip_ready", name))
+    oid = st.new_op("Microsoft.Network", then=("pip_ready", name, pip))
     return 201, {"Azure-AsyncOperation": op_url(host, "Microsoft.Network", oid),
                  "Retry-After": "0"}, json.dumps(pip_view(pip))
 
@@ -425,7 +441,7 @@ def put_nic(name, body, host):
     if pip is not None:
         pip["nic"] = name
     st.nics[name] = nic
-    oid = st.new_op("Microsoft.Network", then=("nic_ready", name))
+    oid = st.new_op("Microsoft.Network", then=("nic_ready", name, nic))
     return 201, {"Azure-AsyncOperation": op_url(host, "Microsoft.Network", oid),
                  "Retry-After": "0"}, json.dumps(nic_view(nic))
 
@@ -557,15 +573,15 @@ def put_vm(name, body, host, fault):
         oid = st.new_op("Microsoft.Compute", "Failed",
                         {"code": "OSProvisioningInternalError",
                          "message": "OS Provisioning failed for VM due to an internal error."},
-                        then=("vm_failed", name))
+                        then=("vm_failed", name, vm))
     elif fault == "capacity":
         oid = st.new_op("Microsoft.Compute", "Failed",
                         {"code": "AllocationFailed",
                          "message": "Allocation failed. We do not have sufficient capacity for "
                                     "the requested VM size in this region."},
-                        then=("vm_failed", name))
+                        then=("vm_failed", name, vm))
     else:
-        oid = st.new_op("Microsoft.Compute", then=("vm_ready", name))
+        oid = st.new_op("Microsoft.Compute", then=("vm_ready", name, vm))
     return 201, {"Azure-AsyncOperation": op_url(host, "Microsoft.Compute", oid),
                  "Retry-After": "0"}, json.dumps(vm_view(vm))
 
@@ -602,7 +618,7 @@ def delete_resource(kind, name, host):
         if vm is None:
             return 204, {}, ""
         vm["state"] = "Deleting"
-        oid = st.new_op("Microsoft.Compute", then=("vm_deleted", name))
+        oid = st.new_op("Microsoft.Compute", then=("vm_deleted", name, vm))
         prov = "Microsoft.Compute"
     elif kind == "networkInterfaces":
         nic = st.nics.get(name)
@@ -641,27 +657,39 @@ def delete_resource(kind, name, host):
     return 202, {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "0"}, ""
 
 
+def end_op(op):
+    """What an operation does when it ends, once: the resource it made is
+    ready (or failed), the VM it deletes is gone, with what goes with it.
+    Only the object it began with: a resource made again since is not its."""
+    st = STATE
+    if op["ended"]:
+        return
+    op["ended"] = True
+    if op["then"] is None:
+        return
+    what, name, obj = op["then"]
+    op["then"] = None
+    if what == "vm_ready" and st.vms.get(name) is obj:
+        obj["state"] = "Succeeded"
+    elif what == "vm_failed" and st.vms.get(name) is obj:
+        obj["state"] = "Failed"
+    elif what == "vm_deleted" and st.vms.get(name) is obj:
+        cascade_delete_vm(name)
+    elif what == "nic_ready" and st.nics.get(name) is obj:
+        obj["state"] = "Succeeded"
+    elif what == "pip_ready" and st.pips.get(name) is obj:
+        obj["state"] = "Succeeded"
+
+
 def poll_op(oid):
     st = STATE
     op = st.ops.get(oid)
     if op is None:
         raise ArmError(404, "NotFound", f"operation {oid} not found")
     op["polls"] += 1
-    if op["polls"] <= st.cfg["op_polls"]:
+    if not op["ended"] and op["polls"] <= st.cfg["op_polls"]:
         return 200, {"Retry-After": "0"}, json.dumps({"name": oid, "status": "InProgress"})
-    if op["then"] is not None:
-        what, name = op["then"]
-        op["then"] = None
-        if what == "vm_ready" and name in st.vms:
-            st.vms[name]["state"] = "Succeeded"
-        elif what == "vm_failed" and name in st.vms:
-            st.vms[name]["state"] = "Failed"
-        elif what == "vm_deleted":
-            cascade_delete_vm(name)
-        elif what == "nic_ready" and name in st.nics:
-            st.nics[name]["state"] = "Succeeded"
-        elif what == "pip_ready" and name in st.pips:
-            st.pips[name]["state"] = "Succeeded"
+    end_op(op)
     out = {"name": oid, "status": op["result"]}
     if op["error"]:
         out["error"] = op["error"]
@@ -690,6 +718,7 @@ def list_of(items, view, path, query, host):
 class Handler(fakelib.ControlHandler):
     server_version = "FakeAzure/1.0"
     STATE = STATE
+    APPLIED_KINDS = CREATE_ONLY
 
     def fault_answer(self, kind):
         j = "application/json; charset=utf-8"
@@ -747,6 +776,7 @@ class Handler(fakelib.ControlHandler):
 
         def apply():
             with STATE.lock:
+                STATE.settle()
                 try:
                     status, headers, body = fn(fault)
                 except ArmError as e:
