@@ -34,3 +34,9 @@ if(TARGET pp_ibmcloud)
   target_compile_definitions(test_ibmcloud_parts PRIVATE
     IBM_CORPUS_DIR="${CMAKE_CURRENT_LIST_DIR}/../fuzz/corpus/fuzz_ibmcloud_json")
 endif()
+# The Azure provider's pure parts (settings, ids, errors, the readers on the fuzz corpus).
+if(TARGET pp_azure)
+  pp_unit_test(test_azure_parts ${CMAKE_CURRENT_LIST_DIR}/test_azure_parts.c LIBS pp_providers pp_azure)
+  target_compile_definitions(test_azure_parts PRIVATE
+    AZURE_CORPUS_DIR="${CMAKE_CURRENT_LIST_DIR}/../fuzz/corpus/fuzz_azure_json")
+endif()
