@@ -46,14 +46,13 @@ typedef struct pp__azure_config_s {
     char subscription_id[128];
     char region[64];
     char resource_group[91];
-    char zone[16];
     char instance_size[PP_INSTANCE_TYPE_NAME_MAX];
     char instance_sizes[4096];
     char subnet_id[512];
     char nsg_id[512];
     char image_id[512];
     char ssh_username[64];
-    char ssh_pub_key_path[PATH_MAX];
+    char ssh_key_path[PATH_MAX];
     int disable_cvm;
     int enable_secure_boot;
     int use_public_ip;
@@ -92,7 +91,7 @@ typedef struct pp__azure_derived_s {
     size_t nsizes;
     pp__azure_tag_t *tags;
     size_t ntags;
-    char *ssh_key; /* the public key's text */
+    char *ssh_key; /* the public key's text, read or made at start */
     char arm[512]; /* the endpoints without a trailing slash */
     char authority[512];
     char imds[512];

@@ -13,15 +13,16 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
+#include "userdata/base64.h"
+#include "util/buf.h"
 #include "util/cleanup.h"
 
 #define T       pp__azure_config_t
 #define ID      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
 #define ARM_ID  ID "/()"
 #define KEY_MAX 16384
-
-static const char *const pool_off[] = {"disabled", NULL};
-static const char *const no[] = {"false", NULL};
 
 static const pp_setting_t items[] = {
     PP_SETTING_STR(T, client_id, "AZURE_CLIENT_ID", "clientid", NULL,
@@ -37,8 +38,6 @@ static const pp_setting_t items[] = {
                    .chars = ID, .flags = PP_SETTING_REQUIRED),
     PP_SETTING_STR(T, resource_group, "AZURE_RESOURCE_GROUP", "resourcegroup", NULL,
                    "resource group of the VMs", .chars = ID "()", .flags = PP_SETTING_REQUIRED),
-    PP_SETTING_STR(T, zone, NULL, "zone", NULL, "availability zone (accepted, unused upstream too)",
-                   .chars = ID),
     PP_SETTING_STR(T, instance_size, "AZURE_INSTANCE_SIZE", "instance-size", "Standard_DC2as_v5",
                    "default VM size", .chars = ID),
     PP_SETTING_LIST_OF(T, instance_sizes, "AZURE_INSTANCE_SIZES", "instance-sizes", NULL,
@@ -53,8 +52,9 @@ static const pp_setting_t items[] = {
                    .flags = PP_SETTING_REQUIRED),
     PP_SETTING_STR(T, ssh_username, "SSH_USERNAME", "ssh-username", "peerpod",
                    "admin user of the VMs", .chars = "abcdefghijklmnopqrstuvwxyz0123456789_-"),
-    PP_SETTING_STR(T, ssh_pub_key_path, "SSH_PUB_KEY_PATH", "ssh-pub-key", "/root/.ssh/id_rsa.pub",
-                   "SSH public key file for the admin user"),
+    PP_SETTING_STR(T, ssh_key_path, NULL, "ssh-key-path", NULL,
+                   "SSH public key file for the admin user; none: a key is made at start (its "
+                   "private half is not kept: the pod VMs are not reached over SSH)"),
     PP_SETTING_BOOL_OF(T, disable_cvm, "DISABLECVM", "disable-cvm", "false",
                        "plain VMs instead of confidential VMs"),
     PP_SETTING_BOOL_OF(T, enable_secure_boot, "ENABLE_SECURE_BOOT", "enable-secure-boot", "false",
@@ -90,18 +90,8 @@ static const pp_setting_t items[] = {
                       "shortest wait between polls of an operation (ms)"),
     PP_SETTING_INT_OF(T, operation_timeout_ms, "AZURE_OPERATION_TIMEOUT_MS", NULL, "900000", 1000,
                       7200000, "one long operation (ms)"),
-    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, NULL, "ssh-priv-key", NULL,
-                        "SSH private key (for SFTP user data, which is not used here)"),
-    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, NULL, "enable-sftp", no,
-                        "SFTP user data transfer (not supported: user data goes in the VM)",
-                        .flags = PP_SETTING_AS_BOOL),
-    PP_SETTING_UPSTREAM(PP_SETTING_REFUSE, NULL, "vm-pool-type", pool_off,
-                        "pools of pre-created VMs (not supported)"),
-    PP_SETTING_UPSTREAM(PP_SETTING_WARN, NULL, "vm-pool-pod-regex", NULL,
-                        "VM pools (not supported)"),
-    PP_SETTING_UPSTREAM(PP_SETTING_WARN, NULL, "vm-pool-instance-types", NULL,
-                        "VM pools (not supported)"),
-    PP_SETTING_UPSTREAM(PP_SETTING_WARN, NULL, "vm-pool-ips", NULL, "VM pools (not supported)"),
+    PP_SETTING_UPSTREAM(PP_SETTING_NOOP, NULL, "zone", NULL,
+                        "availability zone (accepted; upstream's VMs take none from it either)"),
 };
 
 const pp_settings_table_t pp__azure_settings = {
@@ -166,10 +156,7 @@ static int read_key(const char *path, pp__azure_derived_t *d, pp_error_t *err)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return pp_error_set(err, -errno,
-                            "`SSH_PUB_KEY_PATH` (-ssh-pub-key): `%s`: %s; Azure needs an SSH key "
-                            "for the VMs' admin user",
-                            path, strerror(errno));
+        return pp_error_set(err, -errno, "`-ssh-key-path`: `%s`: %s", path, strerror(errno));
     char *buf = calloc(1, KEY_MAX + 1);
     if (buf == NULL)
         return pp_error_set(err, -ENOMEM, "out of memory");
@@ -179,12 +166,53 @@ static int read_key(const char *path, pp__azure_derived_t *d, pp_error_t *err)
     if (n <= 0 || n > KEY_MAX || memchr(buf, '\n', (size_t)n) != NULL ||
         (strncmp(buf, "ssh-", 4) != 0 && strncmp(buf, "ecdsa-", 6) != 0)) {
         free(buf);
-        return pp_error_set(err, -EINVAL,
-                            "`SSH_PUB_KEY_PATH` (-ssh-pub-key): `%s` is not one OpenSSH public "
-                            "key",
+        return pp_error_set(err, -EINVAL, "`-ssh-key-path`: `%s` is not one OpenSSH public key",
                             path);
     }
     d->ssh_key = buf;
+    return 0;
+}
+
+/* Appends an SSH wire string (a 32-bit length, then the bytes). */
+static int ssh_string(pp_buf_t *b, const void *p, size_t n)
+{
+    uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    int r = pp_buf_append(b, len, sizeof(len));
+    return r == 0 ? pp_buf_append(b, p, n) : r;
+}
+
+/* Azure wants a public key for a Linux VM's admin user even with
+ * passwords off; the pod VMs are never reached over SSH, so without
+ * -ssh-key-path one is made here and its private half dropped, as upstream
+ * does. Ed25519, which Azure takes, since making one costs nothing, where
+ * upstream's RSA 4096 takes about a second of CPU. */
+static int make_key(pp__azure_derived_t *d, pp_error_t *err)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    uint8_t pub[32];
+    size_t publen = sizeof(pub);
+    int ok = k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &publen) == 1 && publen == 32;
+    EVP_PKEY_free(k);
+    if (!ok)
+        return pp_error_set(err, -EIO, "making an SSH key for the VMs' admin user failed");
+    pp_buf_t blob, text;
+    pp_buf_init(&blob, 0);
+    pp_buf_init(&text, 0);
+    int r = ssh_string(&blob, "ssh-ed25519", 11);
+    if (r == 0)
+        r = ssh_string(&blob, pub, sizeof(pub));
+    if (r == 0)
+        r = pp_buf_append(&text, "ssh-ed25519 ", 12);
+    if (r == 0)
+        r = pp_base64_encode(blob.data, blob.len, &text);
+    if (r == 0)
+        r = pp_buf_append(&text, " peerpod\0", 9);
+    pp_buf_free(&blob);
+    if (r < 0) {
+        pp_buf_free(&text);
+        return pp_error_set(err, r, "out of memory");
+    }
+    d->ssh_key = (char *)pp_buf_steal(&text, NULL);
     return 0;
 }
 
@@ -237,7 +265,7 @@ int pp__azure_config_check(const pp__azure_config_t *c, pp__azure_derived_t *d, 
     }
     if ((r = parse_tags(c->tags, d, err)) < 0)
         return r;
-    return read_key(c->ssh_pub_key_path, d, err);
+    return c->ssh_key_path[0] ? read_key(c->ssh_key_path, d, err) : make_key(d, err);
 }
 
 void pp__azure_derived_free(pp__azure_derived_t *d)

@@ -43,7 +43,6 @@ static const char *const all_vars[] = {
     "AZURE_NSG_ID",
     "AZURE_IMAGE_ID",
     "SSH_USERNAME",
-    "SSH_PUB_KEY_PATH",
     "DISABLECVM",
     "ENABLE_SECURE_BOOT",
     "USE_PUBLIC_IP",
@@ -73,7 +72,7 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* The required settings, a client secret, and an SSH key. */
+/* The required settings and a client secret. */
 static int clean_env(void **state)
 {
     (void)state;
@@ -87,8 +86,6 @@ static int clean_env(void **state)
     setenv("AZURE_CLIENT_ID", "0b7d5e3c-1a2b-4c3d-8e9f-a0b1c2d3e4f5", 1);
     setenv("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47", 1);
     setenv("AZURE_CLIENT_SECRET", "s3cret", 1);
-    write_file(key_path, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey peerpod@test\n");
-    setenv("SSH_PUB_KEY_PATH", key_path, 1);
     return 0;
 }
 
@@ -103,17 +100,22 @@ static int load(pp__azure_config_t *c, pp__azure_derived_t *d, int argc, char **
     return pp__azure_config_check(c, d, err);
 }
 
-static void expect_error(const char *needle)
+static void expect_error_argv(const char *needle, int argc, char **argv)
 {
     pp__azure_config_t c;
     pp__azure_derived_t d;
     pp_error_t err = {0};
-    int r = load(&c, &d, 0, NULL, &err);
+    int r = load(&c, &d, argc, argv, &err);
     pp__azure_derived_free(&d);
     if (r >= 0)
         fail_msg("accepted; expected an error naming `%s`", needle);
     if (strstr(err.message, needle) == NULL)
         fail_msg("`%s` does not name `%s`", err.message, needle);
+}
+
+static void expect_error(const char *needle)
+{
+    expect_error_argv(needle, 0, NULL);
 }
 
 /* --- settings -------------------------------------------------------------------------- */
@@ -142,7 +144,17 @@ static void test_defaults(void **state)
     assert_int_equal(d.cred_mode, PP_AZURE_CREDS_SECRET);
     assert_int_equal(d.nsizes, 0);
     assert_int_equal(d.ntags, 0);
-    assert_string_equal(d.ssh_key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey peerpod@test");
+    assert_string_equal(c.ssh_key_path, "");
+    /* No key given: one made, an OpenSSH Ed25519 public key, each time
+     * another. */
+    assert_true(strncmp(d.ssh_key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI", 37) == 0);
+    assert_int_equal(strlen(d.ssh_key), 12 + 68 + 8);
+    assert_string_equal(d.ssh_key + 12 + 68, " peerpod");
+    char first[128];
+    snprintf(first, sizeof(first), "%s", d.ssh_key);
+    pp__azure_derived_free(&d);
+    assert_int_equal(load(&c, &d, 0, NULL, &err), 0);
+    assert_string_not_equal(d.ssh_key, first);
     pp__azure_derived_free(&d);
 }
 
@@ -172,10 +184,11 @@ static void test_flags(void **state)
                     "-securitygroupid",
                     "/subscriptions/" SUB "/resourceGroups/rg/providers/"
                     "Microsoft.Network/networkSecurityGroups/nsg",
-                    "-vm-pool-type",
-                    "disabled",
-                    "-ssh-priv-key",
-                    "/root/.ssh/id_rsa"};
+                    "-zone",
+                    "2",
+                    "-ssh-key-path",
+                    key_path};
+    write_file(key_path, "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ key@host\n");
     pp__azure_config_t c;
     pp__azure_derived_t d;
     pp_error_t err = {0};
@@ -198,16 +211,13 @@ static void test_flags(void **state)
     assert_string_equal(d.tags[1].key, "c");
     assert_string_equal(d.tags[1].value, "d=e");
     assert_non_null(strstr(c.nsg_id, "/networkSecurityGroups/nsg"));
+    assert_string_equal(d.ssh_key, "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ key@host");
     pp__azure_derived_free(&d);
 
-    /* SFTP user data and VM pools are refused. */
-    char *sftp[] = {"-enable-sftp=true"};
-    assert_true(load(&c, &d, 1, sftp, &err) < 0);
-    assert_non_null(strstr(err.message, "enable-sftp"));
-    pp__azure_derived_free(&d);
-    char *pool[] = {"-vm-pool-type", "fixed"};
-    assert_true(load(&c, &d, 2, pool, &err) < 0);
-    assert_non_null(strstr(err.message, "vm-pool-type"));
+    /* Flags upstream does not have. */
+    char *unknown[] = {"-ssh-pub-key", "/root/.ssh/id_rsa.pub"};
+    assert_true(load(&c, &d, 2, unknown, &err) < 0);
+    assert_non_null(strstr(err.message, "ssh-pub-key"));
     pp__azure_derived_free(&d);
 }
 
@@ -316,14 +326,14 @@ static void test_tags_sizes_key(void **state)
     expect_error("AZURE_INSTANCE_SIZES");
     clean_env(state);
 
-    /* The SSH key: missing, not a key, two keys. */
-    setenv("SSH_PUB_KEY_PATH", "/nonexistent/id_rsa.pub", 1);
-    expect_error("SSH_PUB_KEY_PATH");
-    clean_env(state);
+    /* The SSH key file: missing, not a key, two keys. */
+    char *missing[] = {"-ssh-key-path", "/nonexistent/id_rsa.pub"};
+    expect_error_argv("-ssh-key-path", 2, missing);
+    char *given[] = {"-ssh-key-path", key_path};
     write_file(key_path, "-----BEGIN OPENSSH PRIVATE KEY-----\n");
-    expect_error("is not one OpenSSH public key");
+    expect_error_argv("is not one OpenSSH public key", 2, given);
     write_file(key_path, "ssh-rsa AAAA a\nssh-rsa BBBB b\n");
-    expect_error("is not one OpenSSH public key");
+    expect_error_argv("is not one OpenSSH public key", 2, given);
 }
 
 /* --- instance ids, origins, errors ------------------------------------------------------------ */

@@ -144,6 +144,28 @@ PIP_SCHEMA = {
 }
 
 
+def ssh_key_ok(text):
+    """An OpenSSH public key Azure takes: RSA of 2048 bits or more, or
+    Ed25519; the blob's own type must match the text's."""
+    parts = text.split() if isinstance(text, str) else []
+    if len(parts) < 2 or parts[0] not in ("ssh-rsa", "ssh-ed25519"):
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return False
+    fields, off = [], 0
+    while off + 4 <= len(blob):
+        n = int.from_bytes(blob[off:off + 4], "big")
+        fields.append(blob[off + 4:off + 4 + n])
+        off += 4 + n
+    if off != len(blob) or not fields or fields[0] != parts[0].encode():
+        return False
+    if parts[0] == "ssh-ed25519":
+        return len(fields) == 2 and len(fields[1]) == 32
+    return len(fields) == 3 and len(fields[2].lstrip(b"\0")) * 8 >= 2048
+
+
 def check_shape(obj, schema, where):
     if schema == "*":
         return
@@ -498,8 +520,7 @@ def put_vm(name, body, host, fault):
                            "must be enabled in Linux profile.")
         for k in keys:
             if k.get("path") != f"/home/{user}/.ssh/authorized_keys" or \
-                    not str(k.get("keyData", "")).startswith(("ssh-rsa ", "ssh-ed25519 ",
-                                                              "ecdsa-sha2-")):
+                    not ssh_key_ok(k.get("keyData")):
                 raise ArmError(400, "InvalidParameter", "ssh public key path or data")
     sec = p.get("securityProfile")
     if sec is not None:
@@ -1005,28 +1026,13 @@ class Handler(fakelib.ControlHandler):
 RATE, BURST = 200, 40
 
 
-SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheFakeAzure0123456789abcdefghij "
-           "peerpod@test")
-
-
-def key_file():
-    """A public key for the VMs' admin user, in a file that goes with us."""
-    import atexit
-    import tempfile
-    fd, path = tempfile.mkstemp(prefix="pp-fake-azure-key-", suffix=".pub")
-    os.write(fd, (SSH_KEY + "\n").encode())
-    os.close(fd)
-    atexit.register(os.unlink, path)
-    return path
-
-
 def provider_env(url):
     """The Azure provider's settings against this fake, for the conformance
     suite (None: unset): a client secret, whose tokens expire; short
     backoffs and polls; the rate limit above."""
     env = {k: None for k in (
         "AZURE_FEDERATED_TOKEN_FILE", "AZURE_INSTANCE_SIZES", "USE_PUBLIC_IP", "DISABLECVM",
-        "ENABLE_SECURE_BOOT", "ROOT_VOLUME_SIZE", "AZURE_NSG_ID")}
+        "ENABLE_SECURE_BOOT", "ROOT_VOLUME_SIZE", "AZURE_NSG_ID", "SSH_USERNAME")}
     env.update({
         "FAKE_AZURE_TENANT": TENANT, "FAKE_AZURE_CLIENT_ID": CLIENT_ID,
         "FAKE_AZURE_CLIENT_SECRET": CLIENT_SECRET, "FAKE_AZURE_MI_CLIENT_ID": MI_CLIENT_ID,
@@ -1036,7 +1042,6 @@ def provider_env(url):
         "AZURE_RESOURCE_GROUP": RG, "AZURE_SUBNET_ID": SUBNET, "AZURE_IMAGE_ID": IMAGE,
         "AZURE_AUTHORITY_HOST": url, "AZURE_RESOURCE_MANAGER_ENDPOINT": url,
         "AZURE_POD_IDENTITY_AUTHORITY_HOST": url, "TAGS": "team=peer-pods,env=ci",
-        "SSH_PUB_KEY_PATH": key_file(),
         "AZURE_RETRY_BASE_DELAY_MS": "5", "AZURE_RETRY_MAX_DELAY_MS": "40",
         "AZURE_MAX_ATTEMPTS": "8", "AZURE_API_ATTEMPT_TIMEOUT_MS": "400",
         "AZURE_API_TIMEOUT_MS": "15000", "AZURE_POLL_INTERVAL_MS": "10",
