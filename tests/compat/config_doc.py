@@ -13,7 +13,7 @@
    there is one) it stops at start-up naming the setting and serves
    nothing.
 
-3. upstream's peer-pods-cm (and peer-pods-secret) for aws and libvirt, as
+3. upstream's peer-pods-cm (and peer-pods-secret) for aws, azure and libvirt, as
    its chart renders them (tests/compat/data): every key is a setting of the
    daemon or its provider, and the daemon starts and serves with the whole
    map as its environment (only what would reach a cloud or a host pointed
@@ -34,7 +34,7 @@ DOC, BIN, DATA = sys.argv[1], sys.argv[2], sys.argv[3]
 CAA = os.path.join(BIN, "cloud-api-adaptor")
 APF = os.path.join(BIN, "agent-protocol-forwarder")
 PUD = os.path.join(BIN, "process-user-data")
-PROVIDERS = ("local", "aws", "libvirt", "ibmcloud")
+PROVIDERS = ("local", "aws", "azure", "libvirt", "ibmcloud")
 SUPPORT = {"supported": "supported", "no effect": "noop", "warned": "warn", "refused": "refuse"}
 
 # What a provider needs to get as far as its settings at start-up, without
@@ -44,6 +44,15 @@ PROVIDER_ENV = {
     "aws": {"AWS_REGION": "us-east-1", "PODVM_AMI_ID": "ami-0123456789abcdef0",
             "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
             "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+    "azure": {"AZURE_SUBSCRIPTION_ID": "11111111-2222-3333-4444-555555555555",
+              "AZURE_REGION": "eastus", "AZURE_RESOURCE_GROUP": "rg",
+              "AZURE_SUBNET_ID": "/subscriptions/11111111-2222-3333-4444-555555555555/"
+                                 "resourceGroups/rg/providers/Microsoft.Network/"
+                                 "virtualNetworks/v/subnets/s",
+              "AZURE_IMAGE_ID": "/CommunityGalleries/g/Images/podvm/Versions/0.1.0",
+              "AZURE_AUTHORITY_HOST": "http://127.0.0.1:9",
+              "AZURE_RESOURCE_MANAGER_ENDPOINT": "http://127.0.0.1:9",
+              "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"},
     "libvirt": {"LIBVIRT_URI": "test:///default", "LIBVIRT_POOL": "default-pool",
                 "DISABLECVM": "false"},
     "ibmcloud": {"IBMCLOUD_API_KEY": "key", "IBMCLOUD_ZONE": "us-south-1",
@@ -255,12 +264,15 @@ def config_map(path):
 CM_OVERRIDES = {
     "aws": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9",
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9/"},
+    "azure": {"AZURE_AUTHORITY_HOST": "http://127.0.0.1:9",
+              "AZURE_RESOURCE_MANAGER_ENDPOINT": "http://127.0.0.1:9",
+              "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"},
     "libvirt": {"LIBVIRT_URI": "test:///default", "LIBVIRT_POOL": "default-pool"},
 }
 
 
 def check_config_maps(lists):
-    for provider in ("aws", "libvirt"):
+    for provider in ("aws", "azure", "libvirt"):
         path = os.path.join(DATA, f"peer-pods-cm-{provider}.yaml")
         cm = config_map(path)
         known = {k[0] for k in lists[provider] if k[0]}
