@@ -77,51 +77,6 @@ static void fail(pp__aws_state_t *st, int status, pp_error_t *e, const char *wha
 
 /* --- web identity -------------------------------------------------------------- */
 
-typedef struct token_read_s {
-    uv_work_t work;
-    pp__aws_state_t *st;
-    char *token;
-    int status;
-    char path[PATH_MAX];
-} token_read_t;
-
-/* On the threadpool: the token file may sit on any file system. */
-static void token_read_work(uv_work_t *w)
-{
-    token_read_t *t = container_of(w, token_read_t, work);
-    int fd = open(t->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        t->status = -errno;
-        return;
-    }
-    char *buf = malloc(TOKEN_FILE_MAX + 1);
-    size_t len = 0;
-    ssize_t n = 0;
-    while (buf != NULL && len < TOKEN_FILE_MAX &&
-           (n = read(fd, buf + len, TOKEN_FILE_MAX - len)) > 0)
-        len += (size_t)n;
-    close(fd);
-    if (buf == NULL) {
-        t->status = -ENOMEM;
-        return;
-    }
-    if (n < 0 || len == TOKEN_FILE_MAX) {
-        t->status = n < 0 ? -EIO : -EFBIG;
-        OPENSSL_cleanse(buf, len);
-        free(buf);
-        return;
-    }
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-        len--;
-    buf[len] = '\0';
-    if (len == 0) {
-        t->status = -ENODATA;
-        free(buf);
-        return;
-    }
-    t->token = buf;
-}
-
 static void sts_answered(int status, const char *body, size_t len, const char *code,
                          const pp_error_t *err, void *data)
 {
@@ -146,30 +101,24 @@ static void sts_answered(int status, const char *body, size_t len, const char *c
     finish(st, 0, NULL);
 }
 
-static void token_read_after(uv_work_t *w, int status)
+static void token_read(int status, char *token, void *data)
 {
-    token_read_t *t = container_of(w, token_read_t, work);
-    pp__aws_state_t *st = t->st;
+    pp__aws_state_t *st = data;
     pp_error_t e = {0};
-    if (status < 0)
-        t->status = status;
-    if (t->status < 0) {
-        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, t->status,
+    if (status < 0) {
+        pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, status,
                             "web identity credentials: `AWS_WEB_IDENTITY_TOKEN_FILE` `%s`: %s",
-                            t->path, uv_strerror(t->status));
-        int s = t->status;
-        free(t);
-        finish(st, s, &e);
+                            st->cfg.token_file, uv_strerror(status));
+        finish(st, status, &e);
         return;
     }
     pp__aws_query_t q;
     pp__aws_query_init(&q, "AssumeRoleWithWebIdentity", PP_AWS_STS_VERSION);
     pp__aws_query_add(&q, "RoleArn", st->cfg.role_arn);
     pp__aws_query_add(&q, "RoleSessionName", st->cfg.session_name);
-    pp__aws_query_add(&q, "WebIdentityToken", t->token);
-    OPENSSL_cleanse(t->token, strlen(t->token));
-    free(t->token);
-    free(t);
+    pp__aws_query_add(&q, "WebIdentityToken", token);
+    OPENSSL_cleanse(token, strlen(token));
+    free(token);
     int r = pp__aws_sts_call(st, &q, "AssumeRoleWithWebIdentity", sts_answered, st);
     if (r < 0) {
         pp_error_set(&e, r, "web identity credentials: %s", uv_strerror(r));
@@ -179,15 +128,7 @@ static void token_read_after(uv_work_t *w, int status)
 
 static int refresh_web_identity(pp__aws_state_t *st)
 {
-    token_read_t *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return -ENOMEM;
-    t->st = st;
-    snprintf(t->path, sizeof(t->path), "%s", st->cfg.token_file);
-    int r = uv_queue_work(st->p->loop, &t->work, token_read_work, token_read_after);
-    if (r < 0)
-        free(t);
-    return r;
+    return pp_token_file_read(st->p->loop, st->cfg.token_file, TOKEN_FILE_MAX, token_read, st);
 }
 
 /* --- IMDSv2 ---------------------------------------------------------------------- */

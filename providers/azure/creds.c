@@ -8,11 +8,9 @@
 #include "azure.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -98,43 +96,6 @@ static void on_token(int status, const pp_http_response_t *resp, const pp_error_
     finish(st, 0, NULL);
 }
 
-/* A fetch that could not start (the token file unreadable) ends on the
- * next turn of the loop, as the cache wants, with its message. */
-typedef struct deferred_s {
-    uv_timer_t timer;
-    pp__azure_state_t *st;
-    int status;
-    pp_error_t err;
-} deferred_t;
-
-static void deferred_closed(uv_handle_t *h)
-{
-    free(container_of((uv_timer_t *)h, deferred_t, timer));
-}
-
-static void deferred_fire(uv_timer_t *t)
-{
-    deferred_t *d = container_of(t, deferred_t, timer);
-    finish(d->st, d->status, &d->err);
-    uv_close((uv_handle_t *)t, deferred_closed);
-}
-
-static int fail_later(pp__azure_state_t *st, int status, const pp_error_t *err)
-{
-    deferred_t *d = calloc(1, sizeof(*d));
-    if (d == NULL)
-        return status;
-    if (uv_timer_init(st->p->loop, &d->timer) < 0) {
-        free(d);
-        return status;
-    }
-    d->st = st;
-    d->status = status;
-    d->err = *err;
-    uv_timer_start(&d->timer, deferred_fire, 0, 0);
-    return 0;
-}
-
 /* Appends "&key=value" (value percent-encoded) to `b`. */
 static int form_add(pp_buf_t *b, const char *key, const char *value)
 {
@@ -153,33 +114,9 @@ static int form_add(pp_buf_t *b, const char *key, const char *value)
     return r;
 }
 
-/* The projected service account token, read afresh each time. */
-static int read_assertion(const char *path, char **out, pp_error_t *err)
-{
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    /* -EACCES whatever the cause: a call that fails for its credentials
-     * must not read as a resource that is gone (-ENOENT). */
-    if (fd < 0)
-        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EACCES,
-                                   "`AZURE_FEDERATED_TOKEN_FILE` `%s`: %s", path, strerror(errno));
-    char *buf = calloc(1, ASSERTION_MAX + 1);
-    if (buf == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    ssize_t n = read(fd, buf, ASSERTION_MAX + 1);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    if (n <= 0 || n > ASSERTION_MAX) {
-        explicit_bzero(buf, ASSERTION_MAX + 1);
-        free(buf);
-        return pp_error_set_status(err, PP_GRPC_UNAUTHENTICATED, -EACCES,
-                                   "`AZURE_FEDERATED_TOKEN_FILE` `%s`: empty or over %d bytes",
-                                   path, ASSERTION_MAX);
-    }
-    *out = buf;
-    return 0;
-}
-
-static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
+/* Sends the token request: with the client secret, with `assertion`
+ * (workload identity), or to IMDS. */
+static int start_refresh(pp__azure_state_t *st, const char *assertion, pp_error_t *err)
 {
     const pp__azure_config_t *c = &st->cfg;
     char url[1024];
@@ -218,16 +155,9 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
         if (rc == 0 && st->d.cred_mode == PP_AZURE_CREDS_SECRET) {
             rc = form_add(&body, "client_secret", c->client_secret);
         } else if (rc == 0) {
-            char *assertion = NULL;
-            if ((rc = read_assertion(c->federated_token_file, &assertion, err)) < 0) {
-                pp_buf_free(&body);
-                return rc;
-            }
             rc = form_add(&body, "client_assertion_type", ASSERTION_TYPE);
             if (rc == 0)
                 rc = form_add(&body, "client_assertion", assertion);
-            explicit_bzero(assertion, strlen(assertion));
-            free(assertion);
         }
         r.method = "POST";
         r.operation = "Token";
@@ -244,13 +174,37 @@ static int start_refresh(pp__azure_state_t *st, pp_error_t *err)
     return 0;
 }
 
+/* Workload identity: the projected token, read afresh for each fetch,
+ * since the kubelet rotates it. */
+static void on_assertion(int status, char *assertion, void *data)
+{
+    pp__azure_state_t *st = data;
+    pp_error_t e = {0};
+    if (status < 0) {
+        /* -EACCES whatever the cause: a call that fails for its
+         * credentials must not read as a resource that is gone. */
+        pp_error_set_status(&e, PP_GRPC_UNAUTHENTICATED, -EACCES,
+                            "azure credentials (%s): `AZURE_FEDERATED_TOKEN_FILE` `%s`: %s",
+                            source(st), st->cfg.federated_token_file, uv_strerror(status));
+        finish(st, -EACCES, &e);
+        return;
+    }
+    int r = start_refresh(st, assertion, &e);
+    explicit_bzero(assertion, strlen(assertion));
+    free(assertion);
+    if (r < 0)
+        finish(st, r, &e);
+}
+
 static int creds_fetch(pp_token_cache_t *cache, void *arg)
 {
     pp__azure_state_t *st = arg;
     (void)cache;
+    if (st->d.cred_mode == PP_AZURE_CREDS_WORKLOAD)
+        return pp_token_file_read(st->p->loop, st->cfg.federated_token_file, ASSERTION_MAX,
+                                  on_assertion, st);
     pp_error_t e = {0};
-    int r = start_refresh(st, &e);
-    return r < 0 ? fail_later(st, r, &e) : 0;
+    return start_refresh(st, NULL, &e);
 }
 
 int pp__azure_creds_ensure(pp__azure_state_t *st, pp_token_waiter_t *w)

@@ -2,7 +2,14 @@
 #include "providers/http/token.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "util/cleanup.h"
 
 void pp_token_cache_init(pp_token_cache_t *c, pp_token_fetch_fn fetch, void *arg)
 {
@@ -59,4 +66,84 @@ void pp_token_cache_invalidate(pp_token_cache_t *c)
 {
     c->valid = 0;
     c->refresh_at = 0;
+}
+
+/* --- credential files ---------------------------------------------------------- */
+
+typedef struct file_read_s {
+    uv_work_t work;
+    size_t max;
+    char *text;
+    int status;
+    pp_token_file_cb cb;
+    void *data;
+    char path[PATH_MAX];
+} file_read_t;
+
+static void file_read_work(uv_work_t *w)
+{
+    file_read_t *t = container_of(w, file_read_t, work);
+    int fd = open(t->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        t->status = -errno;
+        return;
+    }
+    char *buf = malloc(t->max + 1);
+    size_t len = 0;
+    ssize_t n = 0;
+    while (buf != NULL && len < t->max && (n = read(fd, buf + len, t->max - len)) > 0)
+        len += (size_t)n;
+    if (n < 0)
+        t->status = -errno;
+    close(fd);
+    if (buf == NULL) {
+        t->status = -ENOMEM;
+        return;
+    }
+    /* As much as the bound, then the file may hold more. */
+    if (t->status == 0 && len >= t->max)
+        t->status = -EFBIG;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
+        len--;
+    if (t->status == 0 && len == 0)
+        t->status = -ENODATA;
+    if (t->status < 0) {
+        explicit_bzero(buf, t->max + 1);
+        free(buf);
+        return;
+    }
+    buf[len] = '\0';
+    t->text = buf;
+}
+
+static void file_read_after(uv_work_t *w, int status)
+{
+    file_read_t *t = container_of(w, file_read_t, work);
+    if (status < 0 && t->text != NULL) {
+        explicit_bzero(t->text, strlen(t->text));
+        free(t->text);
+        t->text = NULL;
+    }
+    if (status < 0)
+        t->status = status;
+    t->cb(t->status, t->text, t->data);
+    free(t);
+}
+
+int pp_token_file_read(uv_loop_t *loop, const char *path, size_t max, pp_token_file_cb cb,
+                       void *data)
+{
+    if (path == NULL || path[0] == '\0' || strlen(path) >= PATH_MAX || max == 0 || cb == NULL)
+        return -EINVAL;
+    file_read_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    t->max = max;
+    t->cb = cb;
+    t->data = data;
+    snprintf(t->path, sizeof(t->path), "%s", path);
+    int r = uv_queue_work(loop, &t->work, file_read_work, file_read_after);
+    if (r < 0)
+        free(t);
+    return r;
 }

@@ -16,7 +16,9 @@
 #ifndef PP_PROVIDERS_HTTP_TOKEN_H
 #define PP_PROVIDERS_HTTP_TOKEN_H
 
+#include <stddef.h>
 #include <time.h>
+#include <uv.h>
 
 #include "util/error.h"
 
@@ -61,6 +63,17 @@ void pp_token_cache_done(pp_token_cache_t *c, int status, time_t expiration, con
 /* After an answer that says the credential expired or was revoked: the
  * next ensure fetches a new one. */
 void pp_token_cache_invalidate(pp_token_cache_t *c);
+
+/* A credential file read afresh for each fetch (a projected service
+ * account token, which the kubelet rotates), on the threadpool, since the
+ * file may sit on any file system. `cb` runs on the loop with the text
+ * without its trailing whitespace, NUL-terminated (the callee's: clear it
+ * and free it), or with NULL and a negative errno: the open's or read's,
+ * -ENODATA when empty, -EFBIG at `max` bytes or more. Fails synchronously
+ * (no callback) with a negative errno. */
+typedef void (*pp_token_file_cb)(int status, char *text, void *data);
+int pp_token_file_read(uv_loop_t *loop, const char *path, size_t max, pp_token_file_cb cb,
+                       void *data);
 
 /* The refresh time for a credential that expires at `expiration`, fetched
  * at `now`. */

@@ -1,13 +1,16 @@
 /* The HTTP client's pure parts: full-jitter backoff, Retry-After, the token
- * bucket, the CURLcode table, and the credential cache. */
+ * bucket, the CURLcode table, the credential cache, and credential files
+ * read on the threadpool. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -193,12 +196,81 @@ static void test_token_cache(void **state)
     assert_int_equal(c.fetching, 0);
 }
 
+typedef struct file_res_s {
+    int calls, status;
+    char text[64];
+} file_res_t;
+
+static void file_done(int status, char *text, void *data)
+{
+    file_res_t *r = data;
+    r->calls++;
+    r->status = status;
+    r->text[0] = '\0';
+    if (text != NULL) {
+        snprintf(r->text, sizeof(r->text), "%s", text);
+        free(text);
+    }
+}
+
+/* Reads `path` as a fetch would and returns what the callback got. */
+static file_res_t read_file(uv_loop_t *loop, const char *path, size_t max)
+{
+    file_res_t r = {0};
+    assert_int_equal(pp_token_file_read(loop, path, max, file_done, &r), 0);
+    assert_int_equal(r.calls, 0); /* never from inside the call */
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.calls, 1);
+    return r;
+}
+
+static void put(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_token_file(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    char path[] = "/tmp/pp-token-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    /* Trailing whitespace goes; each read sees the file as it is now. */
+    put(path, "eyJhbGciOiJSUzI1NiJ9.first.sig\n");
+    file_res_t r = read_file(&loop, path, 64);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.text, "eyJhbGciOiJSUzI1NiJ9.first.sig");
+    put(path, "eyJhbGciOiJSUzI1NiJ9.rotated.sig \r\n");
+    r = read_file(&loop, path, 64);
+    assert_string_equal(r.text, "eyJhbGciOiJSUzI1NiJ9.rotated.sig");
+    /* Empty, at the bound, missing. */
+    put(path, "\n");
+    assert_int_equal(read_file(&loop, path, 64).status, -ENODATA);
+    put(path, "0123456789abcdef");
+    assert_int_equal(read_file(&loop, path, 16).status, -EFBIG);
+    assert_int_equal(read_file(&loop, path, 17).status, 0);
+    put(path, "0123456789abcdef\n\n");
+    assert_int_equal(read_file(&loop, path, 16).status, -EFBIG);
+    unlink(path);
+    r = read_file(&loop, path, 64);
+    assert_int_equal(r.status, -ENOENT);
+    assert_string_equal(r.text, "");
+    assert_int_equal(pp_token_file_read(&loop, "", 64, file_done, &r), -EINVAL);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff),     cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_bucket),      cmocka_unit_test(test_curl_errors),
-        cmocka_unit_test(test_token_cache),
+        cmocka_unit_test(test_token_cache), cmocka_unit_test(test_token_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -571,7 +571,7 @@ static void test_workload_identity(void **state)
     assert_int_equal(c.status, -EACCES);
     assert_int_equal(c.grpc, PP_GRPC_UNAUTHENTICATED);
     assert_non_null(strstr(c.msg, "AZURE_FEDERATED_TOKEN_FILE"));
-    assert_non_null(strstr(c.msg, "No such file"));
+    assert_non_null(strstr(c.msg, "no such file"));
     provider_free(p);
     token_path[0] = '\0';
     check_clean();
