@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "provider.h"
 #include "util/grpc_codes.h"
 
 static int cmp_type(const void *a, const void *b)
@@ -109,4 +110,19 @@ int pp_instance_type_select(const pp_instance_type_list_t *l, const pp_instance_
     return pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, -ENOENT,
                                "no instance type in `%s` (%s) has %u vCPUs and %u MiB", setting,
                                list, w->vcpus, w->memory_mib);
+}
+
+int pp_instance_spec_check(const struct pp_instance_spec_s *spec, size_t sandbox_max,
+                           size_t name_max, size_t image_max, size_t user_data_max)
+{
+    if (spec == NULL || spec->sandbox_id == NULL || spec->sandbox_id[0] == '\0' ||
+        strlen(spec->sandbox_id) >= sandbox_max || spec->instance_name == NULL ||
+        spec->instance_name[0] == '\0' || strlen(spec->instance_name) >= name_max)
+        return -EINVAL;
+    if (spec->user_data_len > user_data_max)
+        return -EMSGSIZE;
+    if ((spec->machine_type && strlen(spec->machine_type) >= PP_INSTANCE_TYPE_NAME_MAX) ||
+        (spec->image && strlen(spec->image) >= image_max))
+        return -EINVAL;
+    return 0;
 }

@@ -58,4 +58,13 @@ int pp_instance_type_select(const pp_instance_type_list_t *list,
                             const pp_instance_type_want_t *want, char *out, size_t outlen,
                             pp_error_t *err);
 
+/* What a cloud provider's create checks of a spec before anything else:
+ * a sandbox id and an instance name, each shorter than the room the
+ * provider keeps for it, a machine type that fits
+ * PP_INSTANCE_TYPE_NAME_MAX, an image shorter than `image_max`; -EINVAL if
+ * not. User data over `user_data_max` bytes: -EMSGSIZE. */
+struct pp_instance_spec_s;
+int pp_instance_spec_check(const struct pp_instance_spec_s *spec, size_t sandbox_max,
+                           size_t name_max, size_t image_max, size_t user_data_max);
+
 #endif

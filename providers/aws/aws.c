@@ -699,16 +699,13 @@ static int aws_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provi
                       void *data)
 {
     st_t *st = p->state;
-    if (spec == NULL || cb == NULL || spec->sandbox_id == NULL || spec->sandbox_id[0] == '\0' ||
-        strlen(spec->sandbox_id) >= sizeof(((op_t *)0)->sandbox_id) ||
-        spec->instance_name == NULL || spec->instance_name[0] == '\0' ||
-        strlen(spec->instance_name) >= sizeof(((op_t *)0)->name))
+    if (cb == NULL)
         return -EINVAL;
-    if (spec->user_data_len > PP_AWS_USER_DATA_MAX)
-        return -EMSGSIZE;
-    if ((spec->machine_type && strlen(spec->machine_type) >= PP_INSTANCE_TYPE_NAME_MAX) ||
-        (spec->image && strlen(spec->image) >= sizeof(((op_t *)0)->image)))
-        return -EINVAL;
+    int rc =
+        pp_instance_spec_check(spec, sizeof(((op_t *)0)->sandbox_id), sizeof(((op_t *)0)->name),
+                               sizeof(((op_t *)0)->image), PP_AWS_USER_DATA_MAX);
+    if (rc < 0)
+        return rc;
     const char *node = spec->node_name ? spec->node_name : p->node_name;
     char token[65];
     pp_buf_t b64;

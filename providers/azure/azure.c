@@ -646,16 +646,13 @@ static int azure_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_pro
                         void *data)
 {
     st_t *st = p->state;
-    if (spec == NULL || cb == NULL || spec->sandbox_id == NULL || spec->sandbox_id[0] == '\0' ||
-        strlen(spec->sandbox_id) >= sizeof(((cr_t *)0)->sandbox_id) ||
-        spec->instance_name == NULL || spec->instance_name[0] == '\0' ||
-        strlen(spec->instance_name) >= sizeof(((cr_t *)0)->name))
+    if (cb == NULL)
         return -EINVAL;
-    if (spec->user_data_len > PP_AZURE_USER_DATA_MAX)
-        return -EMSGSIZE;
-    if ((spec->machine_type && strlen(spec->machine_type) >= PP_INSTANCE_TYPE_NAME_MAX) ||
-        (spec->image && strlen(spec->image) >= sizeof(((cr_t *)0)->image)))
-        return -EINVAL;
+    int rc =
+        pp_instance_spec_check(spec, sizeof(((cr_t *)0)->sandbox_id), sizeof(((cr_t *)0)->name),
+                               sizeof(((cr_t *)0)->image), PP_AZURE_USER_DATA_MAX);
+    if (rc < 0)
+        return rc;
     joiner_t *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return -ENOMEM;
