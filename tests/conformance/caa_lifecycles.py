@@ -104,6 +104,7 @@ def main():
         lock = threading.Lock()
         counts = {"started": 0, "start_failed": 0, "health_ok": 0, "stop_retries": 0, "done": 0}
         first_error = []
+        failed_by_code = {}  # gRPC code -> [count, first message]
         next_idx = [0]
 
         def shim_call(*args, timeout=120):
@@ -131,6 +132,9 @@ def main():
                         counts["start_failed"] += 1
                         if not first_error:
                             first_error.append(err)
+                        code = err.split("StartVM: ", 1)[-1].split(":", 1)[0]
+                        by = failed_by_code.setdefault(code, [0, err])
+                        by[0] += 1
                 if rc == 0 and i % 10 == 0:
                     hrc, out, herr = shim_call("health", sock)
                     if hrc != 0 or out != "health SERVING":
@@ -176,6 +180,8 @@ def main():
               f"{counts['started']} started, {counts['start_failed']} StartVM failed (first: "
               f"{first_error[0] if first_error else 'none'}), {counts['health_ok']} health "
               f"checks through the adaptor, {counts['stop_retries']} StopVM retries")
+        for code, (n, msg) in sorted(failed_by_code.items()):
+            print(f"  StartVM failed with {code}: {n} (first: {msg[:200]})")
         print(f"fake: {rep['requests']} requests, {rep['faults_total']} faults "
               f"{json.dumps(rep['faults'])}, {rep['created']} VMs made, left {json.dumps(alive)}, "
               f"{len(rep['duplicates'])} sandboxes with two VMs, {rep['refused_count']} refused; "
