@@ -24,18 +24,10 @@
 
 /* --- errors ---------------------------------------------------------------------- */
 
-enum { DEF = 0, RETRY = 1, FINAL = -1 };
-
-#define E(code, err, grpc, retry)                                                                  \
-    {                                                                                              \
-        code, err, PP_GRPC_##grpc, retry                                                           \
-    }
-static const struct {
-    const char *code;
-    int err;
-    int grpc;
-    int retry;
-} codes[] = {
+/* Azure AD's and Resource Manager's codes; the rest by the HTTP status
+ * (providers/http/errors.h). */
+#define E(code, err, grpc, retry) PP_HTTP_ERROR(code, err, PP_GRPC_##grpc, PP_HTTP_ERR_##retry)
+static const pp_http_error_map_t codes[] = {
     E("TooManyRequests", -EAGAIN, UNAVAILABLE, RETRY),
     E("RetryableError", -EAGAIN, UNAVAILABLE, RETRY),
     E("AnotherOperationInProgress", -EAGAIN, UNAVAILABLE, RETRY),
@@ -72,38 +64,9 @@ static const struct {
 };
 #undef E
 
-void pp__azure_error_classify(const char *code, long http_status, pp__azure_error_class_t *out)
+void pp__azure_error_classify(const char *code, long http_status, pp_http_error_class_t *out)
 {
-    if (code != NULL) {
-        for (size_t i = 0; i < PP_ARRAY_SIZE(codes); i++) {
-            if (strcmp(codes[i].code, code) == 0) {
-                out->err = codes[i].err;
-                out->grpc = codes[i].grpc;
-                out->retry = codes[i].retry;
-                return;
-            }
-        }
-    }
-    out->retry = DEF;
-    if (http_status == 401) {
-        out->err = -EACCES;
-        out->grpc = PP_GRPC_UNAUTHENTICATED;
-    } else if (http_status == 403) {
-        out->err = -EPERM;
-        out->grpc = PP_GRPC_PERMISSION_DENIED;
-    } else if (http_status == 404) {
-        out->err = -ENOENT;
-        out->grpc = PP_GRPC_NOT_FOUND;
-    } else if (http_status == 409) {
-        out->err = -EBUSY;
-        out->grpc = PP_GRPC_FAILED_PRECONDITION;
-    } else if (http_status == 429 || http_status >= 500) {
-        out->err = -EAGAIN;
-        out->grpc = PP_GRPC_UNAVAILABLE;
-    } else {
-        out->err = -EINVAL;
-        out->grpc = PP_GRPC_FAILED_PRECONDITION;
-    }
+    pp_http_error_classify(codes, PP_ARRAY_SIZE(codes), code, http_status, out);
 }
 
 pp_http_verdict_t pp__azure_http_classify(const pp_http_response_t *resp, void *arg)
@@ -114,11 +77,9 @@ pp_http_verdict_t pp__azure_http_classify(const pp_http_response_t *resp, void *
     pp__azure_error_info_t ei;
     if (pp__azure_parse_error(resp->body, resp->body_len, &ei) < 0 || ei.code[0] == '\0')
         return PP_HTTP_DEFAULT;
-    pp__azure_error_class_t cls;
+    pp_http_error_class_t cls;
     pp__azure_error_classify(ei.code, resp->status, &cls);
-    if (cls.retry == RETRY)
-        return PP_HTTP_RETRY;
-    return cls.retry == FINAL ? PP_HTTP_FINAL : PP_HTTP_DEFAULT;
+    return pp_http_error_verdict(&cls, resp->status);
 }
 
 int pp__azure_same_origin(const char *arm, const char *url)
@@ -218,7 +179,7 @@ static void on_answer(int status, const pp_http_response_t *resp, const pp_error
         }
         return;
     }
-    pp__azure_error_class_t cls;
+    pp_http_error_class_t cls;
     pp__azure_error_classify(ei.code[0] ? ei.code : NULL, resp->status, &cls);
     if (ei.code[0] != '\0')
         pp_error_set_status(&e, cls.grpc, cls.err, "azure %s: HTTP %ld: %s: %s", c->method,
@@ -470,9 +431,9 @@ static void on_poll(int status, const pp__azure_answer_t *ans, const char *code,
         return;
     }
     if (strcmp(st, "Failed") == 0 || strcmp(st, "Canceled") == 0) {
-        pp__azure_error_class_t cls;
+        pp_http_error_class_t cls;
         pp__azure_error_classify(ei.code[0] ? ei.code : NULL, 500, &cls);
-        if (cls.retry != FINAL && strcmp(ei.code, "AllocationFailed") != 0)
+        if (cls.retry != PP_HTTP_ERR_FINAL && strcmp(ei.code, "AllocationFailed") != 0)
             cls.grpc = PP_GRPC_UNAVAILABLE;
         pp_error_set_status(&e, cls.grpc, cls.err, "azure %s: operation %s: %s: %s", w->method, st,
                             ei.code[0] ? ei.code : "(no code)", ei.message);

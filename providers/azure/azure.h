@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "providers/http/errors.h"
 #include "providers/http/http.h"
 #include "providers/http/token.h"
 #include "providers/instance_type.h"
@@ -221,14 +222,9 @@ typedef void (*pp__azure_done_cb)(int status, const char *code, const pp_error_t
 int pp__azure_arm_wait(pp__azure_state_t *st, const char *method, const char *path,
                        const char *api_version, json_t *body, pp__azure_done_cb cb, void *data);
 
-/* The one translation of an ARM or Azure AD error into ours. */
-typedef struct pp__azure_error_class_s {
-    int err;   /* negative errno */
-    int grpc;  /* gRPC status */
-    int retry; /* 1: worth another attempt; 0: default for the status; -1 never */
-} pp__azure_error_class_t;
-
-void pp__azure_error_classify(const char *code, long http_status, pp__azure_error_class_t *out);
+/* The one translation of an ARM or Azure AD error code into ours, the
+ * HTTP status deciding for a code it lacks (providers/http/errors.h). */
+void pp__azure_error_classify(const char *code, long http_status, pp_http_error_class_t *out);
 pp_http_verdict_t pp__azure_http_classify(const pp_http_response_t *resp, void *arg);
 
 /* Whether `url` is on the ARM endpoint `arm` (scheme, host and port), so

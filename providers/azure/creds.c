@@ -70,7 +70,7 @@ static void on_token(int status, const pp_http_response_t *resp, const pp_error_
     if (resp->status != 200) {
         pp__azure_error_info_t ei;
         pp__azure_parse_error(resp->body, resp->body_len, &ei);
-        pp__azure_error_class_t cls;
+        pp_http_error_class_t cls;
         pp__azure_error_classify(ei.code[0] ? ei.code : NULL, resp->status, &cls);
         /* Azure AD's refusals say who was refused; they hold no secret. */
         pp_error_set_status(&e, cls.grpc, cls.err, "azure credentials (%s): HTTP %ld%s%s%s%s",

@@ -405,12 +405,12 @@ static void test_errors(void **state)
         {"ResourceNotFound", 404, -ENOENT, PP_GRPC_NOT_FOUND, PP_HTTP_FINAL},
         {"InternalServerError", 500, -EIO, PP_GRPC_UNAVAILABLE, PP_HTTP_RETRY},
         {"SomethingNew", 404, -ENOENT, PP_GRPC_NOT_FOUND, PP_HTTP_DEFAULT},
-        {"SomethingNew", 409, -EBUSY, PP_GRPC_FAILED_PRECONDITION, PP_HTTP_DEFAULT},
+        {"SomethingNew", 409, -EEXIST, PP_GRPC_ALREADY_EXISTS, PP_HTTP_DEFAULT},
         {"SomethingNew", 503, -EAGAIN, PP_GRPC_UNAVAILABLE, PP_HTTP_DEFAULT},
         {"SomethingNew", 400, -EINVAL, PP_GRPC_FAILED_PRECONDITION, PP_HTTP_DEFAULT},
     };
     for (size_t i = 0; i < PP_ARRAY_SIZE(cases); i++) {
-        pp__azure_error_class_t cls;
+        pp_http_error_class_t cls;
         pp__azure_error_classify(cases[i].code, cases[i].http, &cls);
         if (cls.err != cases[i].err || cls.grpc != cases[i].grpc)
             fail_msg("%s (HTTP %ld): %d %s", cases[i].code, cases[i].http, cls.err,
