@@ -19,7 +19,9 @@
  *   - only http and https, no redirects, no verbose output.
  * Log lines carry the method, the URL without its query, the status and the
  * timing; never a header, a body or a query, since those hold credentials,
- * signatures and tokens.
+ * signatures and tokens. For the same reason the client clears its copies
+ * of a request's body and header lines, and the answer's body and headers,
+ * before it frees them (tests/unit/test_secret_wipe.c).
  *
  * The process ignores SIGPIPE, as the daemons do: libcurl runs with
  * CURLOPT_NOSIGNAL (no signals on the loop thread), so a TLS write to a
