@@ -19,25 +19,8 @@
 #include "tlsmod.h"
 #include "tls/ca.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char tmp[256];
-    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-        return -ENAMETOOLONG;
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
 
 /* What is left behind, by what it is: pod VMs running (adopted at the next
  * start), pod VMs whose start or stop the next start finishes, failed
@@ -238,7 +221,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
                                      d->metrics.registry, &d->provider, err);
     if (r < 0)
         return pp_error_wrap(err, "provider `%s`", ops->name);
-    if ((r = mkdir_p(d->cfg.pods_dir, 0755)) < 0)
+    if ((r = pp_mkdir_p(d->cfg.pods_dir, 0755, NULL)) < 0)
         return pp_error_set(err, r, "`PODS_DIR` `%s`: %s", d->cfg.pods_dir, strerror(-r));
     if ((r = check_ca(d, err)) < 0)
         return r;
@@ -251,7 +234,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     char *slash = strrchr(sockdir, '/');
     if (slash != NULL && slash != sockdir) {
         *slash = '\0';
-        if ((r = mkdir_p(sockdir, 0755)) < 0)
+        if ((r = pp_mkdir_p(sockdir, 0755, NULL)) < 0)
             return pp_error_set(err, r, "`REMOTE_HYPERVISOR_ENDPOINT` directory `%s`: %s", sockdir,
                                 strerror(-r));
     }

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 
 #include "net/net.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 static const char *const state_names[] = {
@@ -35,48 +35,15 @@ int caa_state_parse(const char *name, enum caa_sandbox_state *out)
     return -EINVAL;
 }
 
-/* Writes `len` bytes to dir/name atomically with `mode`. */
+/* Writes `len` bytes to dir/name atomically with `mode`, on disk when it
+ * returns. */
 static int write_atomic(const char *dir, const char *name, const void *data, size_t len,
                         mode_t mode, pp_error_t *err)
 {
-    char tmp[320], path[320];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "write `%s`: %s", tmp, strerror(errno));
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
-            close(fd);
-            unlink(tmp);
-            return pp_error_set(err, -e, "write `%s`: %s", tmp, strerror(e));
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (fsync(fd) < 0 || close(fd) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return pp_error_set(err, -e, "sync `%s`: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return pp_error_set(err, -e, "rename to `%s`: %s", path, strerror(e));
-    }
-    /* The rename itself must survive a crash too. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    char path[320];
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+        return pp_error_set(err, -ENAMETOOLONG, "path `%s/%s` is too long", dir, name);
+    return pp_file_write_atomic(path, data, len, mode, PP_FILE_DURABLE, err);
 }
 
 int caa_state_encode(const caa_sandbox_t *sb, char **out, pp_error_t *err)
@@ -130,35 +97,6 @@ int caa_state_save_initdata(caa_sandbox_t *sb, pp_error_t *err)
         return 0;
     return write_atomic(sb->dir, CAA_INITDATA_FILE, sb->initdata_b64, strlen(sb->initdata_b64),
                         0600, err);
-}
-
-static int read_file(const char *path, size_t max, char **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
-        close(fd);
-        return -EINVAL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    buf[got] = '\0';
-    *out = buf;
-    *len = got;
-    return 0;
 }
 
 static int copy_str(char *dst, size_t size, json_t *v)
@@ -291,7 +229,9 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_STATE_FILE);
     char *text = NULL;
     size_t len;
-    r = read_file(path, CAA_STATE_MAX, &text, &len);
+    r = pp_file_read(path, CAA_STATE_MAX, PP_FILE_NOFOLLOW | PP_FILE_REGULAR, &text, &len, NULL);
+    if (r == -EFBIG)
+        r = -EINVAL; /* as anything else that is not a record file */
     if (r < 0) {
         free(sb);
         return pp_error_set(err, r, "read `%s`: %s", path,
@@ -307,7 +247,8 @@ int caa_state_load(caa_daemon_t *d, const char *id, caa_sandbox_t **out, pp_erro
     }
     snprintf(path, sizeof(path), "%s/%s", sb->dir, CAA_INITDATA_FILE);
     size_t ilen;
-    if (read_file(path, 16u << 20, &sb->initdata_b64, &ilen) < 0)
+    if (pp_file_read(path, 16u << 20, PP_FILE_NOFOLLOW | PP_FILE_REGULAR, &sb->initdata_b64, &ilen,
+                     NULL) < 0)
         sb->initdata_b64 = NULL;
     *out = sb;
     return 0;

@@ -15,6 +15,7 @@
 #include "userdata/initdata.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/settings.h"
 
 /* TLS_CIPHER_SUITES as upstream's forwarder reads it: an array of names.
@@ -96,24 +97,20 @@ static int auth_json(caa_daemon_t *d, char **out, pp_error_t *err)
     if (path[0] == '\0')
         return 0;
     json_error_t je;
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return errno == ENOENT
-                   ? 0
-                   : pp_error_set(err, -errno, "`AUTH_JSON_FILE` `%s`: %s", path, strerror(errno));
-    cleanup_free char *text = malloc(AUTH_JSON_MAX + 2);
-    size_t n = text ? fread(text, 1, AUTH_JSON_MAX + 1, f) : 0;
-    fclose(f);
-    if (text == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    text[n] = '\0';
-    cleanup_json json_t *j = n <= AUTH_JSON_MAX ? json_loadb(text, n, 0, &je) : NULL;
+    cleanup_free char *text = NULL;
+    size_t n = 0;
+    int r = pp_file_read(path, AUTH_JSON_MAX, PP_FILE_SECRET, &text, &n, NULL);
+    if (r == -ENOENT)
+        return 0;
+    if (r == -EFBIG)
+        return pp_error_set(err, -EFBIG, "`AUTH_JSON_FILE` `%s` is over %d bytes", path,
+                            AUTH_JSON_MAX);
+    if (r < 0)
+        return pp_error_set(err, r, "`AUTH_JSON_FILE` `%s`: %s", path, strerror(-r));
+    cleanup_json json_t *j = json_loadb(text, n, 0, &je);
     if (j == NULL || !json_is_object(j)) {
         /* All of it: a NUL may hide the rest from a wipe by length. */
         explicit_bzero(text, n);
-        if (n > AUTH_JSON_MAX)
-            return pp_error_set(err, -EFBIG, "`AUTH_JSON_FILE` `%s` is over %d bytes", path,
-                                AUTH_JSON_MAX);
         /* The position only: the text holds credentials. */
         return pp_error_set(err, -EINVAL, "`AUTH_JSON_FILE` `%s` is not a JSON object (line %d)",
                             path, je.line);

@@ -1,15 +1,13 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/loop.h"
 #include "util/settings.h"
 
@@ -154,12 +152,6 @@ static const char *json_type_name(json_type t)
     return (size_t)t < PP_ARRAY_SIZE(names) && names[t] ? names[t] : "unknown";
 }
 
-static void json_decref_p(json_t **j)
-{
-    if (*j != NULL)
-        json_decref(*j);
-}
-
 /* ["A", "B"] -> "A,B". -EINVAL for an item that is not a name. */
 static int join_names(json_t *arr, char **out)
 {
@@ -196,8 +188,7 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
                           pp_error_t *err)
 {
     json_error_t jerr;
-    __attribute__((cleanup(json_decref_p))) json_t *root =
-        json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    cleanup_json json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
         return pp_error_set(err, -EINVAL, "config `%s`: line %d column %d: %s", origin, jerr.line,
                             jerr.column, jerr.text);
@@ -259,69 +250,37 @@ int apf_config_apply_json(apf_config_t *cfg, const char *text, size_t len, const
 int apf_config_load_file(apf_config_t *cfg, pp_error_t *err)
 {
     const char *path = cfg->config_path;
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        return pp_error_set(err, -errno, "config `%s`: %s", path, strerror(errno));
+    cleanup_free char *text = NULL;
+    size_t len;
+    int r = pp_file_read(path, APF_CONFIG_MAX, PP_FILE_REGULAR, &text, &len, err);
+    if (r == -ENOENT) {
+        pp_error_clear(err);
+        return 0;
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pp_error_set(err, -errno, "config `%s`: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return pp_error_set(err, -EINVAL, "config `%s`: not a regular file", path);
-    if (st.st_size > (off_t)APF_CONFIG_MAX)
-        return pp_error_set(err, -EFBIG, "config `%s`: larger than %u bytes", path, APF_CONFIG_MAX);
-    cleanup_free char *text = malloc((size_t)st.st_size + 1);
-    if (text == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    size_t have = 0;
-    while (have < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + have, (size_t)st.st_size - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pp_error_set(err, -errno, "config `%s`: %s", path, strerror(errno));
-        if (n == 0)
-            break;
-        have += (size_t)n;
+    if (r < 0) {
+        pp_error_wrap(err, "config");
+        return r;
     }
-    return apf_config_apply_json(cfg, text, have, path, err);
+    return apf_config_apply_json(cfg, text, len, path, err);
 }
 
 /* A whole PEM file, for -ca-cert-file, -cert-file and -cert-key. */
 static int read_pem(const char *flag, const char *path, char **out, pp_error_t *err)
 {
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "flag `-%s`: `%s`: %s", flag, path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pp_error_set(err, -errno, "flag `-%s`: `%s`: %s", flag, path, strerror(errno));
-    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)APF_CONFIG_MAX)
+    char *text = NULL;
+    size_t len;
+    int r = pp_file_read(path, APF_CONFIG_MAX, PP_FILE_REGULAR | PP_FILE_SECRET, &text, &len, NULL);
+    if (r == -EINVAL || r == -EFBIG)
         return pp_error_set(err, -EINVAL, "flag `-%s`: `%s` is not a PEM file of at most %u bytes",
                             flag, path, APF_CONFIG_MAX);
-    char *text = malloc((size_t)st.st_size + 1);
-    if (text == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    size_t have = 0;
-    while (have < (size_t)st.st_size) {
-        ssize_t n = read(fd, text + have, (size_t)st.st_size - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        have += (size_t)n;
-    }
-    text[have] = '\0';
+    if (r < 0)
+        return pp_error_set(err, r, "flag `-%s`: `%s`: %s", flag, path, strerror(-r));
     if (strstr(text, "-----BEGIN ") == NULL) {
-        explicit_bzero(text, have);
+        explicit_bzero(text, len);
         free(text);
         return pp_error_set(err, -EINVAL, "flag `-%s`: `%s` holds no PEM block", flag, path);
     }
-    if (*out != NULL)
-        explicit_bzero(*out, strlen(*out));
-    free(*out);
+    pp_secret_free(*out);
     *out = text;
     return 0;
 }

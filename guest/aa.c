@@ -13,6 +13,7 @@
 #include "pbmsg.h"
 #include "ttrpc/ttrpc.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define LOG "attestation-agent"
@@ -433,7 +434,7 @@ int guest_aa_start(uv_loop_t *loop, const guest_aa_opts_t *o, guest_aa_t **out, 
                                      aa);
     if (r < 0)
         pp_error_set(err, r, "register methods");
-    else if ((r = guest_mkdir_parents(o->socket, err)) == 0)
+    else if ((r = pp_mkdir_parents(o->socket, 0755, err)) == 0)
         r = pp_ttrpc_server_listen_unix(aa->srv, o->socket, err);
     if (r < 0) {
         guest_aa_close(aa, NULL, NULL);

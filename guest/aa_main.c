@@ -11,6 +11,7 @@
 #include "guest_main.h"
 #include "userdata/initdata.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/json_wipe.h"
 #include "util/log.h"
 #include "util/settings.h"
@@ -73,13 +74,14 @@ static int read_initdata(const aa_settings_t *s, char **out, size_t *len, pp_err
     *out = NULL;
     *len = 0;
     if (s->initdata_toml[0])
-        return guest_read_file(s->initdata_toml, PP_INITDATA_MAX_DEFAULT, out, len, err);
+        return pp_file_read(s->initdata_toml, PP_INITDATA_MAX_DEFAULT, PP_FILE_REGULAR, out, len,
+                            err);
     struct stat st;
     if (!s->initdata[0] || stat(s->initdata, &st) < 0)
         return 0;
     cleanup_free char *text = NULL;
     size_t n;
-    int r = guest_read_file(s->initdata, 4 * PP_INITDATA_MAX_DEFAULT, &text, &n, err);
+    int r = pp_file_read(s->initdata, 4 * PP_INITDATA_MAX_DEFAULT, PP_FILE_REGULAR, &text, &n, err);
     if (r < 0)
         return r;
     pp_buf_t b;

@@ -24,10 +24,11 @@
 #include <tss2/tss2_rc.h>
 
 #include "attester.h"
-#include "b64.h"
 #include "tee_int.h"
 #include "tpm_int.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
+#include "util/hex.h"
 
 #define HCL_HEADER        32
 #define HCL_HW_REPORT     32
@@ -71,7 +72,7 @@ static int hex_list(const uint8_t pcrs[24][32], json_t **out)
     json_t *a = json_array();
     for (int i = 0; a != NULL && i < 24; i++) {
         char h[65];
-        guest_hex(pcrs[i], 32, h);
+        pp_hex_encode(pcrs[i], 32, h);
         if (json_array_append_new(a, json_string(h)) < 0) {
             json_decref(a);
             a = NULL;
@@ -91,15 +92,15 @@ json_t *guest_az_evidence_json(guest_tee_t tee, const uint8_t *sig, size_t sig_l
     json_t *list = NULL;
     if (sh == NULL || mh == NULL || hex_list(pcrs, &list) < 0)
         return NULL;
-    guest_hex(sig, sig_len, sh);
-    guest_hex(msg, msg_len, mh);
+    pp_hex_encode(sig, sig_len, sh);
+    pp_hex_encode(msg, msg_len, mh);
     /* serde_with's URL-safe base64 pads. */
     pp_buf_t hb, eb;
     pp_buf_init(&hb, 0);
     pp_buf_init(&eb, 0);
     json_t *ev = NULL;
-    if (guest_b64url_encode(hcl, hcl_len, &hb) == 0 &&
-        guest_b64url_encode(extra, extra_len, &eb) == 0) {
+    if (pp_base64url_encode(hcl, hcl_len, &hb) == 0 &&
+        pp_base64url_encode(extra, extra_len, &eb) == 0) {
         for (size_t i = hb.len % 4; i && i < 4; i++)
             pp_buf_append(&hb, "=", 1);
         for (size_t i = eb.len % 4; i && i < 4; i++)
@@ -278,7 +279,7 @@ static int vcek(guest_attester_t *a, pp_buf_t *der, pp_error_t *err)
 
 static int td_quote(guest_attester_t *a, const uint8_t *td_report, pp_buf_t *out, pp_error_t *err)
 {
-    cleanup_free char *rep = guest_b64url_str(td_report, 1024);
+    cleanup_free char *rep = pp_base64url_str(td_report, 1024);
     json_t *req = rep ? json_pack("{s:s}", "report", rep) : NULL;
     cleanup_free char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
@@ -289,7 +290,7 @@ static int td_quote(guest_attester_t *a, const uint8_t *td_report, pp_buf_t *out
     if (r < 0)
         return r;
     const char *q = json_string_value(json_object_get(j, "quote"));
-    if (q == NULL || guest_b64url_decode(q, strlen(q), out) < 0)
+    if (q == NULL || pp_base64url_decode(q, strlen(q), out) < 0)
         r = pp_error_set(err, -EBADMSG, "instance metadata: `quote` is not base64url");
     json_decref(j);
     return r;

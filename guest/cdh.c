@@ -17,6 +17,7 @@
 #include "sealed.h"
 #include "ttrpc/ttrpc.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define LOG "confidential-data-hub"
@@ -484,38 +485,10 @@ static void on_cred_retry(uv_timer_t *t)
 
 static int write_secret(const char *path, const uint8_t *p, size_t n, pp_error_t *err)
 {
-    char dir[4096], tmp[4200];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL && slash != dir) {
-        *slash = 0;
-        /* Make the parents, 0700. */
-        for (char *q = dir + 1; *q; q++)
-            if (*q == '/') {
-                *q = 0;
-                mkdir(dir, 0700);
-                *q = '/';
-            }
-        mkdir(dir, 0700);
-    }
-    snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "write `%s`: %s", path, strerror(errno));
-    ssize_t w = write(fd, p, n);
-    int e = errno;
-    if (w != (ssize_t)n || fsync(fd) < 0 || close(fd) < 0) {
-        if (w == (ssize_t)n)
-            e = errno;
-        unlink(tmp);
-        return pp_error_set(err, -e, "write `%s`: %s", path, strerror(e));
-    }
-    if (rename(tmp, path) < 0) {
-        e = errno;
-        unlink(tmp);
-        return pp_error_set(err, -e, "rename to `%s`: %s", path, strerror(e));
-    }
-    return 0;
+    int r = pp_mkdir_parents(path, 0700, err);
+    if (r < 0)
+        return r;
+    return pp_file_write_atomic(path, p, n, 0600, PP_FILE_DURABLE, err);
 }
 
 static void cred_done(req_t *rq, const uint8_t *p, size_t n, const pp_error_t *err)
@@ -676,7 +649,7 @@ int guest_cdh_start(uv_loop_t *loop, const guest_cdh_opts_t *o, guest_cdh_t **ou
                                      c);
     if (r < 0)
         pp_error_set(err, r, "register methods");
-    else if ((r = guest_mkdir_parents(c->cfg.socket, err)) == 0)
+    else if ((r = pp_mkdir_parents(c->cfg.socket, 0755, err)) == 0)
         r = pp_ttrpc_server_listen_unix(c->srv, c->cfg.socket, err);
     if (r < 0) {
         guest_cdh_close(c, NULL, NULL);

@@ -10,6 +10,7 @@
 
 #include "toml.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define LOG "guest-config"
@@ -23,62 +24,6 @@ static const char *const key_alg_names[] = {
 const char *guest_key_alg_name(guest_key_alg_t alg)
 {
     return (unsigned)alg < PP_ARRAY_SIZE(key_alg_names) ? key_alg_names[alg] : "?";
-}
-
-int guest_read_file(const char *path, size_t max, char **out, size_t *len, pp_error_t *err)
-{
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "open `%s`: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pp_error_set(err, -errno, "stat `%s`: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return pp_error_set(err, -EINVAL, "`%s` is not a regular file", path);
-    if ((uint64_t)st.st_size > max)
-        return pp_error_set(err, -EFBIG, "`%s` has %lld bytes, more than %zu", path,
-                            (long long)st.st_size, max);
-    cleanup_free char *buf = malloc((size_t)st.st_size + 1);
-    if (buf == NULL)
-        return pp_error_set(err, -ENOMEM, "read `%s`: out of memory", path);
-    size_t have = 0;
-    while (have < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + have, (size_t)st.st_size - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pp_error_set(err, -errno, "read `%s`: %s", path, strerror(errno));
-        if (n == 0)
-            break;
-        have += (size_t)n;
-    }
-    buf[have] = 0;
-    *out = PP_STEAL(buf);
-    *len = have;
-    return 0;
-}
-
-int guest_mkdir_parents(const char *path, pp_error_t *err)
-{
-    char dir[4096];
-    int n = snprintf(dir, sizeof(dir), "%s", path);
-    if (n < 0 || (size_t)n >= sizeof(dir))
-        return pp_error_set(err, -ENAMETOOLONG, "`%s`: path too long", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return 0;
-    *slash = 0;
-    for (char *p = dir + 1;; p++) {
-        if (*p != '/' && *p != 0)
-            continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-            return pp_error_set(err, -errno, "make `%s`: %s", dir, strerror(errno));
-        *p = c;
-        if (c == 0)
-            return 0;
-    }
 }
 
 /* ---- typed lookups ---------------------------------------------------------- */
@@ -503,7 +448,7 @@ int guest_aa_cfg_load(const char *path, guest_aa_cfg_t *c, pp_error_t *err)
     cleanup_free char *text = NULL;
     size_t len;
     guest_aa_cfg_init(c);
-    int r = guest_read_file(path, CONFIG_MAX, &text, &len, err);
+    int r = pp_file_read(path, CONFIG_MAX, PP_FILE_REGULAR, &text, &len, err);
     if (r == 0 && (r = guest_aa_cfg_parse(text, len, c, err)) < 0)
         pp_error_wrap(err, "`%s`", path);
     return r;
@@ -514,7 +459,7 @@ int guest_cdh_cfg_load(const char *path, guest_cdh_cfg_t *c, pp_error_t *err)
     cleanup_free char *text = NULL;
     size_t len;
     guest_cdh_cfg_init(c);
-    int r = guest_read_file(path, CONFIG_MAX, &text, &len, err);
+    int r = pp_file_read(path, CONFIG_MAX, PP_FILE_REGULAR, &text, &len, err);
     if (r == 0 && (r = guest_cdh_cfg_parse(text, len, c, err)) < 0)
         pp_error_wrap(err, "`%s`", path);
     return r;

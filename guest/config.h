@@ -100,12 +100,4 @@ void guest_cdh_cfg_fini(guest_cdh_cfg_t *c);
 /* "ECDH-ES+A256KW-P256", ... */
 const char *guest_key_alg_name(guest_key_alg_t alg);
 
-/* Makes the directories above `path` (0755), as upstream's daemons do for
- * their sockets under /run/confidential-containers. 0 or -errno with `err`. */
-int guest_mkdir_parents(const char *path, pp_error_t *err);
-
-/* Reads a whole small file (at most `max` bytes) into a NUL-terminated
- * buffer. 0, or -errno (-EFBIG past `max`) with `err` naming the path. */
-int guest_read_file(const char *path, size_t max, char **out, size_t *len, pp_error_t *err);
-
 #endif

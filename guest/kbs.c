@@ -8,8 +8,8 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "b64.h"
 #include "providers/http/http.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"
@@ -520,7 +520,7 @@ int guest_jwt_exp(const char *jwt, int64_t *exp)
         return -EBADMSG;
     pp_buf_t claims;
     pp_buf_init(&claims, 64 * 1024);
-    int r = guest_b64url_decode(a + 1, (size_t)(b - a - 1), &claims);
+    int r = pp_base64url_decode(a + 1, (size_t)(b - a - 1), &claims);
     json_t *j = r == 0 ? json_loadb((const char *)claims.data, claims.len, 0, NULL) : NULL;
     pp_buf_free(&claims);
     if (!json_is_object(j)) {

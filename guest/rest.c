@@ -8,10 +8,10 @@
 #include <jansson.h>
 
 #include "aa.h"
-#include "b64.h"
 #include "httpd/httpd.h"
 #include "pbmsg.h"
 #include "ttrpc/ttrpc.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
@@ -284,7 +284,7 @@ static int runtime_data(pp_httpd_req_t *req, pp_buf_t *out)
         return pp_buf_append(out, rd, strlen(rd));
     if (strcmp(enc, "base64") != 0)
         return -EINVAL;
-    return guest_b64url_decode(rd, strlen(rd), out) < 0 ? -EINVAL : 0;
+    return pp_base64url_decode(rd, strlen(rd), out) < 0 ? -EINVAL : 0;
 }
 
 static void route_aa(call_t *c, const char *sub, const char *method)

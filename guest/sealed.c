@@ -10,10 +10,11 @@
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 
-#include "b64.h"
 #include "config.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/grpc_codes.h"
 
 struct guest_sealed_s {
@@ -45,7 +46,7 @@ static json_t *b64_json(const char *p, size_t n)
     pp_buf_t b;
     pp_buf_init(&b, GUEST_SEALED_MAX);
     json_t *j = NULL;
-    if (guest_b64url_decode(p, n, &b) == 0)
+    if (pp_base64url_decode(p, n, &b) == 0)
         j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, NULL);
     if (b.data != NULL)
         explicit_bzero(b.data, b.len);
@@ -79,7 +80,7 @@ int guest_sealed_parse(const char *text, size_t len, guest_sealed_t **out, pp_er
         r = bad(err, "the header is not base64url JSON");
     else if (s->payload == NULL)
         r = bad(err, "the payload is not base64url JSON");
-    else if (guest_b64url_decode(d2 + 1, (size_t)(end - d2 - 1), &s->sig) < 0)
+    else if (pp_base64url_decode(d2 + 1, (size_t)(end - d2 - 1), &s->sig) < 0)
         r = bad(err, "the signature is not base64url");
     else if ((s->signing_input = malloc((size_t)(d2 - p) + 1)) == NULL)
         r = pp_error_set(err, -ENOMEM, "out of memory");
@@ -120,8 +121,8 @@ static EVP_PKEY *p256_from_jwk(json_t *jwk)
     pp_buf_init(&by, 64);
     uint8_t point[65];
     EVP_PKEY *pkey = NULL;
-    if (guest_b64url_decode(x, strlen(x), &bx) == 0 &&
-        guest_b64url_decode(y, strlen(y), &by) == 0 && bx.len == 32 && by.len == 32) {
+    if (pp_base64url_decode(x, strlen(x), &bx) == 0 &&
+        pp_base64url_decode(y, strlen(y), &by) == 0 && bx.len == 32 && by.len == 32) {
         point[0] = 4;
         memcpy(point + 1, bx.data, 32);
         memcpy(point + 33, by.data, 32);
@@ -231,7 +232,7 @@ int guest_sealed_local_key(const char *dir, const char *kid, char **jwk, size_t 
     char path[4096];
     if (snprintf(path, sizeof(path), "%s/%s", dir, kid) >= (int)sizeof(path))
         return pp_error_set(err, -ENAMETOOLONG, "sealed secret: key path too long");
-    int r = guest_read_file(path, GUEST_SEALED_MAX, jwk, len, err);
+    int r = pp_file_read(path, GUEST_SEALED_MAX, PP_FILE_REGULAR | PP_FILE_SECRET, jwk, len, err);
     if (r < 0)
         pp_error_set_status(err, PP_GRPC_FAILED_PRECONDITION, r, "sealed secret: key `%.64s`: %s",
                             kid, strerror(-r));

@@ -11,10 +11,11 @@
 #include <unistd.h>
 
 #include "attester.h"
-#include "b64.h"
 #include "config.h"
 #include "tee_int.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/grpc_codes.h"
 
 #define TDX_HEADER       48
@@ -139,7 +140,7 @@ json_t *guest_tdx_evidence_json(const uint8_t *quote, size_t len, const uint8_t 
     guest_tdx_quote_t q;
     if (guest_tdx_quote_parse(quote, len, &q, err) < 0)
         return NULL;
-    cleanup_free char *qb = guest_b64_str(quote, len);
+    cleanup_free char *qb = pp_base64_str(quote, len);
     json_t *el = json_null();
     if (ccel != NULL) {
         size_t n;
@@ -150,7 +151,7 @@ json_t *guest_tdx_evidence_json(const uint8_t *quote, size_t len, const uint8_t 
         static const uint8_t end[8] = {255, 255, 255, 255, 255, 255, 255, 255};
         char *s = NULL;
         if (pp_buf_append(&b, ccel, n) == 0 && pp_buf_append(&b, end, 8) == 0)
-            s = guest_b64_str(b.data, b.len);
+            s = pp_base64_str(b.data, b.len);
         pp_buf_free(&b);
         el = s ? json_string(s) : NULL;
         free(s);
@@ -185,7 +186,7 @@ static int tdx_evidence(guest_attester_t *a, const uint8_t *rd, size_t len, json
     size_t ccel_len = 0;
     guest__path(&a->opts, "/sys/firmware/acpi/tables/data/CCEL", path, sizeof(path));
     if (r == 0 && access(path, F_OK) == 0 &&
-        (r = guest_read_file(path, CCEL_MAX, &ccel, &ccel_len, err)) < 0)
+        (r = pp_file_read(path, CCEL_MAX, PP_FILE_REGULAR, &ccel, &ccel_len, err)) < 0)
         pp_error_wrap(err, "CCEL");
     if (r == 0 && (*out = guest_tdx_evidence_json(quote.data, quote.len, (const uint8_t *)ccel,
                                                   ccel_len, err)) == NULL)

@@ -9,7 +9,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
-#include "b64.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 
@@ -109,7 +109,7 @@ static char *bn_b64url(const BIGNUM *bn, size_t width)
     cleanup_free uint8_t *buf = calloc(1, width ? width : 1);
     if (buf == NULL || BN_bn2binpad(bn, buf, (int)width) < 0)
         return NULL;
-    return guest_b64url_str(buf, width);
+    return pp_base64url_str(buf, width);
 }
 
 json_t *guest_teekey_jwk(const guest_teekey_t *k)
@@ -182,7 +182,7 @@ static int member(json_t *o, const char *name, size_t max, int required, pp_buf_
         return pp_error_set(err, -EBADMSG, "JWE: `%s` is %s", name,
                             v == NULL ? "missing" : "not a string");
     pp_buf_init(out, max);
-    int r = guest_b64url_decode(json_string_value(v), json_string_length(v), out);
+    int r = pp_base64url_decode(json_string_value(v), json_string_length(v), out);
     if (r < 0) {
         pp_buf_free(out);
         return pp_error_set(err, -EBADMSG, "JWE: `%s` is not base64url%s", name,

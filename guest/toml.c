@@ -9,6 +9,7 @@
 #include "userdata/utf8.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/hex.h"
 
 /* guest_toml_t.flags */
 #define F_HEADER  (1u << 0) /* a table named by a [header] */
@@ -31,12 +32,12 @@ typedef struct parser_s {
 static int fail(parser_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(parser_t *p, const char *fmt, ...)
 {
-    char msg[PP_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pp_error_setv(p->err, -EINVAL, fmt, ap);
     va_end(ap);
-    return pp_error_set(p->err, -EINVAL, "line %u: %s", p->line, msg);
+    pp_error_wrap(p->err, "line %u", p->line);
+    return -EINVAL;
 }
 
 const char *guest_toml_type_name(guest_toml_type_t type)
@@ -193,17 +194,6 @@ static int end_of_line(parser_t *p)
 
 /* ---- strings -------------------------------------------------------------- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int read_escape(parser_t *p, pp_buf_t *out)
 {
     int c = peek(p, 0);
@@ -219,7 +209,7 @@ static int read_escape(parser_t *p, pp_buf_t *out)
     size_t digits = c == 'u' ? 4 : 8;
     uint32_t cp = 0;
     for (size_t i = 1; i <= digits; i++) {
-        int h = hexval(peek(p, i));
+        int h = pp_hex_value(peek(p, i));
         if (h < 0)
             return fail(p, "bad `\\%c` escape: expected %zu hex digits", c, digits);
         cp = cp << 4 | (uint32_t)h;
@@ -436,12 +426,12 @@ static int read_number(parser_t *p, guest_toml_t **out)
             return fail(p, "`%s` is not a value", word);
         for (; i < n; i++) {
             if (s[i] == '_') {
-                if (!prev_digit || i + 1 == n || hexval(s[i + 1]) < 0)
+                if (!prev_digit || i + 1 == n || pp_hex_value(s[i + 1]) < 0)
                     return fail(p, "`%s`: `_` must sit between digits", word);
                 prev_digit = 0;
                 continue;
             }
-            int d = hexval(s[i]);
+            int d = pp_hex_value(s[i]);
             if (d < 0 || d >= base)
                 return fail(p, "`%s` is not a value", word);
             if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)

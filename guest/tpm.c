@@ -14,10 +14,11 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "attester.h"
-#include "b64.h"
 #include "tpm_int.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 #define LOG "guest-tpm"
@@ -282,9 +283,9 @@ json_t *guest_tpm_evidence_json(const uint8_t *attest, size_t attest_len, const 
                                 size_t sig_len, const uint8_t pcrs[24][32], const uint8_t *ak_der,
                                 size_t ak_der_len)
 {
-    cleanup_free char *sig_b64 = guest_b64_str(sig, sig_len);
-    cleanup_free char *msg_b64 = guest_b64_str(attest, attest_len);
-    cleanup_free char *ak_b64 = guest_b64_str(ak_der, ak_der_len);
+    cleanup_free char *sig_b64 = pp_base64_str(sig, sig_len);
+    cleanup_free char *msg_b64 = pp_base64_str(attest, attest_len);
+    cleanup_free char *ak_b64 = pp_base64_str(ak_der, ak_der_len);
     json_t *list = json_array();
     if (sig_b64 == NULL || msg_b64 == NULL || ak_b64 == NULL || list == NULL) {
         json_decref(list);
@@ -292,7 +293,7 @@ json_t *guest_tpm_evidence_json(const uint8_t *attest, size_t attest_len, const 
     }
     for (int i = 0; i < NPCRS; i++) {
         char hex[65];
-        guest_hex(pcrs[i], 32, hex);
+        pp_hex_encode(pcrs[i], 32, hex);
         if (json_array_append_new(list, json_string(hex)) < 0) {
             json_decref(list);
             return NULL;

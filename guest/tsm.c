@@ -12,6 +12,7 @@
 #include "attester.h"
 #include "tee_int.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 
 #define TSM_OUT_MAX (32u * 1024) /* the kernel's TSM_OUTBLOB_MAX */
 
@@ -28,28 +29,11 @@ static int read_attr(const char *dir, const char *name, size_t max, pp_buf_t *ou
 {
     char path[4400];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "configfs-tsm: open `%s`: %s", name, strerror(errno));
     out->max = max + 1; /* one byte more, to tell "too large" from "just fits" */
-    for (;;) {
-        size_t room = out->max - out->len;
-        int r = room > 0 ? pp_buf_reserve(out, room < 4096 ? room : 4096) : -EMSGSIZE;
-        if (r < 0 || out->len > max)
-            return pp_error_set(err, r < 0 ? r : -EMSGSIZE,
-                                "configfs-tsm: `%s` is larger than %zu bytes", name, max);
-        ssize_t n = read(fd, out->data + out->len, room < 4096 ? room : 4096);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pp_error_set(err, -errno, "configfs-tsm: read `%s`: %s", name, strerror(errno));
-        if (n == 0)
-            return out->len > max
-                       ? pp_error_set(err, -EMSGSIZE, "configfs-tsm: `%s` is larger than %zu bytes",
-                                      name, max)
-                       : 0;
-        out->len += (size_t)n;
-    }
+    int r = pp_file_read_at(AT_FDCWD, path, max, 0, out, err);
+    if (r < 0)
+        pp_error_wrap(err, "configfs-tsm");
+    return r;
 }
 
 static int write_attr(const char *dir, const char *name, const void *p, size_t n, pp_error_t *err)

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "http.h"
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -56,11 +56,6 @@ int pud_imds_token_text(const void *body, size_t len, char *out, pp_error_t *err
     return 0;
 }
 
-static void json_decref_p(json_t **j)
-{
-    json_decref(*j);
-}
-
 /* Parses a JSON object, strictly: one value, no duplicate keys. */
 static int load_object(const void *body, size_t len, json_t **out, pp_error_t *err)
 {
@@ -78,7 +73,7 @@ static int load_object(const void *body, size_t len, json_t **out, pp_error_t *e
 
 int pud_imds_ibm_token(const void *body, size_t len, char *out, pp_error_t *err)
 {
-    __attribute__((cleanup(json_decref_p))) json_t *j = NULL;
+    cleanup_json json_t *j = NULL;
     int r = load_object(body, len, &j, err);
     if (r < 0)
         return r;
@@ -91,7 +86,7 @@ int pud_imds_ibm_token(const void *body, size_t len, char *out, pp_error_t *err)
 
 int pud_imds_ibm_user_data(const void *body, size_t len, size_t max, pp_buf_t *out, pp_error_t *err)
 {
-    __attribute__((cleanup(json_decref_p))) json_t *j = NULL;
+    cleanup_json json_t *j = NULL;
     int r = load_object(body, len, &j, err);
     if (r < 0)
         return r;

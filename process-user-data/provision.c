@@ -16,6 +16,7 @@
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define DIGEST_NAME   "initdata.digest"
@@ -125,21 +126,6 @@ static int check_targets(int dirfd, const plan_t *plan, pp_error_t *err)
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes the item's bytes to a new temporary file beside the target. */
 static int write_temp(int dirfd, item_t *it, size_t index, pp_error_t *err)
 {
@@ -158,7 +144,7 @@ static int write_temp(int dirfd, item_t *it, size_t index, pp_error_t *err)
         it->tmp[0] = '\0';
         return pp_error_set(err, -e, "create temporary for `%s`: %s", it->name, strerror(e));
     }
-    int r = write_all(fd, it->data, it->len);
+    int r = pp_file_write_all(fd, it->data, it->len);
     /* fchmod, since the creation mode is filtered by the umask. */
     if (r == 0 && fchmod(fd, it->mode) < 0)
         r = -errno;

@@ -100,12 +100,6 @@ int pud_fetch(const pud_opts_t *o, pp_buf_t *out, const char **source, pp_error_
 /* The limit on user data in effect: --max-size within the library's bounds. */
 size_t pud_user_data_max(const pud_opts_t *o);
 
-/* Reads a regular file at `path` relative to `dirfd` (or AT_FDCWD), at most
- * `max` bytes (-EMSGSIZE past that). With `nofollow` a symlink as the last
- * component is refused. */
-int pud_read_file(int dirfd, const char *path, int nofollow, size_t max, pp_buf_t *out,
-                  pp_error_t *err);
-
 /* The config drive source, for the table in pud_source_order(). */
 extern const pud_source_t pud_source_config_drive;
 

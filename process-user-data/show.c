@@ -13,6 +13,7 @@
 #include "userdata/cloudconfig.h"
 #include "userdata/initdata.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 
 #define DIGEST_NAME   "initdata.digest"
 #define INITDATA_PATH PP_PEERPOD_DIR "/initdata"
@@ -32,7 +33,8 @@ static int verify_digest(int dirfd, const pud_opts_t *o, const char *stored, FIL
     pp_buf_init(&b64, 0);
     pp_buf_init(&toml, 0);
     pp_initdata_t id = {0};
-    int r = pud_read_file(dirfd, "initdata", 1, pud_user_data_max(o), &b64, err);
+    int r = pp_file_read_at(dirfd, "initdata", pud_user_data_max(o),
+                            PP_FILE_REGULAR | PP_FILE_NOFOLLOW, &b64, err);
     if (r == 0)
         r = pp_initdata_decode((const char *)b64.data, b64.len, o->max_initdata, &toml, err);
     if (r == 0)
@@ -60,7 +62,8 @@ static void show_record(int dirfd, FILE *out)
     pp_buf_init(&b, 0);
     pp_error_t e = {0};
     json_t *j = NULL;
-    if (pud_read_file(dirfd, PUD_RECORD_NAME, 1, RECORD_MAX, &b, &e) == 0)
+    if (pp_file_read_at(dirfd, PUD_RECORD_NAME, RECORD_MAX, PP_FILE_REGULAR | PP_FILE_NOFOLLOW, &b,
+                        &e) == 0)
         j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, NULL);
     pp_buf_free(&b);
     if (!json_is_object(j)) {
@@ -146,7 +149,8 @@ int pud_show(const pud_opts_t *o, FILE *out, pp_error_t *err)
     }
     pp_buf_t d;
     pp_buf_init(&d, 0);
-    int r = pud_read_file(dirfd, DIGEST_NAME, 1, 2 * PP_INITDATA_DIGEST_MAX, &d, err);
+    int r = pp_file_read_at(dirfd, DIGEST_NAME, 2 * PP_INITDATA_DIGEST_MAX,
+                            PP_FILE_REGULAR | PP_FILE_NOFOLLOW, &d, err);
     if (r == 0)
         r = pp_buf_append_byte(&d, 0);
     if (r == 0) {

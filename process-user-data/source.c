@@ -20,6 +20,7 @@
 #include "pud.h"
 #include "userdata/cloudconfig.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 /* Where the config drive (a `cidata` volume) may be mounted in the pod VM. */
@@ -92,47 +93,6 @@ int pud_read_attr(const char *path, char *buf, size_t n)
                        buf[len - 1] == '\0'))
         len--;
     buf[len] = '\0';
-    return 0;
-}
-
-int pud_read_file(int dirfd, const char *path, int nofollow, size_t max, pp_buf_t *out,
-                  pp_error_t *err)
-{
-    /* O_NONBLOCK: opening a FIFO must not hang; it is refused below. */
-    int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0);
-    cleanup_close int fd = openat(dirfd, path, flags);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ELOOP)
-            return pp_error_set(err, -ELOOP, "`%s` is a symlink", path);
-        return pp_error_set(err, -e, "open `%s`: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pp_error_set(err, -errno, "stat `%s`: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return pp_error_set(err, -EINVAL, "`%s` is not a regular file", path);
-    size_t start = out->len;
-    for (;;) {
-        int r = pp_buf_reserve(out, 4096);
-        if (r < 0)
-            return pp_error_set(err, r, "read `%s`: %s", path, strerror(-r));
-        /* Read one byte past the limit to tell "exactly max" from "more". */
-        size_t room = out->cap - out->len;
-        size_t left = max + 1 - (out->len - start);
-        ssize_t n = read(fd, out->data + out->len, room < left ? room : left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return pp_error_set(err, -errno, "read `%s`: %s", path, strerror(errno));
-        }
-        if (n == 0)
-            break;
-        out->len += (size_t)n;
-        if (out->len - start > max)
-            return pp_error_set(err, -EMSGSIZE, "`%s` is larger than the limit of %zu bytes", path,
-                                max);
-    }
     return 0;
 }
 
@@ -275,7 +235,7 @@ static int probe_config_drive(const pud_opts_t *o, pp_buf_t *out, pp_error_t *er
     cleanup_close int root = open(o->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)
         return pp_error_set(err, -errno, "open root `%s`: %s", o->root, strerror(errno));
-    int r = pud_read_file(root, CONFIG_DRIVE_MOUNTED, 0, max, out, err);
+    int r = pp_file_read_at(root, CONFIG_DRIVE_MOUNTED, max, PP_FILE_REGULAR, out, err);
     if (r == 0) {
         PP_INFO(PUD_LOG, "config drive: read `/" CONFIG_DRIVE_MOUNTED "`");
         return 0;
@@ -363,7 +323,7 @@ int pud_fetch(const pud_opts_t *o, pp_buf_t *out, const char **source, pp_error_
 {
     if (o->from != NULL) {
         *source = o->from;
-        return pud_read_file(AT_FDCWD, o->from, 0, pud_user_data_max(o), out, err);
+        return pp_file_read_at(AT_FDCWD, o->from, pud_user_data_max(o), PP_FILE_REGULAR, out, err);
     }
     const pud_source_t *order[PUD_MAX_SOURCES];
     char why[320];

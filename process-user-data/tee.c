@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 static const char *const kind_names[] = {
@@ -112,7 +114,11 @@ int pud_tsm_report(const pud_opts_t *o, char *provider, size_t provider_len, pp_
     if (r == 0 && (r = entry_path(&e, "outblob", path, sizeof(path))) < 0)
         pp_error_set(err, r, "configfs path too long");
     if (r == 0)
-        r = pud_read_file(AT_FDCWD, path, 1, PUD_TSM_OUTBLOB, out, err);
+        r = pp_file_read_at(AT_FDCWD, path, PUD_TSM_OUTBLOB, PP_FILE_REGULAR | PP_FILE_NOFOLLOW,
+                            out, err);
+    if (r == -EFBIG) /* more than the kernel ever gives: a message too large, not a file */
+        r = pp_error_set(err, -EMSGSIZE, "`%s` is larger than the limit of %u bytes", path,
+                         (unsigned)PUD_TSM_OUTBLOB);
     if (r == 0)
         r = tsm_attr(&e, "generation", gen2, sizeof(gen2), err);
     if (r == 0 && strcmp(gen1, gen2) != 0)
@@ -213,16 +219,6 @@ void pud_launch_expected(const uint8_t *digest, size_t digest_len, size_t len, u
     memset(out + n, 0, len - n);
 }
 
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int all_zero(const uint8_t *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -253,7 +249,7 @@ int pud_check_launch_binding(const pud_opts_t *o, const uint8_t *digest, size_t 
         return 0;
     }
     char got[2 * sizeof(lv.value) + 1], want_hex[2 * sizeof(lv.value) + 1];
-    hex(lv.value, lv.len, got);
+    pp_hex_encode(lv.value, lv.len, got);
     if (all_zero(lv.value, lv.len)) {
         snprintf(result, result_len, "skipped: %s unset (%s)", lv.field, provider);
         return 0;
@@ -265,7 +261,7 @@ int pud_check_launch_binding(const pud_opts_t *o, const uint8_t *digest, size_t 
                             lv.field, got, provider);
     uint8_t want[sizeof(lv.value)];
     pud_launch_expected(digest, digest_len, lv.len, want);
-    hex(want, lv.len, want_hex);
+    pp_hex_encode(want, lv.len, want_hex);
     if (memcmp(want, lv.value, lv.len) != 0)
         return pp_error_set(err, -EPERM,
                             "launch-bound %s %s (%s) does not match the initdata digest (want "

@@ -52,7 +52,8 @@ void pud_tee_detect(const pud_opts_t *o, pud_tee_t *tee);
 /* Asks configfs-tsm for a report: `provider` (NUL-terminated) and the raw
  * `outblob` appended to `out`. -ENOENT when there is no configfs-tsm
  * report directory; -EBUSY when another writer changed the entry while it
- * was read; or the error from the file system. */
+ * was read; -EMSGSIZE for an `outblob` larger than PUD_TSM_OUTBLOB; or the
+ * error from the file system. */
 int pud_tsm_report(const pud_opts_t *o, char *provider, size_t provider_len, pp_buf_t *out,
                    pp_error_t *err);
 

@@ -31,6 +31,7 @@
 #include "health.pb-c.h"
 #include "ttrpc/ttrpc.h"
 #include "util/buf.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 #define COMPONENT      "test-agent"
@@ -72,15 +73,10 @@ static int record(test_agent_t *ta, const pp_ttrpc_request_t *req)
 {
     if (ta->record_fd < 0)
         return 0;
-    static const char hex[] = "0123456789abcdef";
     char *payload = malloc(req->payload_len * 2 + 1);
     if (payload == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i < req->payload_len; i++) {
-        payload[2 * i] = hex[req->payload[i] >> 4];
-        payload[2 * i + 1] = hex[req->payload[i] & 15];
-    }
-    payload[req->payload_len * 2] = '\0';
+    pp_hex_encode(req->payload, req->payload_len, payload);
 
     json_t *md = json_array();
     for (size_t i = 0; i < req->metadata_count; i++)

@@ -16,19 +16,7 @@
 #include <netlink/route/route.h>
 
 #include "net/net_int.h"
-
-static void cachep(struct nl_cache **c)
-{
-    if (*c != NULL)
-        nl_cache_free(*c);
-}
-#define cleanup_cache __attribute__((cleanup(cachep)))
-
-static void linkp(struct rtnl_link **l)
-{
-    if (*l != NULL)
-        rtnl_link_put(*l);
-}
+#include "util/cleanup.h"
 
 /* The single-nexthop route's device and gateway. */
 static int route_nh(struct rtnl_route *r, struct in_addr *gw, bool *has_gw)
@@ -148,10 +136,10 @@ int pp__podns_inspect_here(const char *where, pp_podnet_t *out, pp_error_t *err)
     int rc = pp__nl_open(&nl, err);
     if (rc < 0)
         return rc;
-    cleanup_cache struct nl_cache *routes = NULL;
-    cleanup_cache struct nl_cache *addrs = NULL;
-    cleanup_cache struct nl_cache *neighs = NULL;
-    __attribute__((cleanup(linkp))) struct rtnl_link *link = NULL;
+    cleanup_nlcache struct nl_cache *routes = NULL;
+    cleanup_nlcache struct nl_cache *addrs = NULL;
+    cleanup_nlcache struct nl_cache *neighs = NULL;
+    cleanup_link struct rtnl_link *link = NULL;
 
     rc = rtnl_route_alloc_cache(nl.sk, AF_INET, 0, &routes);
     if (rc < 0) {
@@ -218,9 +206,9 @@ int pp__node_primary_here(const char *where, const char *ifname, pp_node_if_t *o
     int rc = pp__nl_open(&nl, err);
     if (rc < 0)
         return rc;
-    cleanup_cache struct nl_cache *routes = NULL;
-    cleanup_cache struct nl_cache *addrs = NULL;
-    cleanup_cache struct nl_cache *links = NULL;
+    cleanup_nlcache struct nl_cache *routes = NULL;
+    cleanup_nlcache struct nl_cache *addrs = NULL;
+    cleanup_nlcache struct nl_cache *links = NULL;
 
     rc = rtnl_route_alloc_cache(nl.sk, AF_INET, 0, &routes);
     if (rc == 0)

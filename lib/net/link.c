@@ -18,28 +18,7 @@
 #include <netlink/route/route.h>
 
 #include "net/net_int.h"
-
-static void linkp(struct rtnl_link **l)
-{
-    if (*l != NULL)
-        rtnl_link_put(*l);
-}
-
-static void addrp(struct nl_addr **a)
-{
-    if (*a != NULL)
-        nl_addr_put(*a);
-}
-
-static void msgp(struct nl_msg **m)
-{
-    if (*m != NULL)
-        nlmsg_free(*m);
-}
-
-#define cleanup_link   __attribute__((cleanup(linkp)))
-#define cleanup_nladdr __attribute__((cleanup(addrp)))
-#define cleanup_nlmsg  __attribute__((cleanup(msgp)))
+#include "util/cleanup.h"
 
 int pp__link_get(pp__nl_t *nl, const char *name, pp__link_t *out, const char *where,
                  pp_error_t *err)

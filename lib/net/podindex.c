@@ -93,12 +93,6 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void closedirp(DIR **d)
-{
-    if (*d != NULL)
-        closedir(*d);
-}
-
 /* The directory, to read. A fresh open file description: a dup() would
  * share the read offset with concurrent callers. */
 static int open_dir(pp_podindex_t *ix, DIR **out, pp_error_t *err)
@@ -118,7 +112,7 @@ static int open_dir(pp_podindex_t *ix, DIR **out, pp_error_t *err)
 
 int pp_podindex_foreach(pp_podindex_t *ix, pp_podindex_cb cb, void *data, pp_error_t *err)
 {
-    __attribute__((cleanup(closedirp))) DIR *d = NULL;
+    cleanup_dir DIR *d = NULL;
     int r = open_dir(ix, &d, err);
     if (r < 0)
         return r;
@@ -140,7 +134,7 @@ int pp_podindex_acquire(pp_podindex_t *ix, const char *owner, uint32_t *index, p
     if (!owner_valid(owner))
         return pp_error_set(err, -EINVAL, "pod index owner `%.64s` is not valid",
                             owner ? owner : "");
-    __attribute__((cleanup(closedirp))) DIR *d = NULL;
+    cleanup_dir DIR *d = NULL;
     int r = open_dir(ix, &d, err);
     if (r < 0)
         return r;

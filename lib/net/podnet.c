@@ -14,6 +14,7 @@
 
 #include "net/net.h"
 #include "util/cleanup.h"
+#include "util/hex.h"
 
 /* ---- names ---------------------------------------------------------------- */
 
@@ -140,27 +141,13 @@ const char *pp_ipv4_prefix_format(const pp_ipv4_prefix_t *p, char *buf, size_t l
     return buf;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int pp_mac_parse(const char *s, uint8_t mac[6])
 {
     if (s == NULL || strlen(s) != 17)
         return -EINVAL;
-    for (int i = 0; i < 6; i++) {
-        int hi = hexval(s[i * 3]), lo = hexval(s[i * 3 + 1]);
-        if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':'))
+    for (int i = 0; i < 6; i++)
+        if (pp_hex_decode(s + i * 3, 1, &mac[i]) < 0 || (i < 5 && s[i * 3 + 2] != ':'))
             return -EINVAL;
-        mac[i] = (uint8_t)(hi << 4 | lo);
-    }
     return 0;
 }
 
@@ -346,12 +333,12 @@ static int bad(pp_error_t *err, const char *path, const char *fmt, ...)
 
 static int bad(pp_error_t *err, const char *path, const char *fmt, ...)
 {
-    char msg[PP_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pp_error_setv(err, -EINVAL, fmt, ap);
     va_end(ap);
-    return pp_error_set(err, -EINVAL, "pod-network: `%s`: %s", path, msg);
+    pp_error_wrap(err, "pod-network: `%s`", path);
+    return -EINVAL;
 }
 
 static int get_string(const json_t *v, const char *path, const char **out, pp_error_t *err)

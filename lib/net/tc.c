@@ -18,15 +18,9 @@
 #include <netlink/route/tc.h>
 
 #include "net/net_int.h"
+#include "util/cleanup.h"
 
 #define INGRESS_PARENT 0xffff0000u /* ffff:, the ingress qdisc */
-
-static void msgp(struct nl_msg **m)
-{
-    if (*m != NULL)
-        nlmsg_free(*m);
-}
-#define cleanup_nlmsg __attribute__((cleanup(msgp)))
 
 /* Adds (1 if made, 0 if it was there) or deletes the ingress qdisc. */
 static int ingress_qdisc(pp__nl_t *nl, int ifindex, bool add, const char *name, const char *where,

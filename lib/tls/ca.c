@@ -2,13 +2,11 @@
 #include "tls/ca.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -19,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define PEM_MAX         (1u << 20)
@@ -35,31 +34,9 @@ struct pp_ca_s {
     char *client_key_pem;
 };
 
-static void x509_freep(X509 **x)
-{
-    X509_free(*x);
-}
-
-static void pkey_freep(EVP_PKEY **k)
-{
-    EVP_PKEY_free(*k);
-}
-
-static void bio_freep(BIO **b)
-{
-    BIO_free(*b);
-}
-
-#define cleanup_x509 __attribute__((cleanup(x509_freep)))
-#define cleanup_pkey __attribute__((cleanup(pkey_freep)))
-#define cleanup_bio  __attribute__((cleanup(bio_freep)))
-
 void pp_ca_secret_free(char *secret)
 {
-    if (secret == NULL)
-        return;
-    OPENSSL_cleanse(secret, strlen(secret));
-    free(secret);
+    pp_secret_free(secret);
 }
 
 static const char *ssl_reason(char *buf, size_t n)
@@ -73,120 +50,32 @@ static const char *ssl_reason(char *buf, size_t n)
 
 /* ---- files ------------------------------------------------------------- */
 
-int pp_ca_read_file(const char *path, size_t max, char **out, pp_error_t *err)
+/* A whole PEM file: text, without a NUL byte. */
+static int read_pem(const char *path, char **out, pp_error_t *err)
 {
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "read `%s`: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pp_error_set(err, -errno, "read `%s`: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return pp_error_set(err, -EINVAL, "read `%s`: not a regular file", path);
-    if ((uint64_t)st.st_size > max)
-        return pp_error_set(err, -EFBIG, "read `%s`: larger than %zu bytes", path, max);
-    size_t cap = (size_t)st.st_size + 1;
-    char *buf = malloc(cap);
-    if (buf == NULL)
-        return pp_error_set(err, -ENOMEM, "read `%s`: out of memory", path);
-    size_t have = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf + have, cap - 1 - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            buf[have] = '\0';
-            pp_ca_secret_free(buf);
-            return pp_error_set(err, -e, "read `%s`: %s", path, strerror(e));
-        }
-        if (n == 0 || have + (size_t)n == cap - 1) {
-            have += (size_t)n;
-            break;
-        }
-        have += (size_t)n;
-    }
-    buf[have] = '\0';
-    if (strlen(buf) != have) {
-        pp_ca_secret_free(buf);
+    size_t len;
+    cleanup_secret char *buf = NULL;
+    int r = pp_file_read(path, PEM_MAX, PP_FILE_REGULAR | PP_FILE_SECRET, &buf, &len, NULL);
+    if (r == -EINVAL)
+        return pp_error_set(err, r, "read `%s`: not a regular file", path);
+    if (r == -EFBIG)
+        return pp_error_set(err, r, "read `%s`: larger than %u bytes", path, PEM_MAX);
+    if (r < 0)
+        return pp_error_set(err, r, "read `%s`: %s", path, strerror(-r));
+    if (strlen(buf) != len)
         return pp_error_set(err, -EINVAL, "read `%s`: not a PEM text file", path);
-    }
-    *out = buf;
+    *out = PP_STEAL(buf);
     return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return r;
-}
-
-/* Writes `dir/name` as a whole or not at all. The temporary file is made
- * by mkostemp(), which creates it 0600, so a key is never readable by
- * others at any moment; `mode` is applied before any byte is written. */
+/* Writes `dir/name` as a whole or not at all, on disk when it returns. */
 static int write_atomic(const char *dir, const char *name, const char *data, mode_t mode,
                         pp_error_t *err)
 {
-    char tmp[PATH_MAX], final[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= sizeof(tmp) ||
-        (size_t)snprintf(final, sizeof(final), "%s/%s", dir, name) >= sizeof(final))
-        return pp_error_set(err, -ENAMETOOLONG, "path `%s/%s` is too long", dir, name);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "create `%s`: %s", tmp, strerror(errno));
-    int r = 0;
-    if (fchmod(fd, mode) < 0)
-        r = -errno;
-    size_t len = strlen(data), off = 0;
-    while (r == 0 && off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            r = -errno;
-        else
-            off += (size_t)n;
-    }
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    if (close(fd) < 0 && r == 0)
-        r = -errno;
-    if (r == 0 && rename(tmp, final) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlink(tmp);
-        return pp_error_set(err, r, "write `%s`: %s", final, strerror(-r));
-    }
-    r = fsync_dir(dir);
-    if (r < 0)
-        return pp_error_set(err, r, "sync directory `%s`: %s", dir, strerror(-r));
-    return 0;
-}
-
-static int mkdir_p(const char *dir, pp_error_t *err)
-{
     char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-        return pp_error_set(err, -ENAMETOOLONG, "path `%s` is too long", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-            return pp_error_set(err, -errno, "create directory `%s`: %s", path, strerror(errno));
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    struct stat st;
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return pp_error_set(err, -ENOTDIR, "`%s` is not a directory", dir);
-    return 0;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+        return pp_error_set(err, -ENAMETOOLONG, "path `%s/%s` is too long", dir, name);
+    return pp_file_write_atomic(path, data, strlen(data), mode, PP_FILE_DURABLE, err);
 }
 
 /* ---- PEM --------------------------------------------------------------- */
@@ -473,11 +362,11 @@ static int load_auto(pp_ca_t *ca, const char *dir, const char *cert_path, const 
                      pp_error_t *err)
 {
     char reason[128];
-    int r = pp_ca_read_file(cert_path, PEM_MAX, &ca->cert_pem, err);
+    int r = read_pem(cert_path, &ca->cert_pem, err);
     if (r < 0)
         return r;
     cleanup_secret char *key_pem = NULL;
-    r = pp_ca_read_file(key_path, PEM_MAX, &key_pem, err);
+    r = read_pem(key_path, &key_pem, err);
     if (r < 0)
         return r;
     struct stat st;
@@ -543,7 +432,7 @@ static int load_manual(pp_ca_t *ca, const pp_ca_opts_t *o, pp_error_t *err)
                             o->key_file ? o->key_file : "");
     int r;
     if (o->cacert_file != NULL) {
-        r = pp_ca_read_file(o->cacert_file, PEM_MAX, &ca->cert_pem, err);
+        r = read_pem(o->cacert_file, &ca->cert_pem, err);
         if (r < 0)
             return pp_error_wrap(err, "CACERT_FILE");
         cleanup_x509 X509 *x = pem_to_cert(ca->cert_pem);
@@ -551,10 +440,10 @@ static int load_manual(pp_ca_t *ca, const pp_ca_opts_t *o, pp_error_t *err)
             return pp_error_set(err, -EINVAL, "CACERT_FILE `%s`: %s", o->cacert_file,
                                 ssl_reason(reason, sizeof(reason)));
     }
-    r = pp_ca_read_file(o->cert_file, PEM_MAX, &ca->client_cert_pem, err);
+    r = read_pem(o->cert_file, &ca->client_cert_pem, err);
     if (r < 0)
         return pp_error_wrap(err, "CERT_FILE");
-    r = pp_ca_read_file(o->key_file, PEM_MAX, &ca->client_key_pem, err);
+    r = read_pem(o->key_file, &ca->client_key_pem, err);
     if (r < 0)
         return pp_error_wrap(err, "CERT_KEY");
     cleanup_x509 X509 *cert = pem_to_cert(ca->client_cert_pem);
@@ -592,7 +481,7 @@ int pp_ca_load_or_create(const pp_ca_opts_t *o, pp_ca_t **out, pp_error_t *err)
             (size_t)snprintf(key_path, sizeof(key_path), "%s/%s", o->dir, PP_CA_KEY_FILE) >=
                 sizeof(key_path))
             r = pp_error_set(err, -ENAMETOOLONG, "CA directory `%s`: path too long", o->dir);
-        else if ((r = mkdir_p(o->dir, err)) < 0 ||
+        else if ((r = pp_mkdir_p(o->dir, 0700, err)) < 0 ||
                  (r = file_exists(cert_path, &have_cert, err)) < 0 ||
                  (r = file_exists(key_path, &have_key, err)) < 0)
             ;

@@ -90,8 +90,4 @@ int pp_ca_client_identity(pp_ca_t *ca, const char *name, const char **cert_pem,
 /* Wipes and frees a key returned above (also fine for NULL). */
 void pp_ca_secret_free(char *secret);
 
-/* Reads a whole PEM file of at most `max` bytes into a NUL-terminated
- * malloc'd string. */
-int pp_ca_read_file(const char *path, size_t max, char **out, pp_error_t *err);
-
 #endif

@@ -204,17 +204,12 @@ const char *pp__tls_ssl_reason(char *buf, size_t n)
     return buf;
 }
 
-static void bio_freep(BIO **b)
-{
-    BIO_free(*b);
-}
-
 /* Our certificate and key: the first certificate is the leaf, any others
  * are sent along as its chain. */
 static int load_identity(SSL_CTX *sc, const char *cert_pem, const char *key_pem, pp_error_t *err)
 {
     char reason[128];
-    __attribute__((cleanup(bio_freep))) BIO *cb = BIO_new_mem_buf(cert_pem, -1);
+    cleanup_bio BIO *cb = BIO_new_mem_buf(cert_pem, -1);
     if (cb == NULL)
         return pp_error_set(err, -ENOMEM, "certificate: out of memory");
     X509 *leaf = PEM_read_bio_X509(cb, NULL, NULL, NULL);
@@ -236,7 +231,7 @@ static int load_identity(SSL_CTX *sc, const char *cert_pem, const char *key_pem,
     }
     ERR_clear_error(); /* the end of the PEM input */
 
-    __attribute__((cleanup(bio_freep))) BIO *kb = BIO_new_mem_buf(key_pem, -1);
+    cleanup_bio BIO *kb = BIO_new_mem_buf(key_pem, -1);
     if (kb == NULL)
         return pp_error_set(err, -ENOMEM, "key: out of memory");
     EVP_PKEY *key = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL);
@@ -267,7 +262,7 @@ static int load_identity(SSL_CTX *sc, const char *cert_pem, const char *key_pem,
 static int load_trust(SSL_CTX *sc, const char *ca_pem, int server, pp_error_t *err)
 {
     char reason[128];
-    __attribute__((cleanup(bio_freep))) BIO *b = BIO_new_mem_buf(ca_pem, -1);
+    cleanup_bio BIO *b = BIO_new_mem_buf(ca_pem, -1);
     if (b == NULL)
         return pp_error_set(err, -ENOMEM, "CA certificates: out of memory");
     X509_STORE *store = SSL_CTX_get_cert_store(sc);

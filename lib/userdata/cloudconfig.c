@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/cleanup.h"
 #include "userdata/utf8.h"
+#include "util/cleanup.h"
+#include "util/hex.h"
 
 /* ---- allow-list ---------------------------------------------------------- */
 
@@ -264,12 +265,12 @@ static int fail(parser_t *p, size_t line, const char *fmt, ...)
 
 static int fail(parser_t *p, size_t line, const char *fmt, ...)
 {
-    char msg[PP_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pp_error_setv(p->err, -EINVAL, fmt, ap);
     va_end(ap);
-    return pp_error_set(p->err, -EINVAL, "user data line %zu: %s", line + 1, msg);
+    pp_error_wrap(p->err, "user data line %zu", line + 1);
+    return -EINVAL;
 }
 
 static const char *lptr(const parser_t *p, size_t i)
@@ -528,17 +529,6 @@ static const struct {
     {'/', '/'}, {'\\', '\\'}, {'N', 0x85}, {'_', 0xa0}, {'L', 0x2028}, {'P', 0x2029},
 };
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the escape at l[*c] (the backslash) and appends it. */
 static int parse_escape(parser_t *p, size_t i, size_t *c, pp_buf_t *out)
 {
@@ -552,7 +542,7 @@ static int parse_escape(parser_t *p, size_t i, size_t *c, pp_buf_t *out)
         if (*c + 2 + digits > n)
             return fail(p, i, "truncated `\\%c` escape", e);
         for (size_t d = 0; d < digits; d++) {
-            int v = hex_value(l[*c + 2 + d]);
+            int v = pp_hex_value((unsigned char)l[*c + 2 + d]);
             if (v < 0)
                 return fail(p, i, "bad hex digit in `\\%c` escape", e);
             cp = cp << 4 | (uint32_t)v;

@@ -9,9 +9,10 @@
 
 #include <zlib.h>
 
-#include "util/cleanup.h"
-#include "userdata/base64.h"
 #include "userdata/utf8.h"
+#include "util/base64.h"
+#include "util/cleanup.h"
+#include "util/hex.h"
 
 #define MSG_MAX 64  /* untrusted text quoted in a message, at most */
 #define KEY_MAX 256 /* longest key we read */
@@ -82,12 +83,12 @@ static int tfail_at(toml_t *t, size_t line, const char *fmt, ...)
 
 static int tfail_at(toml_t *t, size_t line, const char *fmt, ...)
 {
-    char msg[PP_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pp_error_setv(t->err, -EINVAL, fmt, ap);
     va_end(ap);
-    return pp_error_set(t->err, -EINVAL, "initdata line %zu: %s", line + 1, msg);
+    pp_error_wrap(t->err, "initdata line %zu", line + 1);
+    return -EINVAL;
 }
 
 #define tfail(t, ...) tfail_at((t), (t)->line, __VA_ARGS__)
@@ -168,17 +169,6 @@ static const struct {
     {'b', '\b'}, {'t', '\t'}, {'n', '\n'}, {'f', '\f'}, {'r', '\r'}, {'"', '"'}, {'\\', '\\'},
 };
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The escape at s[pos] (the backslash). */
 static int parse_escape(toml_t *t, pp_buf_t *out)
 {
@@ -194,7 +184,7 @@ static int parse_escape(toml_t *t, pp_buf_t *out)
     }
     uint32_t cp = 0;
     for (size_t d = 0; d < digits; d++) {
-        int v = hex_value(at(t, 2 + d));
+        int v = pp_hex_value(at(t, 2 + d));
         if (v < 0)
             return tfail(t, "bad `\\%c` escape (needs %zu hex digits)", e, digits);
         cp = cp << 4 | (uint32_t)v;
@@ -487,16 +477,6 @@ out:
     return r;
 }
 
-static void to_hex(const uint8_t *d, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int parse_document(toml_t *t, pp_initdata_t *out)
 {
     int r = check_chars(t);
@@ -539,7 +519,7 @@ int pp_initdata_parse_with(const void *toml, size_t len, pp_initdata_digest_fn d
         if (r < 0)
             pp_error_set(err, r, "initdata: %s digest failed", pp_initdata_alg_name(out->alg));
         else
-            to_hex(out->digest, out->digest_len, out->digest_hex);
+            pp_hex_encode(out->digest, out->digest_len, out->digest_hex);
     }
     if (r < 0)
         pp_initdata_free(out);

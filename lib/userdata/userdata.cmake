@@ -9,7 +9,6 @@ find_package(ZLIB REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 add_library(pp_userdata_core STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/base64.c
   ${CMAKE_CURRENT_LIST_DIR}/cloudconfig.c
   ${CMAKE_CURRENT_LIST_DIR}/initdata.c
   ${CMAKE_CURRENT_LIST_DIR}/utf8.c)

@@ -7,29 +7,33 @@
 
 #include "util/grpc_codes.h"
 
-int pp_error_set(pp_error_t *err, int code, const char *fmt, ...)
+int pp_error_setv(pp_error_t *err, int code, const char *fmt, va_list ap)
 {
     if (err == NULL)
         return code;
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
     err->code = code;
     err->status = 0;
     return code;
 }
 
-int pp_error_set_status(pp_error_t *err, int status, int code, const char *fmt, ...)
+int pp_error_set(pp_error_t *err, int code, const char *fmt, ...)
 {
-    if (err == NULL)
-        return code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    pp_error_setv(err, code, fmt, ap);
     va_end(ap);
-    err->code = code;
-    err->status = status;
+    return code;
+}
+
+int pp_error_set_status(pp_error_t *err, int status, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pp_error_setv(err, code, fmt, ap);
+    va_end(ap);
+    if (err != NULL)
+        err->status = status;
     return code;
 }
 

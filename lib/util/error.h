@@ -7,6 +7,7 @@
 #ifndef PP_UTIL_ERROR_H
 #define PP_UTIL_ERROR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #define PP_ERROR_MAX 512
@@ -21,6 +22,12 @@ typedef struct pp_error_s {
  * `return pp_error_set(err, -EINVAL, "bad `%s`", name);`. */
 int pp_error_set(pp_error_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* pp_error_set() with a va_list, for functions that take a format of their
+ * own (a parser's `fail(p, fmt, ...)`, which adds its position with
+ * pp_error_wrap()). */
+int pp_error_setv(pp_error_t *err, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Like pp_error_set(), and records the gRPC status code to answer with. */
 int pp_error_set_status(pp_error_t *err, int status, int code, const char *fmt, ...)

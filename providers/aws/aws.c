@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"

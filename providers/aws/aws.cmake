@@ -13,5 +13,5 @@ pp_provider_module(aws
     ${CMAKE_CURRENT_LIST_DIR}/query.c
     ${CMAKE_CURRENT_LIST_DIR}/sigv4.c
     ${CMAKE_CURRENT_LIST_DIR}/xml.c
-  LIBS pp_http pp_provider_util pp_userdata PkgConfig::PP_LIBXML2 PkgConfig::JANSSON
+  LIBS pp_http pp_provider_util PkgConfig::PP_LIBXML2 PkgConfig::JANSSON
        OpenSSL::Crypto)

@@ -11,6 +11,7 @@
 #include "providers/aws/sigv4.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
+#include "util/hex.h"
 
 #define QUERY_MAX ((size_t)1 << 20)
 
@@ -178,7 +179,6 @@ pp_http_verdict_t pp__aws_http_classify(const pp_http_response_t *resp, void *ar
 
 int pp__aws_client_token(const char *node, const char *sandbox_id, char out[65])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
     if (node == NULL)
@@ -194,11 +194,7 @@ int pp__aws_client_token(const char *node, const char *sandbox_id, char out[65])
     EVP_MD_CTX_free(c);
     if (!ok)
         return -ENOMEM;
-    for (size_t i = 0; i < 32; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[64] = '\0';
+    pp_hex_encode(d, 32, out);
     return 0;
 }
 

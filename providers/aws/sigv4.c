@@ -14,6 +14,7 @@
 
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/hex.h"
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
 
@@ -40,21 +41,11 @@ int pp_sigv4_uri_encode(pp_buf_t *out, const char *s, size_t len, int keep_slash
     return 0;
 }
 
-static void hex_of(const unsigned char *d, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static void sha256_hex(const void *p, size_t n, char out[65])
 {
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256(p, n, d);
-    hex_of(d, sizeof(d), out);
+    pp_hex_encode(d, sizeof(d), out);
 }
 
 static int hmac(const void *key, size_t klen, const void *msg, size_t mlen,
@@ -128,17 +119,6 @@ static int canonical_uri(const char *path, unsigned flags, pp_buf_t *out)
     return r;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX (a malformed escape stays as it is), then encodes. */
 static int reencode(const char *s, size_t len, pp_buf_t *out)
 {
@@ -148,8 +128,8 @@ static int reencode(const char *s, size_t len, pp_buf_t *out)
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
-        if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
-            (lo = hexval(s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < len && (hi = pp_hex_value((unsigned char)s[i + 1])) >= 0 &&
+            (lo = pp_hex_value((unsigned char)s[i + 2])) >= 0) {
             dec[n++] = (char)(hi << 4 | lo);
             i += 2;
         } else {
@@ -448,7 +428,7 @@ int pp_sigv4_sign(const pp_sigv4_input_t *in, pp_sigv4_output_t *out, pp_error_t
         r = hmac(key, sizeof(key), sts.data, sts.len, sig);
     OPENSSL_cleanse(key, sizeof(key));
     if (r == 0) {
-        hex_of(sig, sizeof(sig), out->signature);
+        pp_hex_encode(sig, sizeof(sig), out->signature);
         r = pp_buf_printf(&auth,
                           ALGORITHM " Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, "
                                     "Signature=%s",

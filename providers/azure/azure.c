@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"
@@ -674,8 +674,6 @@ static int azure_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_pro
     pp_buf_t b64;
     pp_buf_init(&b64, 0);
     int r = pp_base64_encode(spec->user_data ? spec->user_data : "", spec->user_data_len, &b64);
-    if (r == 0)
-        r = pp_buf_append_byte(&b64, 0);
     cr_t *c = r == 0 ? calloc(1, sizeof(*c)) : NULL;
     if (c == NULL || uv_timer_init(p->loop, &c->timer) < 0) {
         free(c);

@@ -9,4 +9,4 @@ pp_provider_module(azure
     ${CMAKE_CURRENT_LIST_DIR}/config.c
     ${CMAKE_CURRENT_LIST_DIR}/creds.c
     ${CMAKE_CURRENT_LIST_DIR}/parse.c
-  LIBS pp_http pp_provider_util pp_userdata PkgConfig::JANSSON OpenSSL::Crypto)
+  LIBS pp_http pp_provider_util PkgConfig::JANSSON OpenSSL::Crypto)

@@ -15,9 +15,10 @@
 
 #include <openssl/evp.h>
 
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 
 #define T       pp__azure_config_t
 #define ID      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
@@ -154,16 +155,15 @@ static int parse_tags(const char *v, pp__azure_derived_t *d, pp_error_t *err)
 
 static int read_key(const char *path, pp__azure_derived_t *d, pp_error_t *err)
 {
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "`-ssh-key-path`: `%s`: %s", path, strerror(errno));
-    char *buf = calloc(1, KEY_MAX + 1);
-    if (buf == NULL)
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    ssize_t n = read(fd, buf, KEY_MAX + 1);
+    char *buf = NULL;
+    size_t n = 0;
+    pp_error_t e = {0};
+    int r = pp_file_read(path, KEY_MAX, 0, &buf, &n, &e);
+    if (r < 0 && r != -EFBIG)
+        return pp_error_set(err, r, "`-ssh-key-path`: %s", e.message);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         buf[--n] = '\0';
-    if (n <= 0 || n > KEY_MAX || memchr(buf, '\n', (size_t)n) != NULL ||
+    if (r < 0 || n == 0 || memchr(buf, '\n', n) != NULL || strlen(buf) != n ||
         (strncmp(buf, "ssh-", 4) != 0 && strncmp(buf, "ecdsa-", 6) != 0)) {
         free(buf);
         return pp_error_set(err, -EINVAL, "`-ssh-key-path`: `%s` is not one OpenSSH public key",

@@ -14,7 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
@@ -26,31 +26,12 @@
 #define TOKEN_PATH       "/computeMetadata/v1/instance/service-accounts/default/token"
 #define GRANT_TYPE       "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
 
-/* base64url without padding, appended to `out`. */
-static int b64url(const void *data, size_t len, pp_buf_t *out)
-{
-    pp_buf_t b;
-    pp_buf_init(&b, 0);
-    int r = pp_base64_encode(data, len, &b);
-    if (r == 0) {
-        char *s = (char *)b.data;
-        size_t n = b.len;
-        while (n > 0 && s[n - 1] == '=')
-            n--;
-        for (size_t i = 0; i < n; i++)
-            s[i] = s[i] == '+' ? '-' : s[i] == '/' ? '_' : s[i];
-        r = pp_buf_append(out, s, n);
-    }
-    pp_buf_free(&b);
-    return r;
-}
-
 static int b64url_json(json_t *j, pp_buf_t *out)
 {
     char *s = json_dumps(j, JSON_COMPACT);
     if (s == NULL)
         return -ENOMEM;
-    int r = b64url(s, strlen(s), out);
+    int r = pp_base64url_encode(s, strlen(s), out);
     free(s);
     return r;
 }
@@ -90,7 +71,7 @@ int pp__gcp_jwt(const pp__gcp_key_t *key, const char *scope, time_t now, char **
     if (r == 0)
         r = pp_buf_append(&b, ".", 1);
     if (r == 0)
-        r = b64url(sig, siglen, &b);
+        r = pp_base64url_encode(sig, siglen, &b);
     if (r == 0)
         r = pp_buf_append_byte(&b, 0);
     if (r < 0) {

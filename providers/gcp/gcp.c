@@ -26,7 +26,7 @@
 #include <openssl/crypto.h>
 
 #include "providers/names.h"
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "util/cleanup.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"

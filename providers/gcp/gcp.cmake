@@ -10,4 +10,4 @@ pp_provider_module(gcp
     ${CMAKE_CURRENT_LIST_DIR}/config.c
     ${CMAKE_CURRENT_LIST_DIR}/errors.c
     ${CMAKE_CURRENT_LIST_DIR}/parse.c
-  LIBS pp_http pp_provider_util pp_provider_names pp_userdata PkgConfig::JANSSON OpenSSL::Crypto)
+  LIBS pp_http pp_provider_util pp_provider_names PkgConfig::JANSSON OpenSSL::Crypto)

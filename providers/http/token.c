@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 
 void pp_token_cache_init(pp_token_cache_t *c, pp_token_fetch_fn fetch, void *arg)
 {
@@ -83,32 +84,18 @@ typedef struct file_read_s {
 static void file_read_work(uv_work_t *w)
 {
     file_read_t *t = container_of(w, file_read_t, work);
-    int fd = open(t->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        t->status = -errno;
-        return;
-    }
-    char *buf = malloc(t->max + 1);
+    char *buf = NULL;
     size_t len = 0;
-    ssize_t n = 0;
-    while (buf != NULL && len < t->max && (n = read(fd, buf + len, t->max - len)) > 0)
-        len += (size_t)n;
-    if (n < 0)
-        t->status = -errno;
-    close(fd);
-    if (buf == NULL) {
-        t->status = -ENOMEM;
+    /* `max` bytes or more: the file may hold more than a credential. */
+    t->status = pp_file_read(t->path, t->max - 1, PP_FILE_SECRET, &buf, &len, NULL);
+    if (t->status < 0)
         return;
-    }
-    /* As much as the bound, then the file may hold more. */
-    if (t->status == 0 && len >= t->max)
-        t->status = -EFBIG;
+    size_t size = len;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
         len--;
-    if (t->status == 0 && len == 0)
+    if (len == 0) {
         t->status = -ENODATA;
-    if (t->status < 0) {
-        explicit_bzero(buf, t->max + 1);
+        explicit_bzero(buf, size);
         free(buf);
         return;
     }

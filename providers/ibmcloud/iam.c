@@ -17,6 +17,7 @@
 
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/grpc_codes.h"
 #include "util/log.h"
 
@@ -46,22 +47,19 @@ static int form_add(pp_buf_t *b, const char *k, const char *v)
 static int read_cr_token(const char *path, char **out, pp_error_t *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return pp_error_set(err, -errno, "compute resource token `%s`: %s", path, strerror(errno));
-    char *buf = calloc(1, CR_TOKEN_MAX + 1);
-    if (buf == NULL) {
-        close(fd);
-        return pp_error_set(err, -ENOMEM, "out of memory");
-    }
+    char *buf = NULL;
     size_t n = 0;
-    ssize_t k;
-    while (n < CR_TOKEN_MAX && (k = read(fd, buf + n, CR_TOKEN_MAX - n)) > 0)
-        n += (size_t)k;
-    close(fd);
+    /* CR_TOKEN_MAX bytes or more: not a token. */
+    int r = pp_file_read(path, CR_TOKEN_MAX - 1, PP_FILE_SECRET, &buf, &n, NULL);
+    if (r == -EFBIG)
+        return pp_error_set(err, -EINVAL, "compute resource token `%s`: not a token", path);
+    if (r < 0)
+        return pp_error_set(err, r, "compute resource token `%s`: %s", path, strerror(-r));
+    size_t size = n;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         buf[--n] = '\0';
-    if (n == 0 || n >= CR_TOKEN_MAX || strlen(buf) != n) {
+    if (n == 0 || strlen(buf) != n) {
+        explicit_bzero(buf, size);
         wipe_free(buf);
         return pp_error_set(err, -EINVAL, "compute resource token `%s`: %s", path,
                             n == 0 ? "empty" : "not a token");

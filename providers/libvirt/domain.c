@@ -13,6 +13,7 @@
 #include <libxml/xpath.h>
 #include <libxml/xpathInternals.h>
 
+#include "util/base64.h"
 #include "util/cleanup.h"
 
 /* An XML writer over a pp_buf_t whose first error sticks, so a document is
@@ -114,19 +115,10 @@ static void disk(xw_t *w, const char *pool, const char *vol, const char *format,
     xw_printf(w, "'/><target dev='%s' bus='virtio'/>%s</disk>", dev, readonly ? "<readonly/>" : "");
 }
 
-static void base64(xw_t *w, const uint8_t *p, size_t n)
+static void xw_base64(xw_t *w, const uint8_t *p, size_t n)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=',
-                     i + 2 < n ? tab[v & 63] : '='};
-        xw_raw(w, q, 4);
-    }
+    if (w->err == 0)
+        w->err = pp_base64_encode(p, n, w->b);
 }
 
 int pp__libvirt_domain_xml(const pp__libvirt_domain_t *d, pp_buf_t *out)
@@ -187,7 +179,7 @@ int pp__libvirt_domain_xml(const pp__libvirt_domain_t *d, pp_buf_t *out)
         xw_printf(&w, "<launchSecurity type='sev-snp'><policy>0x00030000</policy>");
         if (d->host_data != NULL) {
             xw_printf(&w, "<hostData>");
-            base64(&w, d->host_data, 32);
+            xw_base64(&w, d->host_data, 32);
             xw_printf(&w, "</hostData>");
         }
         xw_printf(&w, "</launchSecurity>");

@@ -14,6 +14,7 @@
 
 #include "providers/provider.h"
 #include "util/cleanup.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 #define LOG        "libvirt"
@@ -628,13 +629,7 @@ static int hex_bytes(const char *hex, uint8_t *out, size_t n)
 {
     if (hex == NULL || strlen(hex) < 2 * n)
         return -EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-            return -EINVAL;
-        out[i] = (uint8_t)v;
-    }
-    return 0;
+    return pp_hex_decode(hex, n, out);
 }
 
 static int lv_create(pp_provider_t *p, const pp_instance_spec_t *spec, pp_provider_create_cb cb,

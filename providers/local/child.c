@@ -30,6 +30,7 @@
 #include <linux/netlink.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 
 struct pp__local_reaper_s {
     uv_signal_t *sig; /* heap: it outlives the reaper until its close callback */
@@ -522,7 +523,7 @@ int pp__local_proc_start(pid_t pid, unsigned long long *start)
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     cleanup_free char *buf = NULL;
     size_t len;
-    int rc = pp__local_read_file(path, 4096, &buf, &len);
+    int rc = pp_file_read(path, 4096, PP_FILE_NOFOLLOW, &buf, &len, NULL);
     if (rc < 0)
         return -ESRCH;
     char state;

@@ -33,6 +33,7 @@
 #include <netlink/socket.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define COMP PP_LOCAL_LOG
@@ -286,7 +287,7 @@ int pp__local_read_tag(const char *dir, pp__local_tag_t *tag)
     pp__local_fmt(path, sizeof(path), "%s/tag.json", dir);
     cleanup_free char *buf = NULL;
     size_t len;
-    int rc = pp__local_read_file(path, TAG_MAX, &buf, &len);
+    int rc = pp_file_read(path, TAG_MAX, PP_FILE_NOFOLLOW, &buf, &len, NULL);
     if (rc < 0)
         return rc == -ENOTDIR ? -ENOENT : rc;
     return pp__local_tag_decode(buf, len, tag);
@@ -300,7 +301,7 @@ static int write_tag(const char *dir, const pp__local_tag_t *tag)
     int rc = pp__local_tag_encode(tag, &json);
     if (rc < 0)
         return rc;
-    return pp__local_write_file(path, json, strlen(json), 0600);
+    return pp_file_write_atomic(path, json, strlen(json), 0600, 0, NULL);
 }
 
 void pp__local_fill_instance(pp_instance_t *inst, const pp__local_tag_t *tag)
@@ -730,8 +731,8 @@ static void create_alloc(lp_op_t *op)
         return;
     }
     pp__local_fmt(path, sizeof(path), "%s/user-data", op->dir);
-    rc = pp__local_write_file(path, op->user_data != NULL ? op->user_data : "", op->user_data_len,
-                              0600);
+    rc = pp_file_write_atomic(path, op->user_data != NULL ? op->user_data : "", op->user_data_len,
+                              0600, 0, NULL);
     if (rc < 0) {
         pp_error_set(&op->err, rc, "write `%s`: %s", path, strerror(-rc));
         create_abort(op);

@@ -263,16 +263,10 @@ void pp__local_fill_instance(pp_instance_t *inst, const pp__local_tag_t *tag);
 
 /* --- files ------------------------------------------------------------------- */
 
-/* Reads a whole small file (at most `max` bytes) into a NUL-terminated
- * malloc'd buffer. -EFBIG when larger. */
-int pp__local_read_file(const char *path, size_t max, char **out, size_t *len);
-/* Writes through a temporary file and rename(), so readers see old or new. */
-int pp__local_write_file(const char *path, const void *data, size_t len, mode_t mode);
 /* snprintf() that says -ENAMETOOLONG instead of truncating. */
 int pp__local_fmt(char *out, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Removes a tree without following symlinks or crossing mounts. */
 int pp__local_rmtree(const char *path);
-int pp__local_mkdir_p(const char *path, mode_t mode);
 
 #endif

@@ -23,6 +23,7 @@
 #include <netlink/socket.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 
 /* libnl errors -> errno, in this one place. */
 static const struct {
@@ -60,7 +61,7 @@ static int nl_fail(pp_error_t *err, int nlerr, const char *what, const char *nam
 
 int pp__local_netns_dir_prepare(const char *dir, pp_error_t *err)
 {
-    int rc = pp__local_mkdir_p(dir, 0755);
+    int rc = pp_mkdir_p(dir, 0755, NULL);
     if (rc < 0)
         return pp_error_set(err, rc, "create `%s`: %s", dir, strerror(-rc));
     /* The namespaces mounted here must reach other mount namespaces (a

@@ -31,6 +31,7 @@
 #include <netlink/socket.h>
 
 #include "util/cleanup.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define COMP PP_LOCAL_LOG
@@ -409,7 +410,7 @@ int pp__local_init(pp_provider_t *p, pp_error_t *err)
         rc = pp_error_set(err, pp__local_nl_errno(rc), "netlink: %s", nl_geterror(rc));
         goto fail;
     }
-    rc = pp__local_mkdir_p(st->state_dir, 0700);
+    rc = pp_mkdir_p(st->state_dir, 0700, NULL);
     if (rc < 0) {
         pp_error_set(err, rc, "`LOCAL_STATE_DIR`: create `%s`: %s", st->state_dir, strerror(-rc));
         goto fail;

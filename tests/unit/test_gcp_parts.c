@@ -19,7 +19,7 @@
 
 #include "providers/gcp/gcp.h"
 #include "providers/names.h"
-#include "userdata/base64.h"
+#include "util/base64.h"
 
 static void test_cvm_series(void **state)
 {

@@ -15,9 +15,9 @@
 #include <cmocka.h>
 
 #include "attester.h"
-#include "b64.h"
 #include "kbs.h"
 #include "teekey.h"
+#include "util/base64.h"
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -176,7 +176,7 @@ static void test_tdx_quote(void **state)
         pp_buf_t b;
         pp_buf_init(&b, 0);
         const char *s = json_string_value(json_object_get(ev, "quote"));
-        assert_int_equal(guest_b64_decode(s, strlen(s), &b), 0);
+        assert_int_equal(pp_base64_decode(s, strlen(s), &b), 0);
         assert_int_equal(b.len, n);
         assert_memory_equal(b.data, q, n);
         pp_buf_free(&b);
@@ -267,19 +267,19 @@ static void test_b64(void **state)
     (void)state;
     pp_buf_t b;
     pp_buf_init(&b, 0);
-    assert_int_equal(guest_b64url_encode("\xfb\xff", 2, &b), 0);
+    assert_int_equal(pp_base64url_encode("\xfb\xff", 2, &b), 0);
     assert_string_equal((char *)b.data, "-_8");
     b.len = 0;
-    assert_int_equal(guest_b64url_decode("-_8", 3, &b), 0);
+    assert_int_equal(pp_base64url_decode("-_8", 3, &b), 0);
     assert_int_equal(b.len, 2);
     b.len = 0;
-    assert_int_equal(guest_b64url_decode("-_8=", 4, &b), 0);
-    assert_int_equal(guest_b64url_decode("-_9", 3, &b), -EBADMSG); /* trailing bits */
-    assert_int_equal(guest_b64url_decode("+/8", 3, &b), -EBADMSG);
-    assert_int_equal(guest_b64_decode("+/8", 3, &b), -EBADMSG); /* unpadded */
-    assert_int_equal(guest_b64_decode("a", 1, &b), -EBADMSG);
+    assert_int_equal(pp_base64url_decode("-_8=", 4, &b), 0);
+    assert_int_equal(pp_base64url_decode("-_9", 3, &b), -EBADMSG); /* trailing bits */
+    assert_int_equal(pp_base64url_decode("+/8", 3, &b), -EBADMSG);
+    assert_int_equal(pp_base64_decode("+/8", 3, &b), -EBADMSG); /* unpadded */
+    assert_int_equal(pp_base64_decode("a", 1, &b), -EBADMSG);
     b.len = 0;
-    assert_int_equal(guest_b64_decode("+/8=", 4, &b), 0);
+    assert_int_equal(pp_base64_decode("+/8=", 4, &b), 0);
     assert_int_equal(b.len, 2);
     pp_buf_free(&b);
 }

@@ -16,6 +16,7 @@
 #include <netlink/errno.h>
 
 #include "providers/local/local.h"
+#include "util/file.h"
 
 #define A(a, b, c, d) (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (d))
 
@@ -286,17 +287,17 @@ static void test_files(void **state)
     assert_non_null(mkdtemp(tmpl));
     char path[256], deep[256];
     snprintf(path, sizeof(path), "%s/f", tmpl);
-    assert_int_equal(pp__local_write_file(path, "hello", 5, 0600), 0);
+    assert_int_equal(pp_file_write_atomic(path, "hello", 5, 0600, 0, NULL), 0);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     char *buf;
     size_t len;
-    assert_int_equal(pp__local_read_file(path, 5, &buf, &len), 0);
+    assert_int_equal(pp_file_read(path, 5, PP_FILE_NOFOLLOW, &buf, &len, NULL), 0);
     assert_int_equal(len, 5);
     assert_string_equal(buf, "hello");
     free(buf);
-    assert_int_equal(pp__local_read_file(path, 4, &buf, &len), -EFBIG);
+    assert_int_equal(pp_file_read(path, 4, PP_FILE_NOFOLLOW, &buf, &len, NULL), -EFBIG);
 
     snprintf(path, sizeof(path), "%s/p.pid", tmpl);
     assert_int_equal(pp__local_pidfile_write(path, 1234, 987654321ull), 0);
@@ -305,17 +306,17 @@ static void test_files(void **state)
     assert_int_equal(pp__local_pidfile_read(path, &pid, &start), 0);
     assert_int_equal(pid, 1234);
     assert_int_equal(start, 987654321ull);
-    assert_int_equal(pp__local_write_file(path, "12 x\n", 5, 0600), 0);
+    assert_int_equal(pp_file_write_atomic(path, "12 x\n", 5, 0600, 0, NULL), 0);
     assert_int_equal(pp__local_pidfile_read(path, &pid, &start), -EBADMSG);
-    assert_int_equal(pp__local_write_file(path, "1 5\n", 4, 0600), 0);
+    assert_int_equal(pp_file_write_atomic(path, "1 5\n", 4, 0600, 0, NULL), 0);
     assert_int_equal(pp__local_pidfile_read(path, &pid, &start), -EBADMSG); /* never pid 1 */
 
     snprintf(deep, sizeof(deep), "%s/a/b/c", tmpl);
-    assert_int_equal(pp__local_mkdir_p(deep, 0700), 0);
-    assert_int_equal(pp__local_mkdir_p(deep, 0700), 0);
+    assert_int_equal(pp_mkdir_p(deep, 0700, NULL), 0);
+    assert_int_equal(pp_mkdir_p(deep, 0700, NULL), 0);
     snprintf(path, sizeof(path), "%s/a/b/c/file", tmpl);
-    assert_int_equal(pp__local_write_file(path, "x", 1, 0600), 0);
-    assert_int_equal(pp__local_mkdir_p(path, 0700), -ENOTDIR);
+    assert_int_equal(pp_file_write_atomic(path, "x", 1, 0600, 0, NULL), 0);
+    assert_int_equal(pp_mkdir_p(path, 0700, NULL), -ENOTDIR);
     /* A symlink in the tree is removed, not followed. */
     snprintf(path, sizeof(path), "%s/a/link", tmpl);
     assert_int_equal(symlink("/etc", path), 0);

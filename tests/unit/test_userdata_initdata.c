@@ -12,7 +12,7 @@
 #include <openssl/sha.h>
 #include <zlib.h>
 
-#include "userdata/base64.h"
+#include "util/base64.h"
 #include "userdata/initdata.h"
 
 /* The shape of upstream's documented example. */

@@ -39,6 +39,7 @@
 
 #include "providers/local/local.h"
 #include "providers/provider.h"
+#include "util/file.h"
 
 #define STATE_DIR "/run/peerpod/local"
 #define NETNS_DIR "/run/netns"
@@ -304,7 +305,7 @@ static char *slurp(const char *path)
     size_t len;
     /* The stand-ins write their records as they start: give them a moment. */
     for (int i = 0; i < 200; i++) {
-        if (pp__local_read_file(path, 65536, &buf, &len) == 0)
+        if (pp_file_read(path, 65536, PP_FILE_NOFOLLOW, &buf, &len, NULL) == 0)
             return buf;
         usleep(10000);
     }
@@ -830,7 +831,7 @@ static void test_leftovers(void **state)
     free(json);
     tag.ready = 0;
     assert_int_equal(pp__local_tag_encode(&tag, &json), 0);
-    assert_int_equal(pp__local_write_file(path, json, strlen(json), 0600), 0);
+    assert_int_equal(pp_file_write_atomic(path, json, strlen(json), 0600, 0, NULL), 0);
     free(json);
     res_t again;
     create(fx, "podvm-left-00000002", "left-2", &again);
