@@ -10,6 +10,7 @@ pp_provider_module(aws
     ${CMAKE_CURRENT_LIST_DIR}/creds.c
     ${CMAKE_CURRENT_LIST_DIR}/discover.c
     ${CMAKE_CURRENT_LIST_DIR}/ec2.c
+    ${CMAKE_CURRENT_LIST_DIR}/imds.c
     ${CMAKE_CURRENT_LIST_DIR}/query.c
     ${CMAKE_CURRENT_LIST_DIR}/sigv4.c
     ${CMAKE_CURRENT_LIST_DIR}/xml.c

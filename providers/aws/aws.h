@@ -248,6 +248,31 @@ int pp__aws_sts_call(pp__aws_state_t *st, pp__aws_query_t *q, const char *action
 int pp__aws_imds_call(pp__aws_state_t *st, const char *path, const char *token, pp__aws_call_cb cb,
                       void *data);
 
+/* --- the instance metadata service's answers (imds.c) ------------------------------- */
+
+/* The one-line answers: what each may hold is in imds.c's table. */
+enum pp__aws_imds_field {
+    PP_AWS_IMDS_TOKEN,    /* PUT /latest/api/token */
+    PP_AWS_IMDS_MAC,      /* meta-data/mac */
+    PP_AWS_IMDS_REGION,   /* meta-data/placement/region */
+    PP_AWS_IMDS_ID,       /* a subnet id */
+    PP_AWS_IMDS_ROLE,     /* meta-data/iam/security-credentials/ */
+    PP_AWS_IMDS_KEY_NAME, /* meta-data/public-keys: `0=<name>` */
+};
+
+#define PP_AWS_IMDS_GROUPS_MAX 256
+
+/* The first line of `body` (`len` bytes, not necessarily NUL-terminated),
+ * trailing white space dropped, into `out` as a string: 0, or -EBADMSG
+ * when it is empty, does not fit in `size`, or holds a character the field
+ * may not (`out` is then ""). */
+int pp__aws_imds_read(enum pp__aws_imds_field f, const char *body, size_t len, char *out,
+                      size_t size);
+/* security-group-ids: ids separated by white space, at least one, at most
+ * PP_AWS_IMDS_GROUPS_MAX. 0 with `*ids` (free()) and `*count`, -EBADMSG,
+ * -ENOMEM. */
+int pp__aws_imds_read_groups(const char *body, size_t len, char (**ids)[64], size_t *count);
+
 /* --- the node's settings from instance metadata (discover.c) ----------------------- */
 
 #define PP_AWS_NEED_REGION (1u << 0)

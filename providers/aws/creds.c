@@ -175,18 +175,14 @@ static void imds_role(int status, const char *body, size_t len, const char *code
         return;
     }
     /* The first line names the role. */
-    size_t l = strcspn(body, "\r\n");
-    static const char role_chars[] =
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@-_";
-    if (l == 0 || l >= sizeof(st->creds.imds_role) || l > len || strspn(body, role_chars) != l) {
+    if (pp__aws_imds_read(PP_AWS_IMDS_ROLE, body, len, st->creds.imds_role,
+                          sizeof(st->creds.imds_role)) < 0) {
         pp_error_t e;
         pp_error_set_status(&e, PP_GRPC_FAILED_PRECONDITION, -ENOENT,
                             "instance role credentials: this instance has no IAM role");
         finish(st, -ENOENT, &e);
         return;
     }
-    memcpy(st->creds.imds_role, body, l);
-    st->creds.imds_role[l] = '\0';
     int r = imds_step(st);
     if (r < 0) {
         pp_error_t e;
@@ -204,15 +200,14 @@ static void imds_token(int status, const char *body, size_t len, const char *cod
         imds_failed(st, status, err);
         return;
     }
-    if (len == 0 || len >= sizeof(st->creds.imds_token) || strpbrk(body, "\r\n") != NULL) {
+    if (pp__aws_imds_read(PP_AWS_IMDS_TOKEN, body, len, st->creds.imds_token,
+                          sizeof(st->creds.imds_token)) < 0) {
         pp_error_t e;
         pp_error_set_status(&e, PP_GRPC_UNAVAILABLE, -EBADMSG,
                             "instance role credentials: imds: bad session token");
         finish(st, -EBADMSG, &e);
         return;
     }
-    memcpy(st->creds.imds_token, body, len);
-    st->creds.imds_token[len] = '\0';
     st->creds.imds_token_until_ms = uv_now(st->p->loop) + PP_AWS_IMDS_TOKEN_LIFE_MS;
     int r = imds_step(st);
     if (r < 0) {

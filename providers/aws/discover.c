@@ -12,7 +12,6 @@
  * does. */
 #include "providers/aws/aws.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +22,8 @@
 #include "util/grpc_codes.h"
 #include "util/log.h"
 
-#define COMP      "aws"
-#define META      "/latest/meta-data/"
-#define ID_CHARS  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-#define MAC_CHARS "0123456789abcdefABCDEF:"
+#define COMP "aws"
+#define META "/latest/meta-data/"
 
 enum step { S_TOKEN, S_MAC, S_REGION, S_SUBNET, S_SGS, S_KEY, S_DONE };
 
@@ -65,56 +62,14 @@ static void region_missing(pp__aws_state_t *st, const char *why)
     finish(st, e.code, &e);
 }
 
-/* The text of an answer, one line, trimmed; 0 or -EBADMSG. */
-static int one_line(const char *body, size_t len, char *out, size_t size, const char *chars)
-{
-    size_t n = 0;
-    while (n < len && body[n] != '\n' && body[n] != '\r')
-        n++;
-    while (n > 0 && isspace((unsigned char)body[n - 1]))
-        n--;
-    if (n == 0 || n >= size)
-        return -EBADMSG;
-    memcpy(out, body, n);
-    out[n] = '\0';
-    return strspn(out, chars) == n ? 0 : -EBADMSG;
-}
-
-/* security-group-ids: one id a line. */
+/* security-group-ids: the groups replace the (empty) setting's. */
 static int take_groups(pp__aws_config_t *c, const char *body, size_t len)
 {
-    size_t n = 0, cap = 0;
-    char(*ids)[64] = NULL;
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && isspace((unsigned char)body[i]))
-            i++;
-        size_t s = i;
-        while (i < len && !isspace((unsigned char)body[i]))
-            i++;
-        if (i == s)
-            break;
-        if (i - s >= sizeof(*ids) || strspn(body + s, ID_CHARS) < i - s || n == 256) {
-            free(ids);
-            return -EBADMSG;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4;
-            void *v = realloc(ids, cap * sizeof(*ids));
-            if (v == NULL) {
-                free(ids);
-                return -ENOMEM;
-            }
-            ids = v;
-        }
-        memset(ids[n], 0, sizeof(ids[n]));
-        memcpy(ids[n], body + s, i - s);
-        n++;
-    }
-    if (n == 0) {
-        free(ids);
-        return -EBADMSG;
-    }
+    char(*ids)[64];
+    size_t n;
+    int r = pp__aws_imds_read_groups(body, len, &ids, &n);
+    if (r < 0)
+        return r;
     free(c->sg_ids);
     c->sg_ids = ids;
     c->nsg_ids = n;
@@ -136,8 +91,7 @@ static void answered(int status, const char *body, size_t len, const char *code,
         int r = 0;
         switch (s) {
         case S_TOKEN:
-            r = one_line(body, len, dv->token, sizeof(dv->token),
-                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.");
+            r = pp__aws_imds_read(PP_AWS_IMDS_TOKEN, body, len, dv->token, sizeof(dv->token));
             if (r == 0 && strlen(dv->token) < sizeof(st->creds.imds_token)) {
                 /* The instance role's credentials use it too. */
                 memcpy(st->creds.imds_token, dv->token, strlen(dv->token) + 1);
@@ -145,16 +99,15 @@ static void answered(int status, const char *body, size_t len, const char *code,
             }
             break;
         case S_MAC:
-            r = one_line(body, len, dv->mac, sizeof(dv->mac), MAC_CHARS);
+            r = pp__aws_imds_read(PP_AWS_IMDS_MAC, body, len, dv->mac, sizeof(dv->mac));
             break;
         case S_REGION:
-            r = one_line(body, len, c->region, sizeof(c->region),
-                         "abcdefghijklmnopqrstuvwxyz0123456789-");
+            r = pp__aws_imds_read(PP_AWS_IMDS_REGION, body, len, c->region, sizeof(c->region));
             if (r == 0)
                 PP_INFO(COMP, "region `%s`, from the instance metadata service", c->region);
             break;
         case S_SUBNET:
-            r = one_line(body, len, c->subnet_id, sizeof(c->subnet_id), ID_CHARS);
+            r = pp__aws_imds_read(PP_AWS_IMDS_ID, body, len, c->subnet_id, sizeof(c->subnet_id));
             if (r == 0)
                 PP_INFO(COMP, "subnet `%s`, from the instance metadata service", c->subnet_id);
             break;
@@ -166,21 +119,12 @@ static void answered(int status, const char *body, size_t len, const char *code,
                         "service",
                         c->nsg_ids, c->sg_ids[0]);
             break;
-        case S_KEY: {
-            /* `0=<name>` on the first line, as upstream reads it. */
-            char line[300];
-            r = one_line(body, len, line, sizeof(line),
-                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                         "=-_.@+ ");
-            if (r == 0 && (strncmp(line, "0=", 2) != 0 || line[2] == '\0' ||
-                           strlen(line + 2) >= sizeof(c->key_name)))
-                r = -EBADMSG;
-            if (r == 0) {
-                snprintf(c->key_name, sizeof(c->key_name), "%s", line + 2);
+        case S_KEY:
+            r = pp__aws_imds_read(PP_AWS_IMDS_KEY_NAME, body, len, c->key_name,
+                                  sizeof(c->key_name));
+            if (r == 0)
                 PP_INFO(COMP, "key pair `%s`, from the instance metadata service", c->key_name);
-            }
             break;
-        }
         case S_DONE:
             break;
         }

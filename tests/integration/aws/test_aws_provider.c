@@ -571,6 +571,29 @@ static void test_imds_discovery(void **state)
     assert_string_equal(c->key_name, "");
     provider_free(p);
 
+    /* An answer that is no subnet id (it holds a shell's `$(...)`): the
+     * subnet stays unset and is never sent; the rest is taken. */
+    fake_config("{\"imds_metadata\": {\"mac\": \"0e:2a:4c:11:22:33\", "
+                "\"network/interfaces/macs/0e:2a:4c:11:22:33/subnet-id\": "
+                "\"subnet-0c0ffee$(id)\\n\", "
+                "\"network/interfaces/macs/0e:2a:4c:11:22:33/security-group-ids\": "
+                "\"sg-0c0ffee0c0ffee001\"}}");
+    p = provider();
+    c = &((pp__aws_state_t *)p->state)->cfg;
+    s = spec_for("imds-badsubnet", name, sizeof(name));
+    cr = create(p, &s);
+    assert_int_equal(cr.status, 0);
+    assert_string_equal(c->subnet_id, "");
+    assert_int_equal(c->nsg_ids, 1);
+    rep = report();
+    assert_clean(rep);
+    run = last_run(rep);
+    assert_null(json_object_get(run, "SubnetId"));
+    assert_int_equal(json_array_size(json_object_get(run, "SecurityGroupIds")), 1);
+    json_decref(rep);
+    assert_int_equal(destroy(p, cr.inst.id).status, 0);
+    provider_free(p);
+
     /* Slow: answers within the bound are waited for; beyond it (5 s per
      * call), the region is missing with a timeout. */
     unsetenv("AWS_REGION");
