@@ -63,7 +63,8 @@ typedef struct pp_cloudconfig_s {
 /* The allow-list entry for `path`, or NULL when the path may not be written. */
 const pp_userdata_path_t *pp_userdata_path_lookup(const char *path);
 
-/* The allow-list itself, `*n` entries. */
+/* The allow-list itself, `*n` (PP_USERDATA_PATHS) entries. */
+#define PP_USERDATA_PATHS 6
 const pp_userdata_path_t *pp_userdata_paths(size_t *n);
 
 /* 0 when `path` is on the allow-list, else -EINVAL with a message that says

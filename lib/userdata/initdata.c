@@ -14,7 +14,6 @@
 #include "util/cleanup.h"
 #include "util/hex.h"
 
-#define MSG_MAX 64  /* untrusted text quoted in a message, at most */
 #define KEY_MAX 256 /* longest key we read */
 
 /* ---- names --------------------------------------------------------------- */
@@ -367,7 +366,7 @@ static int parse_table(toml_t *t, state_t *st)
     if (r == 0 && at(t, 0) != ']')
         r = tfail(t, "expected `]`");
     if (r == 0) {
-        char shown[MSG_MAX];
+        char shown[PP__MSG_MAX];
         t->pos++;
         if (!key_is(&key, "data"))
             r = tfail(t, "unknown table `[%s]` (only `[data]` is allowed)",
@@ -385,7 +384,7 @@ static int parse_table(toml_t *t, state_t *st)
 static int assign_root(toml_t *t, state_t *st, const pp_buf_t *key, const char *val, size_t len,
                        pp_initdata_t *out)
 {
-    char shown[MSG_MAX];
+    char shown[PP__MSG_MAX];
     pp__printable(val, len, shown, sizeof(shown));
     int is_nul_free = strlen(val) == len;
     if (key_is(key, "algorithm")) {
@@ -416,7 +415,7 @@ static int parse_keyval(toml_t *t, state_t *st, pp_initdata_t *out)
     pp_buf_t key, val;
     pp_buf_init(&key, KEY_MAX);
     pp_buf_init(&val, t->len + 1);
-    char shown[MSG_MAX];
+    char shown[PP__MSG_MAX];
     size_t line = t->line;
     int r = parse_key(t, &key);
     if (r < 0)

@@ -10,6 +10,7 @@ find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 
 add_library(pp_userdata_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/cloudconfig.c
+  ${CMAKE_CURRENT_LIST_DIR}/cloudconfig_parse.c
   ${CMAKE_CURRENT_LIST_DIR}/initdata.c
   ${CMAKE_CURRENT_LIST_DIR}/utf8.c)
 target_include_directories(pp_userdata_core PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)

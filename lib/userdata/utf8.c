@@ -110,3 +110,9 @@ char *pp__printable(const char *s, size_t n, char *out, size_t size)
     out[n] = '\0';
     return out;
 }
+
+int pp__yaml_needs_escape(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
+           cp == 0xfffe || cp == 0xffff;
+}

@@ -23,4 +23,13 @@ int pp__utf8_valid(const uint8_t *p, size_t n, size_t *bad);
  * `?`, and a cut is marked with "...". Returns `out`. */
 char *pp__printable(const char *s, size_t n, char *out, size_t size);
 
+/* Untrusted text quoted in a message, at most (pp__printable's `max`). */
+#define PP__MSG_MAX 64
+
+/* 1 for the code points a YAML reader could take for something else when
+ * raw, so a writer escapes them and the strict reader refuses them raw: C1
+ * controls (U+0085 is a line break in YAML 1.1), the line and paragraph
+ * separators (breaks in 1.1), the byte order mark and non-characters. */
+int pp__yaml_needs_escape(uint32_t cp);
+
 #endif
