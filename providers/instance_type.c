@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "provider.h"
+#include "providers/provider.h"
 #include "util/grpc_codes.h"
 
 static int cmp_type(const void *a, const void *b)

@@ -5,7 +5,7 @@
  * followed through their Azure-AsyncOperation (or Location) URL until they
  * end. The token goes only to the ARM endpoint: a link in an answer that
  * points elsewhere is refused. */
-#include "azure.h"
+#include "providers/azure/azure.h"
 
 #include <errno.h>
 #include <inttypes.h>

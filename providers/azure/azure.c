@@ -12,7 +12,7 @@
  *
  * delete: DELETE the VM (its NIC, disk and address go with it, by their
  * deleteOption), then whatever of them is left from a create cut short. */
-#include "azure.h"
+#include "providers/azure/azure.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -47,7 +47,7 @@ struct pp__azure_create_s {
     pp__azure_waiter_t w;
     int status;
     pp_error_t err;
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
     char name[64];
     char node[256];
     char *user_data; /* base64 */

@@ -3,7 +3,7 @@
  * names for what they have (AZURE_FEDERATED_TOKEN_FILE,
  * AZURE_AUTHORITY_HOST, AZURE_POD_IDENTITY_AUTHORITY_HOST), and ours for
  * the HTTP client's limits, in the AWS provider's pattern. */
-#include "azure.h"
+#include "providers/azure/azure.h"
 
 #include <errno.h>
 #include <fcntl.h>

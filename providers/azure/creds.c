@@ -5,7 +5,7 @@
  * renewed five minutes before it expires (halfway for shorter lifetimes),
  * one fetch at a time, with every caller that needs it waiting on it.
  * Never logged. */
-#include "azure.h"
+#include "providers/azure/azure.h"
 
 #include <errno.h>
 #include <stdio.h>

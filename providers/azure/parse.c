@@ -1,7 +1,7 @@
 /* Readers of what Azure AD, IMDS and Resource Manager answer: JSON through
  * jansson, bounded in size and depth, every field checked for its type and
  * copied into fixed-size fields (too long is malformed). */
-#include "azure.h"
+#include "providers/azure/azure.h"
 
 #include <errno.h>
 #include <stdio.h>

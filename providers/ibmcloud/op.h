@@ -45,7 +45,7 @@ struct op_s {
     pp_error_t err;
 
     /* create */
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
     char name[PP_IBM_NAME_MAX];
     char *user_data;
     char machine_type[PP_INSTANCE_TYPE_NAME_MAX];

@@ -443,7 +443,7 @@ static void create_work(uv_work_t *w)
     if (dom != NULL) {
         /* Asked again (a retry, or after a restart): the same VM, if it is
          * this sandbox's. */
-        char sb[128] = "";
+        char sb[PP_SANDBOX_ID_MAX + 1] = "";
         if (!domain_owner(j->node, dom, sb, sizeof(sb)) || strcmp(sb, j->inst.sandbox_id) != 0) {
             j->status = pp_error_set(err, -EEXIST,
                                      "a domain named `%s` exists and is not this sandbox's pod VM",
