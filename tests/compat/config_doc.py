@@ -6,6 +6,8 @@
    setting is a row, with the same support (supported, no effect, warned,
    refused) and the same default. The daemon's rows are those every
    provider's listing shares; a provider's are the rest of its listing.
+   Every provider built has a table: local and each module found beside
+   the programs.
 2. cloud-api-adaptor is started (local provider, in a network namespace of
    its own) with every warned value: each is warned about once, by name,
    the daemon serves, and the settings that have no effect are named in no
@@ -34,7 +36,13 @@ DOC, BIN, DATA = sys.argv[1], sys.argv[2], sys.argv[3]
 CAA = os.path.join(BIN, "cloud-api-adaptor")
 APF = os.path.join(BIN, "agent-protocol-forwarder")
 PUD = os.path.join(BIN, "process-user-data")
-PROVIDERS = ("local", "aws", "azure", "libvirt", "ibmcloud")
+# Every provider built: the daemon's own (local) and each module beside
+# the programs (`<bin>/../lib/peerpod/pp-provider-<name>.so`, where the
+# daemon looks by default), so that a provider added without a table fails.
+MODULE_DIR = os.path.join(BIN, "..", "lib", "peerpod")
+PROVIDERS = ("local",) + tuple(sorted(
+    m.group(1) for m in (re.match(r"^pp-provider-([a-z0-9_-]+)\.so$", f)
+                         for f in os.listdir(MODULE_DIR)) if m))
 SUPPORT = {"supported": "supported", "no effect": "noop", "warned": "warn", "refused": "refuse"}
 
 # What a provider needs to get as far as its settings at start-up, without
@@ -55,6 +63,10 @@ PROVIDER_ENV = {
               "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"},
     "libvirt": {"LIBVIRT_URI": "test:///default", "LIBVIRT_POOL": "default-pool",
                 "DISABLECVM": "false"},
+    "gcp": {"GCP_PROJECT_ID": "doc-project", "GCP_ZONE": "us-central1-a",
+            "GCP_NETWORK": "default", "GCP_CONFIDENTIAL_TYPE": "SEV",
+            "GCP_MACHINE_TYPE": "n2d-standard-2", "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCP_COMPUTE_ENDPOINT": "http://127.0.0.1:9/compute/v1/"},
     "ibmcloud": {"IBMCLOUD_API_KEY": "key", "IBMCLOUD_ZONE": "us-south-1",
                  "IBMCLOUD_VPC_ID": "r006-vpc", "IBMCLOUD_VPC_SUBNET_ID": "0717-subnet",
                  "IBMCLOUD_PODVM_IMAGE_ID": "r006-image",
@@ -143,7 +155,7 @@ class Daemon:
              "REMOTE_HYPERVISOR_ENDPOINT": self.sock, "PODS_DIR": os.path.join(self.dir, "pods"),
              "LOCAL_STATE_DIR": os.path.join(self.dir, "vms"),
              "LOCAL_NETNS_DIR": os.path.join(self.dir, "netns"), "PROXY_TIMEOUT": "5s"}
-        e.update(PROVIDER_ENV[provider])
+        e.update(PROVIDER_ENV.get(provider, {}))
         e.update(env)
         self.log = open(os.path.join(self.dir, "caa.log"), "w+")
         self.proc = subprocess.Popen(["unshare", "--net", CAA, provider] + flags, env=e,
@@ -313,6 +325,9 @@ def main():
         expected[f"{p} provider"] = {k: v for k, v in lists[p].items() if k not in daemon}
     expected["agent-protocol-forwarder"] = listing([APF, "-list-settings"])
     expected["process-user-data"] = listing([PUD, "-list-settings"])
+    for name in sections:
+        if name.endswith(" provider") and name[:-len(" provider")] not in PROVIDERS:
+            print(f"{name}: no such module built in {MODULE_DIR}; not compared")
     for name, rows in expected.items():
         if name not in sections:
             fail(f"the document has no table `## {name}`")
