@@ -11,11 +11,13 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "providers/names.h"
 #include "util/cleanup.h"
+#include "util/file.h"
 
 #define NAME_CHARS  "abcdefghijklmnopqrstuvwxyz0123456789-"
 #define PATH_CHARS  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:"
@@ -30,6 +32,10 @@ static const pp_setting_t items[] = {
     PP_SETTING_STR(cfg_t, credentials, "GCP_CREDENTIALS", "gcp-credentials", NULL,
                    "a service-account key (JSON); unset: the metadata server's token",
                    .flags = PP_SETTING_SECRET),
+    PP_SETTING_STR(cfg_t, key_file, "GOOGLE_APPLICATION_CREDENTIALS", NULL, NULL,
+                   "a service-account key file, as Google's libraries read it (upstream's "
+                   "start script writes GCP_CREDENTIALS there); used when GCP_CREDENTIALS is "
+                   "unset"),
     PP_SETTING_STR(cfg_t, project, "GCP_PROJECT_ID", "gcp-project-id", NULL,
                    "project of the pod VMs", .flags = PP_SETTING_REQUIRED, .chars = PROJ_CHARS),
     PP_SETTING_STR(cfg_t, zone, "GCP_ZONE", "zone", NULL, "zone of the pod VMs, like us-central1-a",
@@ -313,6 +319,23 @@ static int check_cvm_type(const pp__gcp_derived_t *d, const char *setting, const
                         setting, type, pp__gcp_cvm_name(d->cvm));
 }
 
+/* The key file (a few KiB, read once at start): bounded, parsed, and its
+ * bytes wiped. */
+static int read_key_file(const char *path, pp__gcp_key_t *key, pp_error_t *err)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int r = pp_file_read(path, PP_GCP_CREDENTIALS_MAX, PP_FILE_REGULAR | PP_FILE_SECRET, &buf, &len,
+                         err);
+    if (r < 0)
+        return r;
+    if ((r = pp__gcp_parse_key(buf, len, key, err)) < 0)
+        pp_error_wrap(err, "`%s`", path);
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    return r;
+}
+
 int pp__gcp_derive(const pp__gcp_config_t *c, const char *node, pp__gcp_derived_t *d,
                    pp_error_t *err)
 {
@@ -396,10 +419,18 @@ int pp__gcp_derive(const pp__gcp_config_t *c, const char *node, pp__gcp_derived_
                                 paths[i].setting, v);
     }
     pp__gcp_label_value(node != NULL ? node : "", d->node_label);
-    if (c->credentials[0] != '\0' &&
-        (r = pp__gcp_parse_key(c->credentials, strlen(c->credentials), &d->key, err)) < 0)
-        return pp_error_wrap(err, "environment variable `GCP_CREDENTIALS`");
-    if (d->key.pkey != NULL && (r = url_check("GCP_CREDENTIALS", d->key.token_uri, err)) < 0)
+    /* GCP_CREDENTIALS first, as upstream's provider; else the key file,
+     * as Google's libraries look for one before the metadata server. */
+    const char *from = "GCP_CREDENTIALS";
+    if (c->credentials[0] != '\0') {
+        if ((r = pp__gcp_parse_key(c->credentials, strlen(c->credentials), &d->key, err)) < 0)
+            return pp_error_wrap(err, "environment variable `GCP_CREDENTIALS`");
+    } else if (c->key_file[0] != '\0') {
+        from = "GOOGLE_APPLICATION_CREDENTIALS";
+        if ((r = read_key_file(c->key_file, &d->key, err)) < 0)
+            return pp_error_wrap(err, "environment variable `GOOGLE_APPLICATION_CREDENTIALS`");
+    }
+    if (d->key.pkey != NULL && (r = url_check(from, d->key.token_uri, err)) < 0)
         return pp_error_wrap(err, "`token_uri` of the key");
     return 0;
 }

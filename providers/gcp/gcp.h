@@ -53,6 +53,7 @@ enum pp__gcp_cvm { PP_GCP_CVM_NONE, PP_GCP_CVM_SEV, PP_GCP_CVM_SEV_SNP, PP_GCP_C
 /* Filled from the settings table (pp__gcp_settings) before init. */
 typedef struct pp__gcp_config_s {
     char credentials[PP_GCP_CREDENTIALS_MAX]; /* a service-account key, JSON */
+    char key_file[PATH_MAX];                  /* GOOGLE_APPLICATION_CREDENTIALS */
     char project[128];
     char zone[64];
     char image[512];

@@ -1,7 +1,8 @@
 /* The GCP provider's pure parts: which machine series run which
  * confidential technology, label values, instance names, request ids, the
- * checks init makes across settings, and the JWT (its RS256 signature
- * verified with the key's public half). */
+ * checks init makes across settings, the key from GCP_CREDENTIALS or the
+ * file GOOGLE_APPLICATION_CREDENTIALS names, and the JWT (its RS256
+ * signature verified with the key's public half). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -221,6 +223,86 @@ static void test_jwt(void **state)
     EVP_PKEY_free(pk);
 }
 
+/* Writes `text` to a new file under /tmp; its path in `path`. */
+static void temp_file(char *path, size_t size, const char *text, size_t len)
+{
+    snprintf(path, size, "/tmp/pp-gcp-key-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+}
+
+/* GOOGLE_APPLICATION_CREDENTIALS: a key file, read when GCP_CREDENTIALS is
+ * unset (which, set, wins, as upstream's provider has it). */
+static void test_key_file(void **state)
+{
+    (void)state;
+    EVP_PKEY *pk = EVP_RSA_gen(2048);
+    assert_non_null(pk);
+    BIO *bio = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL), 1);
+    char *pem;
+    long pemlen = BIO_get_mem_data(bio, &pem);
+    json_t *k = json_pack("{s:s, s:s, s:s, s:s#, s:s}", "type", "service_account", "client_email",
+                          "file@p.iam.gserviceaccount.com", "private_key_id", "kid2", "private_key",
+                          pem, (int)pemlen, "token_uri", "https://oauth2.example/token");
+    char *ks = json_dumps(k, JSON_INDENT(2));
+    char good[64], user[64], big[64];
+    temp_file(good, sizeof(good), ks, strlen(ks));
+    const char *au = "{\"type\": \"authorized_user\", \"client_id\": \"x\"}\n";
+    temp_file(user, sizeof(user), au, strlen(au));
+    char *pad = malloc(PP_GCP_CREDENTIALS_MAX + 10);
+    memset(pad, ' ', PP_GCP_CREDENTIALS_MAX + 10);
+    memcpy(pad, ks, strlen(ks));
+    temp_file(big, sizeof(big), pad, PP_GCP_CREDENTIALS_MAX + 10);
+
+    pp__gcp_config_t c;
+    pp__gcp_derived_t d;
+    pp_error_t err;
+    /* The file's key is the one used. */
+    base_cfg(&c);
+    snprintf(c.key_file, sizeof(c.key_file), "%s", good);
+    assert_int_equal(pp__gcp_derive(&c, "node-a", &d, &err), 0);
+    assert_non_null(d.key.pkey);
+    assert_string_equal(d.key.client_email, "file@p.iam.gserviceaccount.com");
+    assert_string_equal(d.key.key_id, "kid2");
+    assert_int_equal(EVP_PKEY_eq(d.key.pkey, pk), 1);
+    pp__gcp_derived_free(&d);
+    /* GCP_CREDENTIALS, when set, is read instead. */
+    snprintf(c.credentials, sizeof(c.credentials), "{\"type\": \"authorized_user\"}");
+    assert_int_equal(pp__gcp_derive(&c, "node-a", &d, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "`GCP_CREDENTIALS`"));
+    pp__gcp_derived_free(&d);
+    /* A file that is not there, not a service-account key, or too large:
+     * refused at start, naming the variable and the file. */
+    base_cfg(&c);
+    snprintf(c.key_file, sizeof(c.key_file), "%s.gone", good);
+    assert_int_equal(pp__gcp_derive(&c, "node-a", &d, &err), -ENOENT);
+    assert_non_null(strstr(err.message, "`GOOGLE_APPLICATION_CREDENTIALS`"));
+    assert_non_null(strstr(err.message, ".gone"));
+    pp__gcp_derived_free(&d);
+    snprintf(c.key_file, sizeof(c.key_file), "%s", user);
+    assert_int_equal(pp__gcp_derive(&c, "node-a", &d, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "`GOOGLE_APPLICATION_CREDENTIALS`"));
+    assert_non_null(strstr(err.message, "service_account"));
+    assert_null(d.key.pkey);
+    pp__gcp_derived_free(&d);
+    snprintf(c.key_file, sizeof(c.key_file), "%s", big);
+    assert_int_equal(pp__gcp_derive(&c, "node-a", &d, &err), -EFBIG);
+    assert_non_null(strstr(err.message, big));
+    pp__gcp_derived_free(&d);
+
+    unlink(good);
+    unlink(user);
+    unlink(big);
+    free(pad);
+    free(ks);
+    json_decref(k);
+    BIO_free(bio);
+    EVP_PKEY_free(pk);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -247,7 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cvm_series), cmocka_unit_test(test_names),
         cmocka_unit_test(test_derive),     cmocka_unit_test(test_jwt),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_key_file),   cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

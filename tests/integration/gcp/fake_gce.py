@@ -24,6 +24,11 @@ ZONE_RESOURCE_POOL_EXHAUSTED, nothing made), create_error (the insert's
 operation ends in error after the instance exists), quota (403
 QUOTA_EXCEEDED on insert).
 
+The credentials the provider gets: the service-account key itself in
+GCP_CREDENTIALS, or with FAKE_GCE_AUTH=keyfile the same key in a file that
+GOOGLE_APPLICATION_CREDENTIALS names (the metadata server then refuses to
+serve a token: the key was given).
+
 Run: fake_gce.py [--port-file F] [-- command args...]
 """
 import base64
@@ -32,6 +37,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -237,6 +243,7 @@ class State(fakelib.FakeState):
 
 
 STATE = State()
+KEY_FILE = None  # FAKE_GCE_AUTH=keyfile: the key's file
 
 
 def zone_url():
@@ -579,6 +586,10 @@ class Handler(fakelib.ControlHandler):
                      "token_type": "Bearer"}
 
     def do_metadata_token(self, groups, query, raw, fault=None):
+        if KEY_FILE is not None:
+            with STATE.lock:
+                STATE.refuse("metadata: a token asked for with a key file given")
+            raise Fault(404, "notFound", "no service account on this instance")
         if self.headers.get("Metadata-Flavor") != "Google":
             with STATE.lock:
                 STATE.refuse("metadata: no Metadata-Flavor: Google")
@@ -772,9 +783,14 @@ def provider_env(url):
            "private_key": KEY_PEM, "client_email": SA_EMAIL, "client_id": "1234567890",
            "token_uri": url + "/token"}
     env = {k: None for k in ("GCP_SUBNETWORK", "USE_PUBLIC_IP", "GCP_INSTANCE_TYPES",
-                             "GCP_CA_BUNDLE", "GOOGLE_APPLICATION_CREDENTIALS")}
+                             "GCP_CA_BUNDLE")}
+    if KEY_FILE is not None:
+        with open(KEY_FILE, "w") as f:
+            json.dump(key, f, indent=2)
     env.update({
-        "GCP_CREDENTIALS": json.dumps(key), "GCP_PROJECT_ID": PROJECT, "GCP_ZONE": ZONE,
+        "GCP_CREDENTIALS": None if KEY_FILE else json.dumps(key),
+        "GOOGLE_APPLICATION_CREDENTIALS": KEY_FILE,
+        "GCP_PROJECT_ID": PROJECT, "GCP_ZONE": ZONE,
         "GCP_NETWORK": "default", "PODVM_IMAGE_NAME": "podvm-ci",
         "GCP_MACHINE_TYPE": "n2d-standard-2", "GCP_CONFIDENTIAL_TYPE": "SEV_SNP",
         "DISABLECVM": "false", "TAGS": "team=peer-pods,env=ci",
@@ -790,7 +806,17 @@ def provider_env(url):
 
 
 def main():
-    return fakelib.main(STATE, Handler, provider_env, RATE, BURST)
+    global KEY_FILE
+    if os.environ.get("FAKE_GCE_AUTH") != "keyfile":
+        return fakelib.main(STATE, Handler, provider_env, RATE, BURST)
+    d = tempfile.mkdtemp(prefix="fake-gce-")
+    KEY_FILE = os.path.join(d, "key.json")
+    try:
+        return fakelib.main(STATE, Handler, provider_env, RATE, BURST)
+    finally:
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)
 
 
 if __name__ == "__main__":
