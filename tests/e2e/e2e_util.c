@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +95,48 @@ int count_entries(const char *dir)
             n++;
     closedir(d);
     return n;
+}
+
+double wait_entries(const char *dir, int want, double max_ms)
+{
+    double t0 = now_ms();
+    for (;;) {
+        double took = now_ms() - t0;
+        if (count_entries(dir) == want)
+            return took;
+        if (took > max_ms)
+            return -1;
+        usleep(20000);
+    }
+}
+
+int http_status(int port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char req[256], resp[64] = "";
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    int status = -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+        size_t have = 0;
+        ssize_t r;
+        while (have < sizeof(resp) - 1 &&
+               (r = recv(fd, resp + have, sizeof(resp) - 1 - have, 0)) > 0)
+            have += (size_t)r;
+        resp[have] = '\0';
+        if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+            status = -1;
+    }
+    close(fd);
+    return status;
 }
 
 /* Links in this (node) namespace other than lo. */

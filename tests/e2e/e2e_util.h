@@ -32,6 +32,17 @@ double now_ms(void);
 void write_file(const char *path, const char *text, mode_t mode);
 int count_entries(const char *dir);
 int count_links(void);
+/* How long a test waits for what should follow at once (a teardown after
+ * its answer, sockets after a restart): long enough for a loaded shared
+ * machine, so that only what never happens fails. What it took is printed
+ * by the tests; speed is measured in tests/bench. */
+#define E2E_SETTLE_MS 30000.0
+/* Waits until `dir` holds `want` entries, at most `max_ms`: the
+ * milliseconds it took, or -1 when it did not. */
+double wait_entries(const char *dir, int want, double max_ms);
+/* GET http://127.0.0.1:<port><path>: the status, or -1 when nothing
+ * answers. */
+int http_status(int port, const char *path);
 void print_log(const caa_t *c);
 
 /* Makes c->dir and starts a daemon; `extra` is a NULL-terminated list of

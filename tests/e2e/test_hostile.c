@@ -588,7 +588,7 @@ static void test_unreadable_records(void **state)
     rewrite_record(&c, ids[2], "types");
     for (int round = 0; round < 2; round++) {
         caa_restart(&c, NULL);
-        for (int i = 0; i < 100 && !log_contains(&c, "records set aside"); i++)
+        for (int i = 0; i < E2E_SETTLE_MS / 20 && !log_contains(&c, "records set aside"); i++)
             usleep(20000);
         usleep(300000); /* orphan deletions, were there any, have begun */
         printf("# restart %d: %d pod VMs, %d pod directories\n", round + 1, count_entries(c.vms),
@@ -715,7 +715,7 @@ static void test_sigterm_bounded(void **state)
     assert_int_equal(create_vm(&c, id, "term", "ns", NULL, sock, sizeof(sock), NULL, 0), 0);
     bg_call_t b;
     bg_call(&b, &c, "StartVM", id, 600000);
-    for (int i = 0; i < 500 && count_entries(c.vms) == 0; i++)
+    for (int i = 0; i < E2E_SETTLE_MS / 10 && count_entries(c.vms) == 0; i++)
         usleep(10000);
     usleep(500000);
     double t0 = raw_now_ms();
@@ -795,7 +795,7 @@ static void test_parked_start_abandoned(void **state)
            raw_now_ms() - t0);
     assert_int_equal(code, PP_GRPC_DEADLINE_EXCEEDED);
     /* Recovery ends; the StartVM is not carried out. */
-    for (int i = 0; i < 100 && !log_contains(&c, "its caller is gone"); i++)
+    for (int i = 0; i < E2E_SETTLE_MS / 50 && !log_contains(&c, "its caller is gone"); i++)
         usleep(50000);
     usleep(500000);
     printf("# after recovery: %d pod VMs\n", count_entries(c.vms));

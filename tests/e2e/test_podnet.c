@@ -148,7 +148,9 @@ static void test_traffic_through_the_tunnel(void **state)
     assert_int_equal(id_call(&c, "StopVM", id, 60000, NULL, 0), 0);
     assert_int_equal(id_call(&c, "StopVM", id2, 60000, NULL, 0), 0);
     caa_stop(&c); /* waits for the background deletions */
-    for (int i = 0; i < 100 && sh("ip -n %s link show vxlan1 >/dev/null 2>&1", podns) == 0; i++)
+    /* At most E2E_SETTLE_MS (20 ms a look). */
+    for (int i = 0;
+         i < E2E_SETTLE_MS / 20 && sh("ip -n %s link show vxlan1 >/dev/null 2>&1", podns) == 0; i++)
         usleep(20000);
     assert_int_not_equal(sh("ip -n %s link show vxlan1 >/dev/null 2>&1", podns), 0);
     assert_int_not_equal(sh("ip -n %s link show vxlan1 >/dev/null 2>&1", pod2), 0);
