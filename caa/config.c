@@ -65,6 +65,10 @@ static const pp_setting_t items[] = {
                    "where the per-node CA is kept (default <PODS_DIR>/.ca)"),
     PP_SETTING_INT_OF(cfg_t, peerpods_limit, "PEERPODS_LIMIT_PER_NODE", "peerpods-limit-per-node",
                       "10", 0, 100000, "most pod VMs on this node (0: no limit)"),
+    PP_SETTING_INT_OF(cfg_t, provider_concurrency, "PROVIDER_CONCURRENCY", "provider-concurrency",
+                      "32", 0, 4096,
+                      "most calls to create or delete pod VMs in flight at once; more StartVM "
+                      "calls are accepted and wait their turn (0: no bound)"),
     PP_SETTING_BOOL_OF(cfg_t, enable_scratch_space, "ENABLE_SCRATCH_SPACE", "enable-scratch-space",
                        "false",
                        "ask pod VMs for encrypted scratch space (a marker in the user data, "

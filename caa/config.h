@@ -41,6 +41,7 @@ typedef struct caa_config_s {
     int tls_skip_verify;
     int disable_tls;
     int peerpods_limit;       /* 0 = no limit */
+    int provider_concurrency; /* PROVIDER_CONCURRENCY: provider calls at once; 0 = no bound */
     int enable_scratch_space; /* ENABLE_SCRATCH_SPACE: the marker in the user data */
     int busy_poll_us;         /* 0 = never (util/loop.h) */
     int probe_port;           /* PROBE_PORT: probes and metrics (probe.h); 0 = none */

@@ -13,6 +13,7 @@
 #include "heap.h"
 #include "metrics.h"
 #include "providers/provider.h"
+#include "startq.h"
 #include "tlsmod.h"
 #include "net/net.h"
 #include "ttrpc/ttrpc.h"
@@ -56,6 +57,7 @@ struct caa_daemon_s {
     size_t nsandboxes;
     uv_signal_t sigterm, sigint;
     caa_heap_t heap;
+    caa_startq_t startq;                 /* startq.h: calls to the provider, bounded */
     caa_metrics_t metrics;               /* metrics.h: the registry, passed down */
     struct pp_httpd_s *probe;            /* probe.h: /startup, /healthz, /metrics */
     caa_waiting_call_t *parked;          /* hypervisor calls that came during recovery */

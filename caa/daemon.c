@@ -217,6 +217,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     if ((r = caa_metrics_init(&d->metrics, d)) < 0)
         return pp_error_set(err, r, "metrics: %s", strerror(-r));
     d->tls.metrics = d->metrics.registry;
+    caa_startq_init(&d->startq, (unsigned)d->cfg.provider_concurrency, d->metrics.registry);
     r = pp_provider_new_with_metrics(ops, loop, d->cfg.node_name, d->cfg.nflags, d->cfg.flags,
                                      d->metrics.registry, &d->provider, err);
     if (r < 0)
@@ -284,6 +285,7 @@ void caa_daemon_fini(caa_daemon_t *d)
         pp_node_net_fini(&d->net);
     d->net_ready = d->net_inited = 0;
     caa_tls_fini(&d->tls);
+    caa_startq_fini(&d->startq);
     if (d->provider != NULL)
         pp_provider_free(d->provider);
     d->provider = NULL;

@@ -52,10 +52,12 @@ struct caa_sandbox_s {
     caa_waiting_call_t *stop_calls; /* StopVMs waiting for the teardown */
     pp_error_t start_error;         /* why the start failed */
     uint64_t start_ms, stage_ms;    /* StartVM's clock, loop time (metrics.h) */
-    unsigned has_instance : 1;      /* the provider holds an instance */
-    unsigned tunnel_up : 1;         /* the node end of the tunnel may exist */
-    unsigned net_busy : 1;          /* a tunnel setup or teardown is in flight */
-    unsigned provider_busy : 1;     /* a create or delete is in flight */
+    uint64_t start_hr, waited_ns;   /* StartVM's arrival, its waits for the provider (startq.h) */
+    struct caa_startq_op_s *startq_op; /* its provider call waiting its turn (startq.h) */
+    unsigned has_instance : 1;         /* the provider holds an instance */
+    unsigned tunnel_up : 1;            /* the node end of the tunnel may exist */
+    unsigned net_busy : 1;             /* a tunnel setup or teardown is in flight */
+    unsigned provider_busy : 1;        /* a create or delete is in flight */
     unsigned stop_requested : 1;
 };
 

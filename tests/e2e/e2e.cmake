@@ -27,4 +27,5 @@ if(TARGET cloud-api-adaptor AND TARGET agent-protocol-forwarder AND TARGET proce
     add_dependencies(test_upstream upstream_compat)
   endif()
   pp_e2e_test(test_probe e2e_probe)
+  pp_e2e_test(test_startq e2e_startq)
 endif()
