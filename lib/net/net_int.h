@@ -104,12 +104,17 @@ int pp__tc_redirect_del(pp__nl_t *nl, int ifindex, const char *name, const char 
 typedef struct pp__nft_s pp__nft_t;
 int pp__nft_open(pp__nft_t **out, pp_error_t *err);
 void pp__nft_close(pp__nft_t *n);
-/* Makes the two NOTRACK rules for `vni` (UDP to `peer`:port, and from
- * `peer` to port), replacing any rules of that VNI, in one transaction. */
+/* Exempts the tunnel `vni` (VXLAN over UDP to and from `peer`:port) from
+ * connection tracking: one element of the table's set, the table, set and
+ * rules made first when missing. Idempotent. */
 int pp__nft_notrack_add(pp__nft_t *n, struct in_addr peer, uint16_t port, uint32_t vni,
                         pp_error_t *err);
-/* Deletes the rules of `vni`, and the table if nothing else is left in it. */
-int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, pp_error_t *err);
+/* Ends the exemption of `vni` (and removes rules of the older form for it);
+ * then the table if nothing else is left in it. With `peer` (and its
+ * port) the element is deleted at once; without (NULL), it is looked for
+ * by its VNI, which lists the set. Idempotent. */
+int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, const struct in_addr *peer, uint16_t port,
+                        pp_error_t *err);
 
 /* ---- inspection (inspect.c) ---- */
 

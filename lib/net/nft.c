@@ -1,18 +1,30 @@
-/* Connection tracking exemption for the tunnel's UDP, with nftables over
+/* Connection tracking exemption for the tunnels' UDP, with nftables over
  * netlink (libnftnl + libmnl): no program is run.
  *
  *   table inet peerpod {
- *     chain prerouting { type filter hook prerouting priority raw; }
- *     chain output     { type filter hook output priority raw; }
+ *     set tunnels { type ipv4_addr . inet_service . mark; }  (peer . port . VNI)
+ *     chain prerouting { type filter hook prerouting priority raw;
+ *       meta nfproto ipv4 meta l4proto udp
+ *       ip saddr . udp dport . @th,96,24 @tunnels notrack }
+ *     chain output { type filter hook output priority raw;
+ *       ... ip daddr . udp dport . @th,96,24 @tunnels notrack }
  *   }
- *   prerouting: meta nfproto ipv4 udp, ip saddr PEER, udp dport PORT, notrack
- *   output:     meta nfproto ipv4 udp, ip daddr PEER, udp dport PORT, notrack
  *
- * both commented "peerpod vni:<VNI>", which is how teardown finds them.
- * Each change is one transaction guarded by the ruleset generation read
- * before the rules were listed: if anyone changed the ruleset in between,
- * the kernel refuses the batch (ERESTART) and we list again. So concurrent
- * setups and teardowns never delete a table another just put a rule in. */
+ * One element per tunnel (its peer, UDP port and VNI, the VNI read from the
+ * VXLAN header), commented "peerpod vni:<VNI>": a packet costs one hash
+ * lookup however many tunnels there are, and adding or removing a tunnel is
+ * one element, with no listing. (Before, each tunnel had two rules of its
+ * own, so every packet of the namespace walked all of them, and every
+ * change listed them all.) Rules of that older form, commented "peerpod
+ * vni:<VNI>", are still removed with their tunnel.
+ *
+ * The table goes with its last element. Whether it was the last is known
+ * from the number of elements this socket has seen (counted once from the
+ * kernel, then kept as elements come and go); when it reaches zero the set
+ * is listed again, and the table deleted in a transaction guarded by the
+ * ruleset generation read before that listing: if anyone changed the
+ * ruleset in between, the kernel refuses the batch (ERESTART) and we look
+ * again. So a tunnel added meanwhile is never deleted with the table. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +40,7 @@
 #include <libnftnl/expr.h>
 #include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
+#include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <libnftnl/udata.h>
 #include <linux/netfilter.h>
@@ -37,35 +50,39 @@
 #include "net/net_int.h"
 #include "util/cleanup.h"
 
-#define CHAIN_PRE    "prerouting"
-#define CHAIN_OUT    "output"
-#define PRIO_RAW     (-300)
-#define MAX_RULES    4096
-#define MAX_ATTEMPTS 16
-#define BATCH_SIZE   (16 * 1024)
-#define COMMENT_FMT  "peerpod vni:%u"
+#define CHAIN_PRE     "prerouting"
+#define CHAIN_OUT     "output"
+#define SET_NAME      "tunnels"
+#define SET_ID        1
+#define PRIO_RAW      (-300)
+#define MAX_ATTEMPTS  16
+#define BATCH_SIZE    (16 * 1024)
+#define COMMENT_FMT   "peerpod vni:%u"
+#define RULES_COMMENT "peerpod tunnels"
+/* nftables' datatypes for the set's key, so that `nft list` shows it:
+ * ipv4_addr . inet_service . mark (the VNI's 3 bytes, then a zero). */
+#define TYPE_IPADDR       7
+#define TYPE_INET_SERVICE 13
+#define TYPE_MARK         19
+#define CONCAT_TYPE_BITS  6
+
+/* The element: what the rules load into three 32-bit registers. */
+typedef struct key_s {
+    uint32_t peer; /* network order */
+    uint16_t port; /* network order, then two zero bytes */
+    uint16_t zero1;
+    uint8_t vni[3]; /* as in the VXLAN header, then a zero byte */
+    uint8_t zero2;
+} elem_key_t;
 
 typedef struct pp__nft_s {
     struct mnl_socket *nl;
     uint32_t portid;
     uint32_t seq;
+    long count;          /* elements in the set, as this socket knows them; -1: unknown */
     char buf[32 * 1024]; /* the most a netlink dump sends at once */
     char batch[BATCH_SIZE];
 } nft_t;
-
-typedef struct rule_s {
-    char chain[16]; /* only ours: prerouting or output */
-    uint64_t handle;
-} rule_t;
-
-/* What the table holds: our VNI's rules, and how many others. */
-typedef struct listing_s {
-    const char *comment;
-    rule_t mine[8];
-    size_t n_mine;
-    size_t n_other;
-    uint32_t genid;
-} listing_t;
 
 int pp__nft_open(pp__nft_t **out, pp_error_t *err)
 {
@@ -87,6 +104,7 @@ int pp__nft_open(pp__nft_t **out, pp_error_t *err)
     setsockopt(mnl_socket_get_fd(n->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     n->portid = mnl_socket_get_portid(n->nl);
     n->seq = (uint32_t)time(NULL);
+    n->count = -1;
     *out = PP_STEAL(n);
     return 0;
 }
@@ -98,6 +116,21 @@ void pp__nft_close(pp__nft_t *n)
     if (n->nl != NULL)
         mnl_socket_close(n->nl);
     free(n);
+}
+
+static void make_key(elem_key_t *k, struct in_addr peer, uint16_t port, uint32_t vni)
+{
+    memset(k, 0, sizeof(*k));
+    k->peer = peer.s_addr;
+    k->port = htons(port);
+    k->vni[0] = (uint8_t)(vni >> 16);
+    k->vni[1] = (uint8_t)(vni >> 8);
+    k->vni[2] = (uint8_t)vni;
+}
+
+static uint32_t key_vni(const elem_key_t *k)
+{
+    return (uint32_t)k->vni[0] << 16 | (uint32_t)k->vni[1] << 8 | k->vni[2];
 }
 
 /* The socket lives across operations: whatever an earlier one left unread
@@ -129,6 +162,23 @@ static int nft_query(nft_t *n, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
     }
 }
 
+/* ---- listing ---- */
+
+/* What the table holds: the set's elements (with those of one VNI), and
+ * rules other than our two. */
+typedef struct listing_s {
+    uint32_t vni;        /* elements and old-style rules of this VNI are "mine" */
+    const char *comment; /* "peerpod vni:<vni>" */
+    elem_key_t mine[4];
+    size_t n_mine;
+    size_t n_elems;
+    uint64_t rule_handles[8]; /* old-style rules of the VNI */
+    char rule_chains[8][16];
+    size_t n_rules_mine;
+    size_t n_rules_other; /* neither ours nor of the VNI */
+    uint32_t genid;
+} listing_t;
+
 static int gen_cb(const struct nlmsghdr *nlh, void *data)
 {
     listing_t *l = data;
@@ -138,6 +188,32 @@ static int gen_cb(const struct nlmsghdr *nlh, void *data)
     if (nftnl_gen_nlmsg_parse(nlh, g) == 0)
         l->genid = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
     nftnl_gen_free(g);
+    return MNL_CB_OK;
+}
+
+static int elem_cb(struct nftnl_set_elem *e, void *data)
+{
+    listing_t *l = data;
+    uint32_t len = 0;
+    const void *k = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+    l->n_elems++;
+    if (k != NULL && len == sizeof(elem_key_t) && l->n_mine < PP_ARRAY_SIZE(l->mine)) {
+        elem_key_t key;
+        memcpy(&key, k, sizeof(key));
+        if (key_vni(&key) == l->vni)
+            l->mine[l->n_mine++] = key;
+    }
+    return 0;
+}
+
+static int elems_cb(const struct nlmsghdr *nlh, void *data)
+{
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (s == NULL)
+        return MNL_CB_ERROR;
+    if (nftnl_set_elems_nlmsg_parse(nlh, s) == 0)
+        nftnl_set_elem_foreach(s, elem_cb, data);
+    nftnl_set_free(s);
     return MNL_CB_OK;
 }
 
@@ -169,38 +245,59 @@ static int rule_cb(const struct nlmsghdr *nlh, void *data)
     if (ud != NULL)
         nftnl_udata_parse(ud, len, comment_cb, &comment);
     const char *chain = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
-    if (comment != NULL && strcmp(comment, l->comment) == 0 && chain != NULL &&
-        strlen(chain) < sizeof(l->mine[0].chain) && l->n_mine < PP_ARRAY_SIZE(l->mine)) {
-        rule_t *m = &l->mine[l->n_mine++];
-        snprintf(m->chain, sizeof(m->chain), "%s", chain);
-        m->handle = nftnl_rule_get_u64(r, NFTNL_RULE_HANDLE);
+    if (comment != NULL && strcmp(comment, RULES_COMMENT) == 0) {
+        /* ours, the set's */
+    } else if (comment != NULL && strcmp(comment, l->comment) == 0 && chain != NULL &&
+               strlen(chain) < sizeof(l->rule_chains[0]) &&
+               l->n_rules_mine < PP_ARRAY_SIZE(l->rule_handles)) {
+        snprintf(l->rule_chains[l->n_rules_mine], sizeof(l->rule_chains[0]), "%s", chain);
+        l->rule_handles[l->n_rules_mine++] = nftnl_rule_get_u64(r, NFTNL_RULE_HANDLE);
     } else {
-        l->n_other++;
+        l->n_rules_other++;
     }
     nftnl_rule_free(r);
     return MNL_CB_OK;
 }
 
-/* Reads the generation, then the rules of our table. */
-static int nft_list(nft_t *n, listing_t *l)
+static int list_gen(nft_t *n, listing_t *l)
 {
-    l->n_mine = 0;
-    l->n_other = 0;
     struct nlmsghdr *nlh =
         nftnl_nlmsg_build_hdr(n->buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, ++n->seq);
-    int rc = nft_query(n, nlh, gen_cb, l);
-    if (rc < 0)
-        return rc;
+    return nft_query(n, nlh, gen_cb, l);
+}
 
+/* The set's elements; a missing table or set holds none. */
+static int list_elems(nft_t *n, listing_t *l)
+{
+    l->n_elems = 0;
+    l->n_mine = 0;
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (s == NULL)
+        return -ENOMEM;
+    struct nlmsghdr *nlh =
+        nftnl_nlmsg_build_hdr(n->buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++n->seq);
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, PP_NFT_TABLE);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, SET_NAME);
+    nftnl_set_elems_nlmsg_build_payload(nlh, s);
+    nftnl_set_free(s);
+    int rc = nft_query(n, nlh, elems_cb, l);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/* The table's rules: the VNI's old-style ones, and how many others. */
+static int list_rules(nft_t *n, listing_t *l)
+{
+    l->n_rules_mine = 0;
+    l->n_rules_other = 0;
     struct nftnl_rule *r = nftnl_rule_alloc();
     if (r == NULL)
         return -ENOMEM;
-    nlh = nftnl_nlmsg_build_hdr(n->buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++n->seq);
+    struct nlmsghdr *nlh =
+        nftnl_nlmsg_build_hdr(n->buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, ++n->seq);
     nftnl_rule_set_str(r, NFTNL_RULE_TABLE, PP_NFT_TABLE);
     nftnl_rule_nlmsg_build_payload(nlh, r);
     nftnl_rule_free(r);
-    rc = nft_query(n, nlh, rule_cb, l);
-    /* No table yet: nothing of ours. */
+    int rc = nft_query(n, nlh, rule_cb, l);
     return rc == -ENOENT ? 0 : rc;
 }
 
@@ -211,16 +308,19 @@ typedef struct batch_s {
     uint32_t first_seq; /* the batch-begin message */
     uint32_t last_seq;  /* the last message that asks for an ack */
     int n;              /* messages between begin and end */
+    uint16_t types[16]; /* of each message, for error messages */
 } batch_t;
 
-static int batch_begin(nft_t *n, batch_t *bt, char *buf, uint32_t genid)
+/* genid 0: not guarded. */
+static int batch_begin(nft_t *n, batch_t *bt, uint32_t genid)
 {
-    bt->b = mnl_nlmsg_batch_start(buf, BATCH_SIZE);
+    bt->b = mnl_nlmsg_batch_start(n->batch, BATCH_SIZE);
     if (bt->b == NULL)
         return -ENOMEM;
     bt->first_seq = ++n->seq;
     struct nlmsghdr *nlh = nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->first_seq);
-    mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
+    if (genid != 0)
+        mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
     mnl_nlmsg_batch_next(bt->b);
     bt->n = 0;
     return 0;
@@ -229,30 +329,31 @@ static int batch_begin(nft_t *n, batch_t *bt, char *buf, uint32_t genid)
 static struct nlmsghdr *batch_msg(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags)
 {
     bt->last_seq = ++n->seq;
+    if ((size_t)bt->n < PP_ARRAY_SIZE(bt->types))
+        bt->types[bt->n] = type;
     bt->n++;
     return nftnl_nlmsg_build_hdr(mnl_nlmsg_batch_current(bt->b), type, NFPROTO_INET,
                                  flags | NLM_F_ACK, bt->last_seq);
 }
 
-static void batch_end(nft_t *n, batch_t *bt)
+/* Ends the batch, sends it and reads acks until the last one, or an error
+ * on the batch itself. Returns 0 or the first error (-errno), with in
+ * *failed_type the message type that failed. */
+static int batch_send(nft_t *n, batch_t *bt, uint16_t *failed_type)
 {
     nftnl_batch_end(mnl_nlmsg_batch_current(bt->b), ++n->seq);
     mnl_nlmsg_batch_next(bt->b);
-}
-
-/* Sends the batch and reads acks until the last one, or an error on the
- * batch itself. Returns 0, the first error (-errno), and in *failed_type
- * the message type that failed. */
-static int batch_send(nft_t *n, batch_t *bt, const uint16_t *types, uint16_t *failed_type)
-{
+    int rc = 0;
     if (mnl_socket_sendto(n->nl, mnl_nlmsg_batch_head(bt->b), mnl_nlmsg_batch_size(bt->b)) < 0)
-        return -errno;
+        rc = -errno;
     int first_err = 0;
-    for (;;) {
+    while (rc == 0) {
         ssize_t len = mnl_socket_recvfrom(n->nl, n->buf, sizeof(n->buf));
-        if (len < 0)
-            return -errno;
-        int left = (int)len;
+        if (len < 0) {
+            rc = -errno;
+            break;
+        }
+        int left = (int)len, done = 0;
         for (const struct nlmsghdr *h = (const struct nlmsghdr *)n->buf; mnl_nlmsg_ok(h, left);
              h = mnl_nlmsg_next(h, &left)) {
             if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_pid != n->portid ||
@@ -262,14 +363,21 @@ static int batch_send(nft_t *n, batch_t *bt, const uint16_t *types, uint16_t *fa
             if (e->error != 0 && first_err == 0) {
                 first_err = e->error;
                 uint32_t i = h->nlmsg_seq - bt->first_seq - 1;
-                *failed_type = (h->nlmsg_seq > bt->first_seq && i < (uint32_t)bt->n) ? types[i] : 0;
+                *failed_type = (h->nlmsg_seq > bt->first_seq && i < (uint32_t)bt->n &&
+                                i < PP_ARRAY_SIZE(bt->types))
+                                   ? bt->types[i]
+                                   : 0;
             }
-            if (h->nlmsg_seq == bt->first_seq && e->error != 0)
-                return first_err;
-            if (h->nlmsg_seq == bt->last_seq)
-                return first_err;
+            if ((h->nlmsg_seq == bt->first_seq && e->error != 0) || h->nlmsg_seq == bt->last_seq)
+                done = 1;
+        }
+        if (done) {
+            rc = first_err;
+            break;
         }
     }
+    mnl_nlmsg_batch_stop(bt->b);
+    return rc;
 }
 
 static int put_table(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags)
@@ -302,15 +410,75 @@ static int put_chain(nft_t *n, batch_t *bt, const char *name, uint32_t hook)
     return 0;
 }
 
-static int put_rule_del(nft_t *n, batch_t *bt, const rule_t *m)
+/* The set, exclusively: if it exists, someone else made the rules too. */
+static int put_set(nft_t *n, batch_t *bt)
+{
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (s == NULL)
+        return -ENOMEM;
+    struct nlmsghdr *nlh = batch_msg(n, bt, NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL);
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, PP_NFT_TABLE);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, SET_NAME);
+    nftnl_set_set_u32(s, NFTNL_SET_ID, SET_ID);
+    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, sizeof(elem_key_t));
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE,
+                      TYPE_IPADDR << (2 * CONCAT_TYPE_BITS) |
+                          TYPE_INET_SERVICE << CONCAT_TYPE_BITS | TYPE_MARK);
+    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
+    nftnl_set_nlmsg_build_payload(nlh, s);
+    nftnl_set_free(s);
+    mnl_nlmsg_batch_next(bt->b);
+    return 0;
+}
+
+/* One element of the set: add (exclusively) or delete. */
+static int put_elem(nft_t *n, batch_t *bt, uint16_t type, uint16_t flags, const elem_key_t *key)
+{
+    struct nftnl_set *s = nftnl_set_alloc();
+    struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+    struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(64);
+    int rc = s != NULL && e != NULL && ud != NULL ? 0 : -ENOMEM;
+    if (rc == 0) {
+        char comment[32];
+        snprintf(comment, sizeof(comment), COMMENT_FMT, key_vni(key));
+        nftnl_set_set_str(s, NFTNL_SET_TABLE, PP_NFT_TABLE);
+        nftnl_set_set_str(s, NFTNL_SET_NAME, SET_NAME);
+        nftnl_set_set_u32(s, NFTNL_SET_ID, SET_ID);
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, sizeof(*key));
+        if (type == NFT_MSG_NEWSETELEM) {
+            if (!nftnl_udata_put_strz(ud, NFTNL_UDATA_SET_ELEM_COMMENT, comment))
+                rc = -ENOMEM;
+            else
+                nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, nftnl_udata_buf_data(ud),
+                                   nftnl_udata_buf_len(ud));
+        }
+    }
+    if (rc == 0) {
+        nftnl_set_elem_add(s, e);
+        e = NULL; /* the set's now */
+        struct nlmsghdr *nlh = batch_msg(n, bt, type, flags);
+        nftnl_set_elems_nlmsg_build_payload(nlh, s);
+        mnl_nlmsg_batch_next(bt->b);
+    }
+    if (ud != NULL)
+        nftnl_udata_buf_free(ud);
+    if (e != NULL)
+        nftnl_set_elem_free(e);
+    if (s != NULL)
+        nftnl_set_free(s);
+    return rc;
+}
+
+static int put_rule_del(nft_t *n, batch_t *bt, const char *chain, uint64_t handle)
 {
     struct nftnl_rule *r = nftnl_rule_alloc();
     if (r == NULL)
         return -ENOMEM;
     struct nlmsghdr *nlh = batch_msg(n, bt, NFT_MSG_DELRULE, 0);
     nftnl_rule_set_str(r, NFTNL_RULE_TABLE, PP_NFT_TABLE);
-    nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, m->chain);
-    nftnl_rule_set_u64(r, NFTNL_RULE_HANDLE, m->handle);
+    nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+    nftnl_rule_set_u64(r, NFTNL_RULE_HANDLE, handle);
     nftnl_rule_nlmsg_build_payload(nlh, r);
     nftnl_rule_free(r);
     mnl_nlmsg_batch_next(bt->b);
@@ -335,11 +503,12 @@ static int add_meta(struct nftnl_rule *r, uint32_t key)
     return add_expr(r, e);
 }
 
-static int add_payload(struct nftnl_rule *r, uint32_t base, uint32_t offset, uint32_t len)
+static int add_payload(struct nftnl_rule *r, uint32_t dreg, uint32_t base, uint32_t offset,
+                       uint32_t len)
 {
     struct nftnl_expr *e = nftnl_expr_alloc("payload");
     if (e != NULL) {
-        nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+        nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
         nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
         nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
         nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
@@ -358,16 +527,25 @@ static int add_cmp_eq(struct nftnl_rule *r, const void *data, uint32_t len)
     return add_expr(r, e);
 }
 
-/* `meta nfproto ipv4 meta l4proto udp ip {s,d}addr PEER udp dport PORT
- * notrack comment "peerpod vni:N"` */
-static int put_rule_add(nft_t *n, batch_t *bt, const char *chain, bool match_saddr,
-                        struct in_addr peer, uint16_t port, const char *comment)
+static int add_lookup(struct nftnl_rule *r)
+{
+    struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+    if (e != NULL) {
+        nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG32_00);
+        nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, SET_NAME);
+        nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, SET_ID);
+    }
+    return add_expr(r, e);
+}
+
+/* `meta nfproto ipv4 meta l4proto udp ip {s,d}addr . udp dport . @th,96,24
+ * @tunnels notrack comment "peerpod tunnels"` */
+static int put_rule_add(nft_t *n, batch_t *bt, const char *chain, bool match_saddr)
 {
     struct nftnl_rule *r = nftnl_rule_alloc();
     struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(64);
     int rc = r != NULL && ud != NULL ? 0 : -ENOMEM;
     uint8_t nfproto = NFPROTO_IPV4, l4 = IPPROTO_UDP;
-    uint16_t dport = htons(port);
     if (rc == 0) {
         nftnl_rule_set_str(r, NFTNL_RULE_TABLE, PP_NFT_TABLE);
         nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
@@ -379,18 +557,20 @@ static int put_rule_add(nft_t *n, batch_t *bt, const char *chain, bool match_sad
         rc = add_meta(r, NFT_META_L4PROTO);
     if (rc == 0)
         rc = add_cmp_eq(r, &l4, 1);
-    /* IPv4 header: saddr at 12, daddr at 16; UDP header: dport at 2. */
+    /* IPv4 header: saddr at 12, daddr at 16; UDP: dport at 2; VXLAN after
+     * the 8 bytes of UDP: flags, 3 reserved bytes, then the VNI. Each field
+     * fills one 32-bit register, zero-padded, as elem_key_t lays them out. */
     if (rc == 0)
-        rc = add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, match_saddr ? 12 : 16, 4);
+        rc = add_payload(r, NFT_REG32_00, NFT_PAYLOAD_NETWORK_HEADER, match_saddr ? 12 : 16, 4);
     if (rc == 0)
-        rc = add_cmp_eq(r, &peer.s_addr, 4);
+        rc = add_payload(r, NFT_REG32_01, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
     if (rc == 0)
-        rc = add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+        rc = add_payload(r, NFT_REG32_02, NFT_PAYLOAD_TRANSPORT_HEADER, 12, 3);
     if (rc == 0)
-        rc = add_cmp_eq(r, &dport, 2);
+        rc = add_lookup(r);
     if (rc == 0)
         rc = add_expr(r, nftnl_expr_alloc("notrack"));
-    if (rc == 0 && !nftnl_udata_put_strz(ud, NFTNL_UDATA_RULE_COMMENT, comment))
+    if (rc == 0 && !nftnl_udata_put_strz(ud, NFTNL_UDATA_RULE_COMMENT, RULES_COMMENT))
         rc = -ENOMEM;
     if (rc == 0) {
         nftnl_rule_set_data(r, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud),
@@ -415,114 +595,204 @@ static const char *msg_name(uint16_t type)
         return "delete table";
     case NFT_MSG_NEWCHAIN:
         return "create chain";
+    case NFT_MSG_NEWSET:
+        return "create set";
     case NFT_MSG_NEWRULE:
         return "add rule";
     case NFT_MSG_DELRULE:
         return "delete rule";
+    case NFT_MSG_NEWSETELEM:
+        return "add element";
+    case NFT_MSG_DELSETELEM:
+        return "delete element";
     default:
         return "batch";
     }
 }
 
-/* Fills the transaction: for `add` the table, chains and our two rules
- * replacing any of our VNI; else the deletion of ours, and of the table if
- * nothing else is in it. */
-/* Records the type of the message just put, for error messages. */
-static int typed(int rc, const batch_t *bt, uint16_t *types, uint16_t type)
-{
-    if (rc == 0)
-        types[bt->n - 1] = type;
-    return rc;
-}
+/* ---- add ---- */
 
-static int fill_batch(nft_t *n, batch_t *bt, bool add, struct in_addr peer, uint16_t port,
-                      const listing_t *l, uint16_t *types)
+/* The element alone: the table, set and rules exist. */
+static int add_elem(nft_t *n, const elem_key_t *key, uint16_t *failed)
 {
-    int rc = 0;
-    if (add) {
-        rc = typed(put_table(n, bt, NFT_MSG_NEWTABLE, NLM_F_CREATE), bt, types, NFT_MSG_NEWTABLE);
-        if (rc == 0)
-            rc = typed(put_chain(n, bt, CHAIN_PRE, NF_INET_PRE_ROUTING), bt, types,
-                       NFT_MSG_NEWCHAIN);
-        if (rc == 0)
-            rc = typed(put_chain(n, bt, CHAIN_OUT, NF_INET_LOCAL_OUT), bt, types, NFT_MSG_NEWCHAIN);
-    }
-    for (size_t i = 0; rc == 0 && i < l->n_mine; i++)
-        rc = typed(put_rule_del(n, bt, &l->mine[i]), bt, types, NFT_MSG_DELRULE);
-    if (add) {
-        if (rc == 0)
-            rc = typed(put_rule_add(n, bt, CHAIN_PRE, true, peer, port, l->comment), bt, types,
-                       NFT_MSG_NEWRULE);
-        if (rc == 0)
-            rc = typed(put_rule_add(n, bt, CHAIN_OUT, false, peer, port, l->comment), bt, types,
-                       NFT_MSG_NEWRULE);
-    } else if (rc == 0 && l->n_other == 0) {
-        /* Our last rules go: so does the table (and its chains). */
-        rc = typed(put_table(n, bt, NFT_MSG_DELTABLE, 0), bt, types, NFT_MSG_DELTABLE);
-    }
-    return rc;
-}
-
-/* One attempt: list, then the transaction. ERESTART means try again. */
-static int notrack_once(nft_t *n, bool add, struct in_addr peer, uint16_t port, listing_t *l,
-                        uint16_t *failed_type)
-{
-    int rc = nft_list(n, l);
-    if (rc < 0)
-        return rc;
     batch_t bt;
-    uint16_t types[16];
-    rc = batch_begin(n, &bt, n->batch, l->genid);
-    if (rc < 0)
-        return rc;
-    rc = fill_batch(n, &bt, add, peer, port, l, types);
-    if (rc == 0 && bt.n > 0) {
-        batch_end(n, &bt);
-        rc = batch_send(n, &bt, types, failed_type);
-    }
+    int rc = batch_begin(n, &bt, 0);
+    if (rc == 0)
+        rc = put_elem(n, &bt, NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, key);
+    if (rc == 0)
+        return batch_send(n, &bt, failed);
     mnl_nlmsg_batch_stop(bt.b);
-    /* Deleting a table that is not there: already done. */
-    if (!add && rc == -ENOENT && *failed_type == NFT_MSG_DELTABLE && l->n_mine == 0)
-        return 0;
     return rc;
 }
 
-static int notrack(nft_t *n, bool add, struct in_addr peer, uint16_t port, uint32_t vni,
-                   pp_error_t *err)
+/* The table (kept if it exists), its chains, the set (exclusively: -EEXIST
+ * when another made it meanwhile) with the two rules, and the element. */
+static int add_all(nft_t *n, const elem_key_t *key, uint16_t *failed)
 {
-    char comment[32];
-    snprintf(comment, sizeof(comment), COMMENT_FMT, vni);
-    listing_t l = {.comment = comment};
+    batch_t bt;
+    int rc = batch_begin(n, &bt, 0);
+    if (rc < 0)
+        return rc;
+    rc = put_table(n, &bt, NFT_MSG_NEWTABLE, NLM_F_CREATE);
+    if (rc == 0)
+        rc = put_chain(n, &bt, CHAIN_PRE, NF_INET_PRE_ROUTING);
+    if (rc == 0)
+        rc = put_chain(n, &bt, CHAIN_OUT, NF_INET_LOCAL_OUT);
+    if (rc == 0)
+        rc = put_set(n, &bt);
+    if (rc == 0)
+        rc = put_rule_add(n, &bt, CHAIN_PRE, true);
+    if (rc == 0)
+        rc = put_rule_add(n, &bt, CHAIN_OUT, false);
+    if (rc == 0)
+        rc = put_elem(n, &bt, NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, key);
+    if (rc == 0)
+        return batch_send(n, &bt, failed);
+    mnl_nlmsg_batch_stop(bt.b);
+    return rc;
+}
+
+int pp__nft_notrack_add(pp__nft_t *n, struct in_addr peer, uint16_t port, uint32_t vni,
+                        pp_error_t *err)
+{
+    elem_key_t key;
+    make_key(&key, peer, port, vni);
     uint16_t failed = 0;
     int rc = 0;
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         failed = 0;
-        rc = notrack_once(n, add, peer, port, &l, &failed);
-        /* ERESTART: the ruleset changed since we listed it; EINTR: the
-         * listing was interrupted by a change. */
-        if (rc != -ERESTART && rc != -EINTR)
+        rc = add_elem(n, &key, &failed);
+        if (rc == 0 && n->count >= 0)
+            n->count++;
+        if (rc == -EEXIST)
+            rc = 0; /* the same peer, port and VNI: this tunnel's already */
+        if (rc != -ENOENT)
+            break;
+        /* No table or set yet (or the table went with its last element). */
+        failed = 0;
+        rc = add_all(n, &key, &failed);
+        if (rc == 0)
+            n->count = 1; /* a set of our making, with this one element */
+        if (rc != -EEXIST)
             break;
     }
     if (rc == 0)
         return 0;
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &peer, ip, sizeof(ip));
-    if (add)
-        return pp_error_set(err, rc,
-                            "nftables: %s in table `inet %s` (notrack for %s udp %u, vni %u): %s",
-                            msg_name(failed), PP_NFT_TABLE, ip, (unsigned)port, vni, strerror(-rc));
-    return pp_error_set(err, rc, "nftables: %s in table `inet %s` (vni %u): %s", msg_name(failed),
-                        PP_NFT_TABLE, vni, strerror(-rc));
+    return pp_error_set(err, rc,
+                        "nftables: %s in table `inet %s` (notrack for %s udp %u, vni %u): %s",
+                        msg_name(failed), PP_NFT_TABLE, ip, (unsigned)port, vni, strerror(-rc));
 }
 
-int pp__nft_notrack_add(pp__nft_t *n, struct in_addr peer, uint16_t port, uint32_t vni,
+/* ---- delete ---- */
+
+/* Deletes the VNI's element(s): `known`, or those found in `l`. */
+static int del_elems(nft_t *n, const listing_t *l, const elem_key_t *known, uint16_t *failed)
+{
+    batch_t bt;
+    int rc = batch_begin(n, &bt, 0), k = 0;
+    if (known != NULL && rc == 0) {
+        rc = put_elem(n, &bt, NFT_MSG_DELSETELEM, 0, known);
+        k++;
+    }
+    for (size_t i = 0; known == NULL && rc == 0 && i < l->n_mine; i++, k++)
+        rc = put_elem(n, &bt, NFT_MSG_DELSETELEM, 0, &l->mine[i]);
+    if (rc == 0 && k > 0)
+        return batch_send(n, &bt, failed);
+    mnl_nlmsg_batch_stop(bt.b);
+    return rc;
+}
+
+/* Deletes the VNI's rules of the older form found in `l`. */
+static int del_old_rules(nft_t *n, const listing_t *l, uint16_t *failed)
+{
+    if (l->n_rules_mine == 0)
+        return 0;
+    batch_t bt;
+    int rc = batch_begin(n, &bt, 0);
+    for (size_t i = 0; rc == 0 && i < l->n_rules_mine; i++)
+        rc = put_rule_del(n, &bt, l->rule_chains[i], l->rule_handles[i]);
+    if (rc == 0)
+        rc = batch_send(n, &bt, failed);
+    else
+        mnl_nlmsg_batch_stop(bt.b);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/* With no element left, the table goes, unless it holds rules of another
+ * kind; guarded by the generation read before the listing. */
+static int drop_table_if_empty(nft_t *n, listing_t *l, uint16_t *failed)
+{
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        int rc = list_gen(n, l);
+        if (rc == 0)
+            rc = list_elems(n, l);
+        if (rc == 0)
+            rc = list_rules(n, l);
+        if (rc < 0)
+            return rc;
+        n->count = (long)l->n_elems;
+        if (l->n_elems > 0 || l->n_rules_other > 0 || l->n_rules_mine > 0)
+            return 0;
+        batch_t bt;
+        rc = batch_begin(n, &bt, l->genid);
+        if (rc < 0)
+            return rc;
+        rc = put_table(n, &bt, NFT_MSG_DELTABLE, 0);
+        if (rc == 0)
+            rc = batch_send(n, &bt, failed);
+        else
+            mnl_nlmsg_batch_stop(bt.b);
+        if (rc == -ENOENT)
+            rc = 0; /* already gone */
+        if (rc == 0)
+            n->count = -1; /* no set: the next add makes one */
+        /* ERESTART: the ruleset changed since we listed it; EINTR: the
+         * listing was interrupted by a change. */
+        if (rc != -ERESTART && rc != -EINTR)
+            return rc;
+    }
+    return -ERESTART;
+}
+
+int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, const struct in_addr *peer, uint16_t port,
                         pp_error_t *err)
 {
-    return notrack(n, true, peer, port, vni, err);
-}
-
-int pp__nft_notrack_del(pp__nft_t *n, uint32_t vni, pp_error_t *err)
-{
-    struct in_addr none = {0};
-    return notrack(n, false, none, 0, vni, err);
+    char comment[32];
+    snprintf(comment, sizeof(comment), COMMENT_FMT, vni);
+    listing_t l = {.vni = vni, .comment = comment};
+    uint16_t failed = 0;
+    elem_key_t key;
+    const elem_key_t *known = NULL;
+    if (peer != NULL) {
+        make_key(&key, *peer, port, vni);
+        known = &key;
+    }
+    /* Rules of the older form for this VNI: listing the rules is cheap,
+     * there being two of ours. */
+    int rc = list_rules(n, &l);
+    if (rc == 0)
+        rc = del_old_rules(n, &l, &failed);
+    /* Without the peer, the element is found by its VNI. */
+    if (rc == 0 && known == NULL)
+        rc = list_elems(n, &l);
+    if (rc == 0)
+        rc = del_elems(n, &l, known, &failed);
+    if (rc == 0 && n->count >= 0) {
+        n->count -= known != NULL ? 1 : (long)l.n_mine;
+        if (n->count < 0)
+            n->count = -1;
+    }
+    if (rc == -ENOENT) {
+        /* Gone already (or never made): the count can no longer be trusted. */
+        n->count = -1;
+        rc = 0;
+    }
+    if (rc == 0 && n->count <= 0)
+        rc = drop_table_if_empty(n, &l, &failed);
+    if (rc == 0)
+        return 0;
+    return pp_error_set(err, rc, "nftables: %s in table `inet %s` (vni %u): %s", msg_name(failed),
+                        PP_NFT_TABLE, vni, strerror(-rc));
 }

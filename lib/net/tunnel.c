@@ -374,7 +374,7 @@ static int node_setup_main(void *p)
         /* The old device's rules go with it when they were for another VNI. */
         if (rc == 0 && cur.is_vxlan && cur.vni != cfg->vxlan_id) {
             nft_get(j->n, &nft, NULL);
-            rc = pp__nft_notrack_del(nft, cur.vni, j->err);
+            rc = pp__nft_notrack_del(nft, cur.vni, &cur.remote, cur.port, j->err);
             nft_put(j->n);
         }
         if (rc < 0)
@@ -432,7 +432,7 @@ undo:
     node_undo_pod(&pod, NULL, NULL, cfg, j->where, NULL);
     if (nft_added) {
         nft_get(j->n, &nft, NULL);
-        pp__nft_notrack_del(nft, cfg->vxlan_id, NULL);
+        pp__nft_notrack_del(nft, cfg->vxlan_id, &j->remote, cfg->vxlan_port, NULL);
         nft_put(j->n);
     }
 out:
@@ -447,20 +447,34 @@ static int node_teardown_main(void *p)
     j->ran = 1;
     pp__nft_t *nft = NULL;
     pp__nl_t pod = {0};
+    /* Opened here, in the host namespace, if this is the first use. */
     int rc = nft_get(j->n, &nft, j->err);
-    if (rc == 0) {
-        rc = pp__nft_notrack_del(nft, j->cfg->vxlan_id, j->err);
-        nft_put(j->n);
+    if (rc < 0)
+        return rc;
+    nft_put(j->n);
+    /* vxlan1's remote is the tunnel's peer: with it, the exemption goes
+     * without listing the others. */
+    pp__link_t vx = {0};
+    int erc = 0;
+    bool in_pod = false;
+    if (j->pod_fd >= 0) {
+        erc = pp_netns_enter(j->pod_fd);
+        if (erc < 0)
+            pp_error_set(j->err, erc, "enter %s: %s", j->where, strerror(-erc));
+        else if ((erc = pp__nl_open(&pod, j->err)) == 0)
+            in_pod = true;
+        if (in_pod && pp__link_get(&pod, PP_POD_TUNNEL_IFNAME, &vx, j->where, NULL) < 0)
+            vx.ifindex = 0;
     }
-    if (rc < 0 || j->pod_fd < 0)
-        return rc;
-    rc = pp_netns_enter(j->pod_fd);
-    if (rc < 0)
-        return pp_error_set(j->err, rc, "enter %s: %s", j->where, strerror(-rc));
-    rc = pp__nl_open(&pod, j->err);
-    if (rc < 0)
-        return rc;
-    rc = node_undo_pod(&pod, j->n, &j->pod_ns, j->cfg, j->where, j->err);
+    bool have_peer = vx.ifindex > 0 && vx.is_vxlan && vx.vni == j->cfg->vxlan_id;
+    nft_get(j->n, &nft, NULL);
+    rc = pp__nft_notrack_del(nft, j->cfg->vxlan_id, have_peer ? &vx.remote : NULL, vx.port,
+                             erc < 0 ? NULL : j->err);
+    nft_put(j->n);
+    if (erc < 0)
+        rc = erc;
+    else if (rc == 0 && in_pod)
+        rc = node_undo_pod(&pod, j->n, &j->pod_ns, j->cfg, j->where, j->err);
     pp__nl_close(&pod);
     return rc;
 }
@@ -619,7 +633,7 @@ static int vm_setup_main(void *p)
     if (cur.ifindex > 0 && !keep) {
         rc = pp__link_del(&pod, cur.ifindex, cfg->interface, j->where, j->err);
         if (rc == 0 && cur.is_vxlan && cur.vni != cfg->vxlan_id)
-            rc = pp__nft_notrack_del(nft, cur.vni, j->err);
+            rc = pp__nft_notrack_del(nft, cur.vni, &cur.remote, cur.port, j->err);
         if (rc < 0)
             goto undo;
     }
@@ -672,7 +686,7 @@ undo:
             pp__link_del(&pod, l.ifindex, cfg->interface, j->where, NULL);
     }
     if (nft_added)
-        pp__nft_notrack_del(nft, cfg->vxlan_id, NULL);
+        pp__nft_notrack_del(nft, cfg->vxlan_id, &node, cfg->vxlan_port, NULL);
 out:
     pp__nft_close(nft);
     pp__nl_close(&pod);
@@ -688,7 +702,8 @@ static int vm_teardown_main(void *p)
     pp__nl_t pod = {0};
     int rc = pp__nft_open(&nft, j->err);
     if (rc == 0)
-        rc = pp__nft_notrack_del(nft, j->cfg->vxlan_id, j->err);
+        rc = pp__nft_notrack_del(nft, j->cfg->vxlan_id, &j->cfg->worker_node_ip.addr,
+                                 j->cfg->vxlan_port, j->err);
     pp__nft_close(nft);
     if (rc < 0 || j->pod_fd < 0)
         return rc;

@@ -434,9 +434,12 @@ for i in $(seq 1 "$pods"); do
     }
 done
 [ "$lost" = 0 ] && pass "$pods pods: ping"
-rules=$(nsx "$NODE" nft -a list table inet peerpod | grep -c 'comment "peerpod vni:')
-[ "$rules" = $((2 * pods)) ] && pass "node: $rules notrack rules for $pods pods" ||
-    fail "node: $rules notrack rules, expected $((2 * pods))"
+# One element per tunnel in the set that two rules look up, however many
+# pods there are.
+elems=$(nsx "$NODE" nft list set inet peerpod tunnels | grep -o 'comment "peerpod vni:[0-9]*"' | sort -u | wc -l)
+rules=$(nsx "$NODE" nft -a list table inet peerpod | grep -c 'notrack')
+[ "$elems" = "$pods" ] && [ "$rules" = 2 ] && pass "node: $elems tunnels in the notrack set, $rules rules" ||
+    fail "node: $elems tunnels in the notrack set and $rules rules, expected $pods and 2"
 
 # ---- 4. teardown ---------------------------------------------------------------------
 
