@@ -210,14 +210,20 @@ int pp_node_primary(const char *host_netns, const char *ifname, pp_node_if_t *ou
 /* Indexes 0..limit-1, each held by one owner (a sandbox id), persisted as
  * one file per index in a directory (`<dir>/<index>` holding the owner,
  * created with O_EXCL), so a restarted daemon never hands out an index in
- * use and two processes never hand out the same one. Not bound to a loop;
- * calls on one object from several threads are safe (the files arbitrate). */
+ * use and two processes never hand out the same one. The object keeps what
+ * it read at open and what it did since in memory, so acquiring costs a
+ * file or two, not a read of every index held; the files still arbitrate
+ * (an index another process took is found taken at its O_EXCL and skipped).
+ * Not bound to a loop; calls on one object from several threads are safe. */
 typedef struct pp_podindex_s {
     int dirfd;
     uint32_t limit;
+    pthread_mutex_t lock;
+    struct pp__podindex_mem_s *mem; /* private */
 } pp_podindex_t;
 
-/* Opens (creating, mode 0700, one level) the directory. */
+/* Opens (creating, mode 0700, one level) the directory, and reads the
+ * indexes held. */
 int pp_podindex_open(pp_podindex_t *ix, const char *dir, uint32_t limit, pp_error_t *err);
 void pp_podindex_close(pp_podindex_t *ix);
 /* The index `owner` holds, else the lowest free one, now held by `owner`.
