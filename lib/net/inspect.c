@@ -5,10 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include <linux/neighbour.h>
+#include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -17,6 +21,10 @@
 
 #include "net/net_int.h"
 #include "util/cleanup.h"
+
+#ifndef SOL_NETLINK
+#define SOL_NETLINK 270
+#endif
 
 /* The single-nexthop route's device and gateway. */
 static int route_nh(struct rtnl_route *r, struct in_addr *gw, bool *has_gw)
@@ -199,6 +207,87 @@ out:
     return rc;
 }
 
+/* ---- the node: raw dumps the kernel filters, nothing allocated per object ----
+ *
+ * The node's namespace holds a link, an address and often a route for
+ * every pod (the CNI's veths, the pod VMs' links), so reading all of them
+ * at each StartVM grew with the pods: libnl's caches allocate an object per
+ * entry, and a link dump costs the kernel a walk of the namespace ids for
+ * each veth. Here the default route comes from a dump of the main table's
+ * unicast routes read in place, the interface from a request for that one
+ * link, and its addresses from a dump the kernel limits to it
+ * (NETLINK_GET_STRICT_CHK; a kernel without it sends all, which are
+ * filtered here as well). */
+
+typedef struct scan_s {
+    int best;           /* routes: the default route's interface */
+    uint32_t best_prio; /* ... and its metric */
+    int ifindex;        /* addresses: of this interface */
+    int n;              /* ... how many IPv4 ones */
+    pp_ipv4_prefix_t first;
+} scan_t;
+
+static int route_scan_cb(struct nl_msg *msg, void *arg)
+{
+    scan_t *s = arg;
+    struct nlmsghdr *h = nlmsg_hdr(msg);
+    if (h->nlmsg_type != RTM_NEWROUTE || !nlmsg_valid_hdr(h, sizeof(struct rtmsg)))
+        return NL_OK;
+    const struct rtmsg *rtm = nlmsg_data(h);
+    struct nlattr *tb[RTA_MAX + 1];
+    if (rtm->rtm_family != AF_INET || rtm->rtm_dst_len != 0 || rtm->rtm_type != RTN_UNICAST ||
+        nlmsg_parse(h, sizeof(*rtm), tb, RTA_MAX, NULL) < 0)
+        return NL_OK;
+    uint32_t table = tb[RTA_TABLE] != NULL ? nla_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
+    /* A multipath route has no RTA_OIF: like the cache's reading, it has
+     * no single interface. */
+    if (table != RT_TABLE_MAIN || tb[RTA_OIF] == NULL)
+        return NL_OK;
+    int oif = (int)nla_get_u32(tb[RTA_OIF]);
+    uint32_t prio = tb[RTA_PRIORITY] != NULL ? nla_get_u32(tb[RTA_PRIORITY]) : 0;
+    if (oif > 0 && (s->best == 0 || prio < s->best_prio)) {
+        s->best = oif;
+        s->best_prio = prio;
+    }
+    return NL_OK;
+}
+
+static int addr_scan_cb(struct nl_msg *msg, void *arg)
+{
+    scan_t *s = arg;
+    struct nlmsghdr *h = nlmsg_hdr(msg);
+    if (h->nlmsg_type != RTM_NEWADDR || !nlmsg_valid_hdr(h, sizeof(struct ifaddrmsg)))
+        return NL_OK;
+    const struct ifaddrmsg *ifa = nlmsg_data(h);
+    struct nlattr *tb[IFA_MAX + 1];
+    if (ifa->ifa_family != AF_INET || (int)ifa->ifa_index != s->ifindex ||
+        nlmsg_parse(h, sizeof(*ifa), tb, IFA_MAX, NULL) < 0)
+        return NL_OK;
+    struct nlattr *local = tb[IFA_LOCAL] != NULL ? tb[IFA_LOCAL] : tb[IFA_ADDRESS];
+    if (local == NULL || nla_len(local) != 4)
+        return NL_OK;
+    if (s->n++ == 0) {
+        memcpy(&s->first.addr, nla_data(local), 4);
+        s->first.len = ifa->ifa_prefixlen;
+    }
+    return NL_OK;
+}
+
+/* Sends a dump request with `hdr` and runs `fn` on each answer. */
+static int raw_dump(pp__nl_t *nl, int type, const void *hdr, size_t len,
+                    int (*fn)(struct nl_msg *, void *), scan_t *s)
+{
+    struct nl_cb *cb = nl_cb_alloc(NL_CB_DEFAULT);
+    if (cb == NULL)
+        return -NLE_NOMEM;
+    nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, fn, s);
+    int rc = nl_send_simple(nl->sk, type, NLM_F_DUMP, (void *)hdr, len);
+    if (rc >= 0)
+        rc = nl_recvmsgs(nl->sk, cb);
+    nl_cb_put(cb);
+    return rc < 0 ? rc : 0;
+}
+
 int pp__node_primary_here(const char *where, const char *ifname, pp_node_if_t *out, pp_error_t *err)
 {
     memset(out, 0, sizeof(*out));
@@ -206,43 +295,48 @@ int pp__node_primary_here(const char *where, const char *ifname, pp_node_if_t *o
     int rc = pp__nl_open(&nl, err);
     if (rc < 0)
         return rc;
-    cleanup_nlcache struct nl_cache *routes = NULL;
-    cleanup_nlcache struct nl_cache *addrs = NULL;
-    cleanup_nlcache struct nl_cache *links = NULL;
+    int one = 1;
+    setsockopt(nl_socket_get_fd(nl.sk), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &one, sizeof(one));
+    cleanup_link struct rtnl_link *link = NULL;
 
-    rc = rtnl_route_alloc_cache(nl.sk, AF_INET, 0, &routes);
-    if (rc == 0)
-        rc = rtnl_link_alloc_cache(nl.sk, AF_UNSPEC, &links);
-    if (rc == 0)
-        rc = rtnl_addr_alloc_cache(nl.sk, &addrs);
+    scan_t s = {0};
+    struct rtmsg rtm = {.rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN, .rtm_type = RTN_UNICAST};
+    rc = raw_dump(&nl, RTM_GETROUTE, &rtm, sizeof(rtm), route_scan_cb, &s);
     if (rc < 0) {
         rc = pp__nl_fail(err, rc, "inspect %s", where);
         goto out;
     }
-    int primary = default_route_ifindex(routes);
-    int ifindex = primary;
-    if (ifname != NULL) {
-        ifindex = rtnl_link_name2i(links, ifname);
-        if (ifindex == 0) {
-            rc = pp_error_set(err, -ENODEV, "node interface `%s` does not exist in %s", ifname,
-                              where);
-            goto out;
-        }
-    } else if (primary == 0) {
+    int primary = s.best;
+    if (ifname == NULL && primary == 0) {
         rc = pp_error_set(err, -ENETUNREACH,
                           "no default route in %s to find the node's primary interface", where);
         goto out;
     }
-    if (rtnl_link_i2name(links, ifindex, out->name, sizeof(out->name)) == NULL) {
-        rc = pp_error_set(err, -ENODEV, "interface %d vanished from %s", ifindex, where);
+    rc = rtnl_link_get_kernel(nl.sk, ifname != NULL ? 0 : primary, ifname, &link);
+    if (rc < 0 || link == NULL) {
+        if (ifname != NULL)
+            rc = pp_error_set(err, -ENODEV, "node interface `%s` does not exist in %s", ifname,
+                              where);
+        else
+            rc = pp_error_set(err, -ENODEV, "interface %d vanished from %s", primary, where);
         goto out;
     }
+    int ifindex = rtnl_link_get_ifindex(link);
+    snprintf(out->name, sizeof(out->name), "%s", rtnl_link_get_name(link));
     out->dedicated = ifname != NULL && ifindex != primary;
-    if (ipv4_addrs(addrs, ifindex, &out->ip) == 0) {
+    struct ifaddrmsg ifa = {.ifa_family = AF_INET, .ifa_index = (unsigned)ifindex};
+    s.ifindex = ifindex;
+    rc = raw_dump(&nl, RTM_GETADDR, &ifa, sizeof(ifa), addr_scan_cb, &s);
+    if (rc < 0) {
+        rc = pp__nl_fail(err, rc, "inspect %s", where);
+        goto out;
+    }
+    if (s.n == 0) {
         rc = pp_error_set(err, -EADDRNOTAVAIL, "node interface `%s` in %s has no IPv4 address",
                           out->name, where);
         goto out;
     }
+    out->ip = s.first;
     rc = 0;
 out:
     pp__nl_close(&nl);
