@@ -27,6 +27,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/rtnetlink.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
@@ -619,31 +621,94 @@ static void on_netns(pp__local_child_result_t *res, void *data)
     start_agent(op);
 }
 
-struct busy_ctx {
-    lp_state_t *st;
-    struct nl_cache *links, *addrs;
-};
+/* Whether `addr` (host order) is an address of this namespace: the local
+ * table's entry for it, asked for alone (a FIB lookup), is RTN_LOCAL. */
+typedef struct fib_answer_s {
+    int type; /* -1 until an answer came */
+} fib_answer_t;
+
+static int fib_answer_cb(struct nl_msg *msg, void *arg)
+{
+    fib_answer_t *a = arg;
+    struct nlmsghdr *h = nlmsg_hdr(msg);
+    if (h->nlmsg_type == RTM_NEWROUTE && nlmsg_valid_hdr(h, sizeof(struct rtmsg)))
+        a->type = ((const struct rtmsg *)nlmsg_data(h))->rtm_type;
+    return NL_OK;
+}
+
+static int addr_is_local(struct nl_sock *sk, uint32_t addr, int *local)
+{
+    *local = 0;
+    struct nl_msg *msg = nlmsg_alloc_simple(RTM_GETROUTE, 0);
+    struct nl_cb *cb = nl_cb_alloc(NL_CB_DEFAULT);
+    struct rtmsg rtm = {.rtm_family = AF_INET, .rtm_dst_len = 32};
+    uint32_t be = htonl(addr);
+    int rc = msg != NULL && cb != NULL ? 0 : -NLE_NOMEM;
+    if (rc == 0)
+        rc = nlmsg_append(msg, &rtm, sizeof(rtm), NLMSG_ALIGNTO);
+    if (rc == 0)
+        rc = nla_put(msg, RTA_DST, 4, &be);
+    fib_answer_t a = {.type = -1};
+    if (rc == 0) {
+        nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, fib_answer_cb, &a);
+        rc = nl_send_auto(sk, msg);
+    }
+    /* The kernel's refusal of the lookup (no route to it at all, by
+     * whichever errno) means it is no address of this namespace. */
+    if (rc >= 0) {
+        /* The answer, then the ack that libnl asked for (an error answer
+         * is the ack itself). */
+        if (nl_recvmsgs(sk, cb) < 0)
+            a.type = -1;
+        else
+            rc = nl_wait_for_ack(sk);
+    }
+    if (cb != NULL)
+        nl_cb_put(cb);
+    if (msg != NULL)
+        nlmsg_free(msg);
+    if (rc < 0)
+        return rc;
+    *local = a.type == RTN_LOCAL;
+    return 0;
+}
 
 /* A slot is busy when its link name or any address of its /30 is in use in
- * the node's namespace, whoever put it there. */
+ * the node's namespace, whoever put it there. Each is asked for alone:
+ * listing the node's links and addresses, which grow with the pods (and a
+ * link listing costs the kernel more for each veth), took longer at each
+ * create. */
+typedef struct busy_ctx_s {
+    lp_state_t *st;
+    int rc; /* the first netlink failure */
+} busy_ctx_t;
+
 static int slot_busy(uint32_t slot, void *arg)
 {
-    struct busy_ctx *c = arg;
+    busy_ctx_t *c = arg;
+    if (c->rc < 0)
+        return 1; /* netlink failed: take nothing */
     char name[IF_NAMESIZE];
     pp__local_fmt(name, sizeof(name), PP_LOCAL_LINK_PREFIX "%" PRIu32, slot);
-    struct rtnl_link *l = rtnl_link_get_by_name(c->links, name);
+    struct rtnl_link *l = NULL;
+    int rc = rtnl_link_get_kernel(c->st->nl, 0, name, &l);
     if (l != NULL) {
         rtnl_link_put(l);
         return 1;
     }
-    for (struct nl_object *o = nl_cache_get_first(c->addrs); o != NULL; o = nl_cache_get_next(o)) {
-        struct rtnl_addr *a = (struct rtnl_addr *)o;
-        struct nl_addr *local = rtnl_addr_get_local(a);
-        if (rtnl_addr_get_family(a) != AF_INET || local == NULL || nl_addr_get_len(local) != 4)
-            continue;
-        uint32_t v, s;
-        memcpy(&v, nl_addr_get_binary_addr(local), 4);
-        if (pp__local_pool_slot_of(&c->st->pool, ntohl(v), &s) == 0 && s == slot)
+    if (rc < 0 && rc != -NLE_OBJ_NOTFOUND && rc != -NLE_NODEV) {
+        c->rc = rc;
+        return 1;
+    }
+    uint32_t base = pp__local_slot_node_addr(&c->st->pool, slot) - 1;
+    for (uint32_t a = base; a < base + 4; a++) {
+        int local;
+        rc = addr_is_local(c->st->nl, a, &local);
+        if (rc < 0) {
+            c->rc = rc;
+            return 1;
+        }
+        if (local)
             return 1;
     }
     return 0;
@@ -652,25 +717,20 @@ static int slot_busy(uint32_t slot, void *arg)
 static int take_slot(lp_op_t *op)
 {
     lp_state_t *st = op->st;
-    struct busy_ctx c = {.st = st};
-    int rc = rtnl_link_alloc_cache(st->nl, AF_UNSPEC, &c.links);
-    if (rc == 0)
-        rc = rtnl_addr_alloc_cache(st->nl, &c.addrs);
-    if (rc < 0) {
-        rc = pp_error_set(&op->err, pp__local_nl_errno(rc), "list the node's links: netlink: %s",
-                          nl_geterror(rc));
-    } else {
-        rc = pp__local_pool_take(&st->pool, slot_busy, &c, &op->slot);
-        if (rc < 0)
-            pp_error_set(&op->err, rc, "no free /%d left in `LOCAL_SUBNET`", PP_LOCAL_SLOT_PREFIX);
-        else
-            op->have_slot = 1;
+    busy_ctx_t c = {.st = st};
+    int rc = pp__local_pool_take(&st->pool, slot_busy, &c, &op->slot);
+    if (c.rc < 0) {
+        if (rc == 0)
+            pp__local_pool_release(&st->pool, op->slot);
+        return pp_error_set(&op->err, pp__local_nl_errno(c.rc),
+                            "look at the node's links and addresses: netlink: %s",
+                            nl_geterror(c.rc));
     }
-    if (c.links != NULL)
-        nl_cache_free(c.links);
-    if (c.addrs != NULL)
-        nl_cache_free(c.addrs);
-    return rc;
+    if (rc < 0)
+        return pp_error_set(&op->err, rc, "no free /%d left in `LOCAL_SUBNET`",
+                            PP_LOCAL_SLOT_PREFIX);
+    op->have_slot = 1;
+    return 0;
 }
 
 static int make_ns_file(lp_op_t *op, const char *path, int *own)
