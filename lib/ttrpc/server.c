@@ -862,7 +862,7 @@ int pp_ttrpc_server_listen_unix(pp_ttrpc_server_t *srv, const char *path, pp_err
     if (r < 0)
         close(fd);
     else
-        r = uv_listen(&l->u.stream, 128, connection_cb);
+        r = uv_listen(&l->u.stream, PP_TTRPC_LISTEN_BACKLOG, connection_cb);
     if (r < 0) {
         unlink(path);
         listener_discard(l);
@@ -903,7 +903,7 @@ int pp_ttrpc_server_listen_tcp(pp_ttrpc_server_t *srv, const char *hostport, pp_
         return pp_error_set(err, -ENOMEM, "listen on `%s`: out of memory or listeners", hostport);
     r = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
     if (r == 0)
-        r = uv_listen(&l->u.stream, 128, connection_cb);
+        r = uv_listen(&l->u.stream, PP_TTRPC_LISTEN_BACKLOG, connection_cb);
     if (r < 0) {
         listener_discard(l);
         return pp_error_set(err, r, "listen on `%s`: %s", hostport, uv_strerror(r));

@@ -203,11 +203,16 @@ struct pp_stream_filter_s {
  * - With `idle_timeout_ms`, a connection idle that long is closed. */
 #define PP_TTRPC_FRAME_TIMEOUT_MS 30000u
 #define PP_TTRPC_MAX_CONNS        1024u
-#define PP_TTRPC_CONN_MAX_HELD    (8u << 20)
-#define PP_TTRPC_BUDGET_BYTES     (32u << 20)
-#define PP_TTRPC_BUDGET_FREE      (16u << 10)
-#define PP_TTRPC_WRITE_PAUSE      (1u << 20)
-#define PP_TTRPC_WRITE_MAX        (64u << 20)
+/* Connections the kernel queues for a listener until the loop accepts them
+ * (it caps this at net.core.somaxconn). Past it a unix socket's connect
+ * fails at once (EAGAIN), so a burst of shims, each opening a connection
+ * for its StartVM while the loop is busy, must fit. */
+#define PP_TTRPC_LISTEN_BACKLOG 4096
+#define PP_TTRPC_CONN_MAX_HELD  (8u << 20)
+#define PP_TTRPC_BUDGET_BYTES   (32u << 20)
+#define PP_TTRPC_BUDGET_FREE    (16u << 10)
+#define PP_TTRPC_WRITE_PAUSE    (1u << 20)
+#define PP_TTRPC_WRITE_MAX      (64u << 20)
 
 /* Counts of what the limits did, for logs and metrics. */
 typedef struct pp_ttrpc_limit_stats_s {

@@ -11,12 +11,15 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -252,12 +255,64 @@ static void test_stop_while_waiting(void **state)
     caa_cleanup(&c);
 }
 
+/* A burst of shims connecting while the loop is busy (here: stopped)
+ * waits in the kernel's backlog, and each is answered when the loop runs
+ * again; none is refused at connect. */
+static void test_burst_of_connections(void **state)
+{
+    (void)state;
+    enum { CONNS = 600 };
+    static caa_t c;
+    memset(&c, 0, sizeof(c));
+    caa_start(&c, "sqc", NULL);
+    static int fds[CONNS];
+    assert_int_equal(kill(c.pid, SIGSTOP), 0);
+    int refused = 0;
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        assert_true(strlen(c.sock) < sizeof(sa.sun_path));
+        memcpy(sa.sun_path, c.sock, strlen(c.sock) + 1);
+        if (connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            refused++;
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    assert_int_equal(kill(c.pid, SIGCONT), 0);
+    printf("%d connections while the daemon was stopped: %d refused\n", CONNS, refused);
+    assert_int_equal(refused, 0);
+    /* Each is served: a Version call on every one. */
+    int answered = 0;
+    for (int i = 0; i < CONNS; i++) {
+        int fl = fcntl(fds[i], F_GETFL);
+        fcntl(fds[i], F_SETFL, fl & ~O_NONBLOCK);
+        /* ttrpc: header (length, stream 1, request), then Request{service,
+         * method, payload = VersionRequest{version = "0"}} */
+        static const uint8_t req[] = {0x0a, 0x15, 'h',  'y',  'p',  'e',  'r', 'v', 'i', 's',
+                                      'o',  'r',  '.',  'H',  'y',  'p',  'e', 'r', 'v', 'i',
+                                      's',  'o',  'r',  0x12, 0x07, 'V',  'e', 'r', 's', 'i',
+                                      'o',  'n',  0x1a, 0x03, 0x0a, 0x01, '0'};
+        uint8_t hdr[10] = {0, 0, 0, sizeof(req), 0, 0, 0, 1, 1, 0};
+        uint8_t ans[10];
+        if (write(fds[i], hdr, sizeof(hdr)) == sizeof(hdr) &&
+            write(fds[i], req, sizeof(req)) == sizeof(req) && read(fds[i], ans, 10) == 10 &&
+            ans[8] == 2)
+            answered++;
+        close(fds[i]);
+    }
+    assert_int_equal(answered, CONNS);
+    caa_stop(&c);
+    caa_cleanup(&c);
+}
+
 int main(void)
 {
     e2e_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_is_bounded),
         cmocka_unit_test(test_stop_while_waiting),
+        cmocka_unit_test(test_burst_of_connections),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(slow_pud);
