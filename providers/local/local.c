@@ -101,6 +101,10 @@ struct lp_op_s {
     void (*after_teardown)(lp_op_t *op);
     pp__local_proc_t *targets;
     size_t ntargets, cap;
+    pp__local_proc_t *found; /* the scan's, handed to the loop */
+    size_t nfound;
+    int scan_self; /* the daemon's pid, for the scan */
+    void (*after_scan)(lp_op_t *op);
     int have_vm_id, have_pod_id, killed;
     dev_t vm_dev, pod_dev;
     ino_t vm_ino, pod_ino;
@@ -160,6 +164,7 @@ static void op_closed(uv_handle_t *h)
 {
     lp_op_t *op = container_of((uv_timer_t *)h, lp_op_t, timer);
     free(op->targets);
+    free(op->found);
     free(op->sandbox_id);
     free(op->node);
     free(op->user_data);
@@ -902,49 +907,92 @@ static int in_namespaces(const lp_op_t *op, pid_t pid)
            (op->have_pod_id && st.st_dev == op->pod_dev && st.st_ino == op->pod_ino);
 }
 
-/* Finds the instance's processes: those in its pidfiles, and anything at all
- * inside its namespaces (children the agent started, say). */
-static void collect(lp_op_t *op)
+/* The instance's processes named in its pidfiles. */
+static void collect_pidfiles(lp_op_t *op)
 {
     static const char *const roles[] = {"agent", "forwarder"};
     pp__local_proc_t p;
-    if (op->own_dir) {
-        for (size_t i = 0; i < PP_ARRAY_SIZE(roles); i++) {
-            char path[PATH_MAX];
-            pid_t pid;
-            unsigned long long start;
-            pp__local_fmt(path, sizeof(path), "%s/%s.pid", op->dir, roles[i]);
-            if (pp__local_pidfile_read(path, &pid, &start) == 0 &&
-                pp__local_proc_open(pid, start, &p) == 0)
-                target_take(op, &p);
-        }
-    }
-    if (!op->have_vm_id && !op->have_pod_id)
+    if (!op->own_dir)
         return;
+    for (size_t i = 0; i < PP_ARRAY_SIZE(roles); i++) {
+        char path[PATH_MAX];
+        pid_t pid;
+        unsigned long long start;
+        pp__local_fmt(path, sizeof(path), "%s/%s.pid", op->dir, roles[i]);
+        if (pp__local_pidfile_read(path, &pid, &start) == 0 &&
+            pp__local_proc_open(pid, start, &p) == 0)
+            target_take(op, &p);
+    }
+}
+
+/* Anything at all inside the instance's namespaces (children the agent
+ * started, say): a look at every process of the machine, which grows with
+ * the pod VMs, so it runs on the threadpool, never on the loop, and into
+ * op->found only (the loop owns op->targets). */
+static void scan_work(uv_work_t *w)
+{
+    lp_op_t *op = container_of(w, lp_op_t, work);
+    op->nfound = 0;
     DIR *d = opendir("/proc");
     if (d == NULL)
         return;
-    pid_t self = getpid();
+    size_t cap = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         char *end;
         long v = strtol(de->d_name, &end, 10);
-        if (*end != '\0' || v <= 1 || v > INT32_MAX || (pid_t)v == self)
+        if (*end != '\0' || v <= 1 || v > INT32_MAX || (pid_t)v == op->scan_self)
             continue;
         pid_t pid = (pid_t)v;
         unsigned long long start;
-        if (target_known(op, pid) || !in_namespaces(op, pid) ||
-            pp__local_proc_start(pid, &start) < 0 || pp__local_proc_open(pid, start, &p) < 0)
+        pp__local_proc_t p;
+        if (!in_namespaces(op, pid) || pp__local_proc_start(pid, &start) < 0 ||
+            pp__local_proc_open(pid, start, &p) < 0)
             continue;
         /* The pid may have changed hands between the look and the open: the
          * process is ours only if it is still in there, and still alive
          * after that second look. */
-        if (in_namespaces(op, pid) && pp__local_proc_alive(&p))
-            target_take(op, &p);
-        else
+        if (!in_namespaces(op, pid) || !pp__local_proc_alive(&p)) {
             pp__local_proc_close(&p);
+            continue;
+        }
+        if (op->nfound == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            pp__local_proc_t *f = realloc(op->found, ncap * sizeof(*f));
+            if (f == NULL) {
+                pp__local_proc_close(&p); /* found again on the next look */
+                break;
+            }
+            op->found = f;
+            cap = ncap;
+        }
+        op->found[op->nfound++] = p;
     }
     closedir(d);
+}
+
+static void scan_after(uv_work_t *w, int status)
+{
+    lp_op_t *op = container_of(w, lp_op_t, work);
+    (void)status;
+    for (size_t i = 0; i < op->nfound; i++)
+        target_take(op, &op->found[i]);
+    op->nfound = 0;
+    op->after_scan(op);
+}
+
+/* Looks for processes in the namespaces, then runs `then` on the loop. */
+static void scan(lp_op_t *op, void (*then)(lp_op_t *op))
+{
+    op->after_scan = then;
+    op->nfound = 0;
+    op->scan_self = getpid();
+    if ((!op->have_vm_id && !op->have_pod_id) ||
+        uv_queue_work(op->st->p->loop, &op->work, scan_work, scan_after) < 0) {
+        if (op->have_vm_id || op->have_pod_id)
+            scan_work(&op->work);
+        scan_after(&op->work, 0);
+    }
 }
 
 static void td_fail(lp_op_t *op, const pp_error_t *e)
@@ -1000,6 +1048,17 @@ static void teardown_rest(lp_op_t *op)
     }
 }
 
+static void teardown_tick(lp_op_t *op);
+
+/* After a look: what it found is signalled; nothing means done. */
+static void after_look(lp_op_t *op)
+{
+    if (op->ntargets == 0)
+        teardown_rest(op);
+    else
+        arm(op, teardown_tick, POLL_MS);
+}
+
 static void teardown_tick(lp_op_t *op)
 {
     size_t k = 0;
@@ -1017,11 +1076,8 @@ static void teardown_tick(lp_op_t *op)
     op->ntargets = k;
     if (k == 0) {
         /* Look again: a dying process may have started another. */
-        collect(op);
-        if (op->ntargets == 0) {
-            teardown_rest(op);
-            return;
-        }
+        scan(op, after_look);
+        return;
     }
     uint64_t now = uv_now(op->st->p->loop);
     if (now >= op->deadline) {
@@ -1043,7 +1099,9 @@ static void teardown_tick(lp_op_t *op)
 
 /* Stops the instance's processes (SIGTERM, SIGKILL after STOP_TIMEOUT_MS),
  * then removes the link, the namespaces and the VM dir: whatever op->own_*
- * says is ours. Runs `then` when done, with any failure in op->td_*. */
+ * says is ours. Runs `then` when done, with any failure in op->td_*. Those
+ * in the pidfiles are signalled at once; the namespaces are looked through
+ * for others when they are gone (or at once when there were none). */
 static void teardown(lp_op_t *op, void (*then)(lp_op_t *op))
 {
     op->after_teardown = then;
@@ -1058,9 +1116,9 @@ static void teardown(lp_op_t *op, void (*then)(lp_op_t *op))
     op->have_pod_id =
         op->own_pod_ns && pp__local_netns_mounted(op->pod_ns, &op->pod_dev, &op->pod_ino);
     op->deadline = uv_now(op->st->p->loop) + STOP_TIMEOUT_MS;
-    collect(op);
+    collect_pidfiles(op);
     if (op->ntargets == 0)
-        teardown_rest(op);
+        scan(op, after_look);
     else
         arm(op, teardown_tick, POLL_MS);
 }
