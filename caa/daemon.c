@@ -13,6 +13,7 @@
 #include "hypervisor.h"
 #include "vminfo.h"
 #include "lifecycle.h"
+#include "podnet.h"
 #include "bounds.h"
 #include "recover.h"
 #include "sandbox.h"
@@ -126,29 +127,6 @@ static void signal_cb(uv_signal_t *s, int signum)
     caa_daemon_shutdown(d);
 }
 
-/* Pod networking: indexes kept beside the pods, tunnel settings. Without
- * it, pods that name a network namespace fail at StartVM with a reason. */
-static void net_start(caa_daemon_t *d)
-{
-    pp_node_net_init(&d->net);
-    d->net_inited = 1;
-    d->net.vxlan_port = (uint16_t)d->cfg.vxlan_port;
-    d->net.vxlan_min_id = (uint32_t)d->cfg.vxlan_min_id;
-    d->net.host_ifname = d->cfg.host_interface[0] ? d->cfg.host_interface : NULL;
-    char dir[300];
-    snprintf(dir, sizeof(dir), "%s/.indexes", d->cfg.pods_dir);
-    pp_error_t err = {0};
-    /* Indexes past 2^24 - min id would make VNIs out of range. */
-    uint32_t limit = 0xffffffu - (uint32_t)d->cfg.vxlan_min_id;
-    if (limit > 65536)
-        limit = 65536;
-    if (pp_podindex_open(&d->index, dir, limit, &err) < 0) {
-        PP_ERR("caa", "pod indexes in `%s`: %s; pod networks will fail", dir, err.message);
-        return;
-    }
-    d->net_ready = 1;
-}
-
 /* Whether PODS_DIR holds pods from before (dot names are the daemon's own). */
 static int has_pods(const caa_daemon_t *d)
 {
@@ -229,7 +207,7 @@ int caa_daemon_start(caa_daemon_t *d, uv_loop_t *loop, pp_error_t *err)
     /* Pods to recover need their proxies, hence TLS, at once. */
     if ((r = caa_tls_check(&d->tls, &d->cfg, has_pods(d), err)) < 0)
         return r;
-    net_start(d);
+    caa_podnet_start(d);
     char sockdir[256];
     snprintf(sockdir, sizeof(sockdir), "%s", d->cfg.socket);
     char *slash = strrchr(sockdir, '/');
@@ -278,12 +256,7 @@ void caa_daemon_fini(caa_daemon_t *d)
     close_signals(d);
     caa_bounds_stop(d);
     caa_heap_stop(&d->heap);
-    /* Tunnel deletions still running in the background finish first. */
-    if (d->net_ready)
-        pp_podindex_close(&d->index);
-    if (d->net_inited)
-        pp_node_net_fini(&d->net);
-    d->net_ready = d->net_inited = 0;
+    caa_podnet_stop(d);
     caa_tls_fini(&d->tls);
     caa_startq_fini(&d->startq);
     if (d->provider != NULL)

@@ -4,6 +4,7 @@
  * teardown may wait for the kernel. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,6 +12,37 @@
 #include "podnet.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+
+void caa_podnet_start(caa_daemon_t *d)
+{
+    pp_node_net_init(&d->net);
+    d->net_inited = 1;
+    d->net.vxlan_port = (uint16_t)d->cfg.vxlan_port;
+    d->net.vxlan_min_id = (uint32_t)d->cfg.vxlan_min_id;
+    d->net.host_ifname = d->cfg.host_interface[0] ? d->cfg.host_interface : NULL;
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/.indexes", d->cfg.pods_dir);
+    pp_error_t err = {0};
+    /* Indexes past 2^24 - min id would make VNIs out of range. */
+    uint32_t limit = 0xffffffu - (uint32_t)d->cfg.vxlan_min_id;
+    if (limit > 65536)
+        limit = 65536;
+    if (pp_podindex_open(&d->index, dir, limit, &err) < 0) {
+        PP_ERR("caa", "pod indexes in `%s`: %s; pod networks will fail", dir, err.message);
+        return;
+    }
+    d->net_ready = 1;
+}
+
+void caa_podnet_stop(caa_daemon_t *d)
+{
+    /* Tunnel deletions still running in the background finish first. */
+    if (d->net_ready)
+        pp_podindex_close(&d->index);
+    if (d->net_inited)
+        pp_node_net_fini(&d->net);
+    d->net_ready = d->net_inited = 0;
+}
 
 int caa_podnet_check_netns(const char *path, pp_error_t *err)
 {

@@ -9,6 +9,16 @@
 
 typedef void (*caa_podnet_cb)(caa_sandbox_t *sb, int status, const pp_error_t *err);
 
+/* At start-up: the node side's settings (d->net) from the configuration,
+ * and the pod indexes, kept under PODS_DIR/.indexes (d->index). When the
+ * indexes cannot be opened it says why and pod networking is off
+ * (d->net_ready 0): pods that name a network namespace then fail at StartVM
+ * with a reason, the rest run. */
+void caa_podnet_start(caa_daemon_t *d);
+/* Waits for the tunnel deletions still running in the background, then
+ * frees what caa_podnet_start() made; safe after a failed or no start. */
+void caa_podnet_stop(caa_daemon_t *d);
+
 /* Refuses a pod network namespace that is the daemon's own or the host's
  * (process 1's): by identity (device and inode of the namespace), not by
  * path, since any path can name either. The tunnel's tc redirect would
