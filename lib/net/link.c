@@ -13,6 +13,7 @@
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
+#include <netlink/route/link/veth.h>
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
 #include <netlink/route/route.h>
@@ -130,6 +131,25 @@ int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where,
         return pp__nl_fail(err, rc, "create vxlan `%s` (vni %u)", v->name, v->vni);
     return pp__nl_talk(nl, msg, err, "create vxlan `%s` (vni %u, port %u) in %s", v->name, v->vni,
                        (unsigned)v->port, where);
+}
+
+int pp__veth_create(pp__nl_t *nl, const char *name, const char *peer, int peer_ns_fd,
+                    const char *where, pp_error_t *err)
+{
+    struct rtnl_link *veth = rtnl_link_veth_alloc();
+    if (veth == NULL)
+        return pp_error_set(err, -ENOMEM, "out of memory");
+    struct rtnl_link *p = rtnl_link_veth_get_peer(veth);
+    rtnl_link_set_name(veth, name);
+    rtnl_link_set_name(p, peer);
+    rtnl_link_set_ns_fd(p, peer_ns_fd); /* IFLA_NET_NS_FD in the peer's info */
+    rtnl_link_put(p);                   /* get_peer took a reference */
+    cleanup_nlmsg struct nl_msg *msg = NULL;
+    int rc = rtnl_link_build_add_request(veth, NLM_F_CREATE | NLM_F_EXCL, &msg);
+    rtnl_link_veth_release(veth);
+    if (rc < 0)
+        return pp__nl_fail(err, rc, "create veth `%s` in %s", name, where);
+    return pp__nl_talk(nl, msg, err, "create veth `%s` (peer `%s`) in %s", name, peer, where);
 }
 
 int pp__addr_add(pp__nl_t *nl, int ifindex, const pp_ipv4_prefix_t *p, const char *where,

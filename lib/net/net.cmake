@@ -15,7 +15,8 @@ add_library(pp_net STATIC
   ${CMAKE_CURRENT_LIST_DIR}/podindex.c
   ${CMAKE_CURRENT_LIST_DIR}/podnet.c
   ${CMAKE_CURRENT_LIST_DIR}/tc.c
-  ${CMAKE_CURRENT_LIST_DIR}/tunnel.c)
+  ${CMAKE_CURRENT_LIST_DIR}/tunnel.c
+  ${CMAKE_CURRENT_LIST_DIR}/veth.c)
 target_include_directories(pp_net PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
 target_link_libraries(pp_net
   PUBLIC peerpod PkgConfig::JANSSON

@@ -332,6 +332,29 @@ int pp_vm_tunnel_setup(const char *host_netns, const char *pod_netns_name, const
 int pp_vm_tunnel_teardown(const char *host_netns, const char *pod_netns_name,
                           const pp_podnet_t *cfg, bool delete_netns, pp_error_t *err);
 
+/* ---- A veth pair into another namespace ----------------------------------- */
+
+/* A namespace reached by a veth pair, routed through the end here (the
+ * local provider's pod VMs). */
+typedef struct pp_veth_spec_s {
+    const char *name;           /* the end here */
+    const char *peer;           /* the end there */
+    int peer_ns_fd;             /* the other namespace */
+    int peer_nl_fd;             /* a NETLINK_ROUTE socket opened there; consumed */
+    pp_ipv4_prefix_t addr;      /* of `name` */
+    pp_ipv4_prefix_t peer_addr; /* of `peer`, whose default route goes via `addr` */
+} pp_veth_spec_t;
+
+/* Creates the pair (the peer born in its namespace), addresses both ends,
+ * brings them and the other namespace's `lo` up and routes its default
+ * traffic to this end. `*created` says whether the pair was made (and so is
+ * the caller's to delete, also when a later step failed). */
+int pp_veth_setup(const pp_veth_spec_t *v, bool *created, pp_error_t *err);
+
+/* Deletes the link `name` of this namespace (a veth's end takes its peer
+ * with it); none by that name is fine. */
+int pp_link_delete(const char *name, pp_error_t *err);
+
 /* ---- Errors -------------------------------------------------------------- */
 
 /* libnl's -NLE_* (or NLE_*) as -errno: the one translation table. */

@@ -25,6 +25,10 @@ typedef struct pp__nl_s {
 } pp__nl_t;
 
 int pp__nl_open(pp__nl_t *nl, pp_error_t *err);
+/* The same on `fd`, a NETLINK_ROUTE socket opened in another namespace
+ * (by a process that was there), which it owns from then on, also on
+ * failure. */
+int pp__nl_adopt(pp__nl_t *nl, int fd, pp_error_t *err);
 void pp__nl_close(pp__nl_t *nl);
 
 /* Sends `msg` (not consumed) and waits for its ack. On failure returns
@@ -75,6 +79,11 @@ typedef struct pp__vxlan_spec_s {
 /* Creates the vxlan with its UDP socket in the namespace of `nl`, placed
  * in target_ns_fd, learning off and up, in one request. */
 int pp__vxlan_create(pp__nl_t *nl, const pp__vxlan_spec_t *v, const char *where, pp_error_t *err);
+
+/* Creates a veth pair: `name` in the namespace of `nl`, `peer` born in
+ * peer_ns_fd (so no half-made pair is ever left here), both down. */
+int pp__veth_create(pp__nl_t *nl, const char *name, const char *peer, int peer_ns_fd,
+                    const char *where, pp_error_t *err);
 
 /* True if `l` is a vxlan with these parameters and learning off. */
 bool pp__vxlan_matches(const pp__link_t *l, uint32_t vni, uint16_t port, struct in_addr remote);

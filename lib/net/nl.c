@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <linux/netlink.h>
 #include <netlink/errno.h>
@@ -131,32 +132,49 @@ static int on_ack(struct nl_msg *msg, void *arg)
     return NL_STOP;
 }
 
-int pp__nl_open(pp__nl_t *nl, pp_error_t *err)
+/* A socket with our callbacks, connected (fd < 0) or on `fd`, which it
+ * then owns whatever happens. */
+static int nl_init(pp__nl_t *nl, int fd, pp_error_t *err)
 {
     memset(nl, 0, sizeof(*nl));
     nl->sk = nl_socket_alloc();
     nl->cb = nl_cb_alloc(NL_CB_DEFAULT);
     if (nl->sk == NULL || nl->cb == NULL) {
         pp__nl_close(nl);
+        if (fd >= 0)
+            close(fd);
         return pp_error_set(err, -ENOMEM, "out of memory");
     }
-    int rc = nl_connect(nl->sk, NETLINK_ROUTE);
+    int rc =
+        fd < 0 ? nl_connect(nl->sk, NETLINK_ROUTE) : nl_socket_set_fd(nl->sk, NETLINK_ROUTE, fd);
     if (rc < 0) {
-        rc = pp__nl_fail(err, rc, "open netlink socket");
+        rc = pp__nl_fail(err, rc, fd < 0 ? "open netlink socket" : "adopt netlink socket");
         pp__nl_close(nl);
+        if (fd >= 0)
+            close(fd);
         return rc;
     }
     int one = 1;
-    int fd = nl_socket_get_fd(nl->sk);
+    int sfd = nl_socket_get_fd(nl->sk);
     /* Older kernels lack these; the messages are then plainer, no more. */
-    (void)setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
-    (void)setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+    (void)setsockopt(sfd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+    (void)setsockopt(sfd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
     /* A kernel that never answers must not hang a pod forever. */
     struct timeval tv = {.tv_sec = 10};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     nl_cb_err(nl->cb, NL_CB_CUSTOM, on_error, nl);
     nl_cb_set(nl->cb, NL_CB_ACK, NL_CB_CUSTOM, on_ack, nl);
     return 0;
+}
+
+int pp__nl_open(pp__nl_t *nl, pp_error_t *err)
+{
+    return nl_init(nl, -1, err);
+}
+
+int pp__nl_adopt(pp__nl_t *nl, int fd, pp_error_t *err)
+{
+    return nl_init(nl, fd, err);
 }
 
 void pp__nl_close(pp__nl_t *nl)

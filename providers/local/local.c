@@ -34,6 +34,7 @@
 #include <netlink/route/link.h>
 #include <netlink/socket.h>
 
+#include "net/net.h"
 #include "util/cleanup.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -586,7 +587,6 @@ static void start_agent(lp_op_t *op)
 static void on_netns(pp__local_child_result_t *res, void *data)
 {
     lp_op_t *op = data;
-    lp_state_t *st = op->st;
     op->child = NULL;
     if (res->status < 0) {
         pp_error_set(&op->err, res->status, "network namespaces: %s: %s",
@@ -605,20 +605,20 @@ static void on_netns(pp__local_child_result_t *res, void *data)
         create_abort(op);
         return;
     }
-    struct in_addr node, vm;
-    inet_pton(AF_INET, op->tag.node_ip, &node);
-    inet_pton(AF_INET, op->tag.ip, &vm);
-    pp__local_net_t n = {
-        .link = op->tag.link,
-        .node_addr = ntohl(node.s_addr),
-        .vm_addr = ntohl(vm.s_addr),
-        .prefix = PP_LOCAL_SLOT_PREFIX,
-        .vm_ns_fd = op->vm_fd,
-        .vm_nl_fd = res->fd,
+    pp_veth_spec_t v = {
+        .name = op->tag.link,
+        .peer = PP_LOCAL_VM_IFNAME,
+        .peer_ns_fd = op->vm_fd,
+        .peer_nl_fd = res->fd,
+        .addr.len = PP_LOCAL_SLOT_PREFIX,
+        .peer_addr.len = PP_LOCAL_SLOT_PREFIX,
     };
-    res->fd = -1; /* pp__local_net_setup consumes it */
-    int rc = pp__local_net_setup(st->nl, &n, &op->err);
-    op->own_link = n.created;
+    inet_pton(AF_INET, op->tag.node_ip, &v.addr.addr);
+    inet_pton(AF_INET, op->tag.ip, &v.peer_addr.addr);
+    res->fd = -1; /* pp_veth_setup consumes it */
+    bool created = false;
+    int rc = pp_veth_setup(&v, &created, &op->err);
+    op->own_link = created;
     if (rc < 0) {
         create_abort(op);
         return;
@@ -727,7 +727,7 @@ static int take_slot(lp_op_t *op)
     if (c.rc < 0) {
         if (rc == 0)
             pp__local_pool_release(&st->pool, op->slot);
-        return pp_error_set(&op->err, pp__local_nl_errno(c.rc),
+        return pp_error_set(&op->err, pp_net_nlerr_to_errno(c.rc),
                             "look at the node's links and addresses: netlink: %s",
                             nl_geterror(c.rc));
     }
@@ -1038,7 +1038,7 @@ static void teardown_rest(lp_op_t *op)
     op->ntargets = 0;
     if (op->own_link && op->have_tag) {
         pp_error_t e = {0};
-        if (pp__local_net_remove(op->st->nl, op->tag.link, &e) < 0)
+        if (pp_link_delete(op->tag.link, &e) < 0)
             td_fail(op, &e);
     }
     /* Unmounting and removing a tree are file system work: the threadpool's. */

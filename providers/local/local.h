@@ -204,24 +204,6 @@ int pp__local_netns_mounted(const char *path, dev_t *dev, ino_t *ino);
 /* Unmounts (lazily) and unlinks; missing is fine. */
 int pp__local_netns_remove(const char *path, pp_error_t *err);
 
-typedef struct pp__local_net_s {
-    const char *link;            /* node end */
-    uint32_t node_addr, vm_addr; /* host byte order */
-    unsigned prefix;
-    int vm_ns_fd; /* the VM namespace, for the peer */
-    int vm_nl_fd; /* NETLINK_ROUTE socket inside the VM namespace; consumed */
-    int created;  /* out: the veth pair was made (and is ours to remove) */
-} pp__local_net_t;
-
-/* Creates the veth pair (peer born in the VM namespace as eth0), addresses
- * both ends, brings them and the VM's lo up and routes the VM's default
- * traffic to the node end. */
-int pp__local_net_setup(struct nl_sock *node, pp__local_net_t *n, pp_error_t *err);
-/* Deletes the node end (which takes the peer with it); missing is fine. */
-int pp__local_net_remove(struct nl_sock *node, const char *link, pp_error_t *err);
-/* libnl error -> negative errno. */
-int pp__local_nl_errno(int nlerr);
-
 /* --- the provider -------------------------------------------------------- */
 
 #define PP_LOCAL_LOG "local"

@@ -30,6 +30,7 @@
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 
+#include "net/net.h"
 #include "util/cleanup.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -326,7 +327,7 @@ static void remove_dead(lp_state_t *st, const pp__local_tag_t *tag, const char *
     pp_error_t e = {0};
     char vm_ns[PATH_MAX];
     pp__local_fmt(vm_ns, sizeof(vm_ns), "%s/%s", st->netns_dir, tag->name);
-    if (pp__local_net_remove(st->nl, tag->link, &e) < 0 || pp__local_netns_remove(vm_ns, &e) < 0 ||
+    if (pp_link_delete(tag->link, &e) < 0 || pp__local_netns_remove(vm_ns, &e) < 0 ||
         pp__local_netns_remove(pod_ns, &e) < 0) {
         PP_WARN(COMP, "instance `%s`: %s", tag->name, e.message);
         return;
@@ -407,7 +408,7 @@ int pp__local_init(pp_provider_t *p, pp_error_t *err)
     }
     rc = nl_connect(st->nl, NETLINK_ROUTE);
     if (rc < 0) {
-        rc = pp_error_set(err, pp__local_nl_errno(rc), "netlink: %s", nl_geterror(rc));
+        rc = pp_error_set(err, pp_net_nlerr_to_errno(rc), "netlink: %s", nl_geterror(rc));
         goto fail;
     }
     rc = pp_mkdir_p(st->state_dir, 0700, NULL);

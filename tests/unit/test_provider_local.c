@@ -15,6 +15,7 @@
 
 #include <netlink/errno.h>
 
+#include "net/net.h"
 #include "providers/local/local.h"
 #include "util/file.h"
 
@@ -335,12 +336,12 @@ static void test_files(void **state)
 static void test_nl_errno(void **state)
 {
     (void)state;
-    assert_int_equal(pp__local_nl_errno(-NLE_EXIST), -EEXIST);
-    assert_int_equal(pp__local_nl_errno(-NLE_OBJ_NOTFOUND), -ENOENT);
-    assert_int_equal(pp__local_nl_errno(-NLE_PERM), -EPERM);
-    assert_int_equal(pp__local_nl_errno(-NLE_NODEV), -ENODEV);
-    assert_int_equal(pp__local_nl_errno(-NLE_FAILURE), -EIO);
-    assert_int_equal(pp__local_nl_errno(0), 0);
+    assert_int_equal(pp_net_nlerr_to_errno(-NLE_EXIST), -EEXIST);
+    assert_int_equal(pp_net_nlerr_to_errno(-NLE_OBJ_NOTFOUND), -ENOENT);
+    assert_int_equal(pp_net_nlerr_to_errno(-NLE_PERM), -EPERM);
+    assert_int_equal(pp_net_nlerr_to_errno(-NLE_NODEV), -ENODEV);
+    assert_int_equal(pp_net_nlerr_to_errno(-NLE_FAILURE), -EIO);
+    assert_int_equal(pp_net_nlerr_to_errno(0), 0);
     assert_string_equal(pp__local_step_name(PP_LOCAL_STEP_EXEC), "exec");
     assert_string_equal(pp__local_step_name(999), "unknown step");
 }
