@@ -90,7 +90,7 @@ int pp__local_parse_stat(const char *buf, size_t len, char *state, unsigned long
  * restarted provider find every part again. */
 typedef struct pp__local_tag_s {
     char name[PP_LOCAL_NAME_MAX + 1];
-    char sandbox_id[128];
+    char sandbox_id[PP_SANDBOX_ID_MAX + 1];
     char node[256];
     char ip[INET_ADDRSTRLEN];      /* the VM's end */
     char node_ip[INET_ADDRSTRLEN]; /* the node's end */

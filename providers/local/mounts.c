@@ -5,7 +5,7 @@
  * is shared with one in the host's namespace; that namespace ends with its
  * last process, and a daemon started again (in a new one) finds the pod
  * VMs' namespaces gone. */
-#include "local.h"
+#include "providers/local/local.h"
 
 #include <errno.h>
 #include <limits.h>
