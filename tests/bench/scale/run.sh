@@ -192,6 +192,7 @@ cleanup() {
         umount -l "$work/netns" 2>/dev/null
     fi
     del_namespaces
+    restore_neigh
     if [ -n "${PP_SCALE_KEEP:-}" ]; then
         say "kept $work (a tmpfs: umount it after)"
     else
@@ -203,6 +204,44 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ---- the kernel's neighbour tables ------------------------------------------------
+
+# The kernel's ARP and NDP tables are one for all namespaces, and refuse
+# entries past gc_thresh3 (1,024 by default): "neighbor table overflow",
+# and packets to a new neighbour are dropped. Each pod here holds about
+# four (its gateway in its namespace, its address on the node, and both
+# ends of its pod VM's link), so 1,000 pods need about 4,000, as a node
+# running that many pods raises its thresholds. Raised for the run (never
+# lowered) and put back at the end; the entries are counted at each step.
+neigh_saved=()
+raise_neigh() {
+    local want=$((8 * top + 2048)) f cur k v
+    for f in /proc/sys/net/ipv4/neigh/default /proc/sys/net/ipv6/neigh/default; do
+        [ -w "$f/gc_thresh3" ] || continue
+        for k in gc_thresh3:$want gc_thresh2:$((want / 2)); do
+            v=${k#*:}
+            k=${k%%:*}
+            cur=$(cat "$f/$k")
+            [ "$cur" -lt "$v" ] || continue
+            neigh_saved+=("$f/$k:$cur")
+            echo "$v" >"$f/$k"
+        done
+    done
+}
+restore_neigh() {
+    local e
+    # In the reverse order: gc_thresh2 goes back before gc_thresh3.
+    for ((e = ${#neigh_saved[@]} - 1; e >= 0; e--)); do
+        echo "${neigh_saved[$e]##*:}" >"${neigh_saved[$e]%:*}" 2>/dev/null
+    done
+    neigh_saved=()
+}
+neigh_entries() { # the ARP table's entries, all namespaces
+    local e
+    e=$(awk 'NR == 2 { print $1 }' /proc/net/stat/arp_cache)
+    echo $((16#$e))
+}
 
 # ---- the node and the pods' namespaces ---------------------------------------
 
@@ -326,6 +365,7 @@ agent_sockets() { # the VM dir is the instance's name, podvm-<pod>-<first 8 of t
 
 # ---- start ---------------------------------------------------------------------
 
+raise_neigh
 make_node "$node"
 make_node "$bare"
 ip netns add "$P-bp"
@@ -470,6 +510,7 @@ for n in $steps; do
         -count "$tunnels" >"$work/tunnel0.$n" 2>&1 || die "tunnel floor: $(cat "$work/tunnel0.$n")"
     R[$n,tunnel]=$(val "$work/tunnel.$n" tunnel_p99_ms)
     R[$n,tunnel0]=$(val "$work/tunnel0.$n" tunnel_p99_ms)
+    R[$n,neigh]=$(neigh_entries)
     R[$n,rules]=$(nsenter --net="/run/netns/$node" nft -a list table inet peerpod 2>/dev/null |
         grep -c 'notrack' || true)
 
@@ -606,6 +647,8 @@ row "  Version p99 on a new connection, ms" version "-" "-"
 row "tunnel setup+teardown p99, ms" tunnel "<= 5" "no other tunnel below"
 row "  the same on an empty node, ms" tunnel0 "-" "-"
 row "  nftables notrack rules on the node" rules "-" "-"
+row "  ARP entries of the machine (all namespaces)" neigh "-" \
+    "gc_thresh3 $(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3)"
 row "agent call p99, 64 streams, ms" agent "-" "the agents directly below"
 row "  ... against its value at $first pods" agent_r "<= 2" "-"
 row "  the agents directly, p99, ms" direct "-" "-"
