@@ -20,6 +20,7 @@ static int flush(pp__conn_t *c);
 static void update_reading(pp__conn_t *c);
 static void arm(pp__conn_t *c);
 static void timer_cb(uv_timer_t *t);
+static void disarm_if_idle(pp__conn_t *c);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
@@ -353,7 +354,10 @@ static int feed_plain(void *ctx, const uint8_t *p, size_t n)
 static void watch_frame(pp__conn_t *c)
 {
     if (!pp_ttrpc_decoder_busy(&c->dec)) {
-        c->frame_due = 0;
+        if (c->frame_due != 0) {
+            c->frame_due = 0;
+            disarm_if_idle(c);
+        }
         return;
     }
     if (c->frame_due != 0 || c->frame_timeout_ms == 0)
@@ -416,7 +420,10 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 
 /* Sets the timer for the earliest thing due, unless it is already set for
  * that or sooner (then it fires early, finds nothing, and sets itself
- * again): a deadline that goes away costs no timer update. */
+ * again): a deadline that goes away costs no timer update while others
+ * remain. The last to go stops it (disarm_if_idle()), so a connection at
+ * rest holds no timer: otherwise every pod's links woke the loop once at
+ * the deadline of their last call. */
 static void arm(pp__conn_t *c)
 {
     if (c->closing)
@@ -428,6 +435,14 @@ static void arm(pp__conn_t *c)
     uint64_t now = uv_now(c->timer.loop);
     c->timer_due = due;
     uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+static void disarm_if_idle(pp__conn_t *c)
+{
+    if (c->timer_due == 0 || c->deadlines.n != 0 || c->asked_due != 0 || c->frame_due != 0)
+        return;
+    uv_timer_stop(&c->timer);
+    c->timer_due = 0;
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -480,6 +495,7 @@ int pp__conn_deadline_add(pp__conn_t *c, pp__deadline_t *e)
 void pp__conn_deadline_remove(pp__conn_t *c, pp__deadline_t *e)
 {
     pp__deadlines_remove(&c->deadlines, e);
+    disarm_if_idle(c);
 }
 
 pp__deadline_t *pp__conn_deadline_due(pp__conn_t *c, uint64_t now)

@@ -350,6 +350,32 @@ static void test_timeout_propagates(void **state)
     free(r.payload);
 }
 
+static void count_active_timer(uv_handle_t *h, void *arg)
+{
+    if (h->type == UV_TIMER && uv_is_active(h))
+        (*(int *)arg)++;
+}
+
+/* A connection whose calls with deadlines are all answered holds no timer,
+ * on either side: at rest nothing wakes the loop (a timer left set for the
+ * last call's deadline woke it once per connection). */
+static void test_idle_holds_no_timer(void **state)
+{
+    fx_t *fx = *state;
+    for (int i = 0; i < 3; i++) {
+        result_t r;
+        call(fx, "Timeout", NULL, 0, (int64_t)(60 + i) * 1000000000LL, &r);
+        run_until(fx, &r.done, 2000);
+        assert_int_equal(r.code, 0);
+        free(r.payload);
+        for (int k = 0; k < 3; k++)
+            uv_run(&fx->loop, UV_RUN_NOWAIT);
+        int active = 0;
+        uv_walk(&fx->loop, count_active_timer, &active);
+        assert_int_equal(active, 0);
+    }
+}
+
 static void test_server_enforces_deadline(void **state)
 {
     fx_t *fx = *state;
@@ -986,6 +1012,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_status_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metadata_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_propagates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_holds_no_timer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_enforces_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_enforces_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_deadlines_out_of_order, setup, teardown),
