@@ -349,6 +349,12 @@ static void flush_queue(pp_ttrpc_link_t *l)
         if (send_req(l, req, PP_STEAL(req->frame)) < 0)
             complete_local(req, PP_GRPC_UNAVAILABLE, "connection failed while sending");
     }
+    /* Nothing left for the sweep: a link at rest holds no timer (it fired
+     * once at the deadline of the calls queued while dialling). */
+    if (l->sweep_due != 0 && l->queue.head == NULL && l->done.head == NULL) {
+        uv_timer_stop(&l->sweep);
+        l->sweep_due = 0;
+    }
 }
 
 /* ---- the sweep: cancelled calls and queued deadlines --------------------- */

@@ -663,6 +663,34 @@ static void test_deadline_while_queued(void **state)
     assert_string_equal(patient.payload, "patient");
 }
 
+static void count_active_timer(uv_handle_t *h, void *arg)
+{
+    if (h->type == UV_TIMER && uv_is_active(h))
+        (*(int *)arg)++;
+}
+
+/* Calls with deadlines queued while the link dials, then answered: the
+ * link at rest holds no timer (the sweep set for their deadlines stops
+ * once the queue is empty), so nothing wakes the loop later. */
+static void test_rest_holds_no_timer(void **state)
+{
+    fixture_t *fx = *state;
+    new_unix_link(fx, 60000);
+    start_server(fx);
+    result_t a, b;
+    assert_int_equal(call(fx, "Echo", "a", 60000 * 1000000LL, &a, NULL), 0);
+    assert_int_equal(call(fx, "Echo", "b", 30000 * 1000000LL, &b, NULL), 0);
+    run_until(fx, &b.done, 3000);
+    run_until(fx, &a.done, 3000);
+    assert_int_equal(a.code, 0);
+    assert_int_equal(b.code, 0);
+    for (int k = 0; k < 3; k++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+    int active = 0;
+    uv_walk(&fx->loop, count_active_timer, &active);
+    assert_int_equal(active, 0);
+}
+
 /* Closing while a wait is pending reports -ECANCELED to it from inside the
  * close; an attempt in progress is cancelled and the link is freed only
  * once the dialer has reported it; calls after close are refused. */
@@ -978,6 +1006,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_and_redial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_while_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rest_holds_no_timer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_dialing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_waits_for_dialer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probe, setup, teardown),
