@@ -718,6 +718,22 @@ static void agent_connected(pp_ttrpc_client_t *cl, int status, void *data)
         uv_stop(a->loop);
 }
 
+/* The daemon's CPU time at the start and the end of the measured window. */
+typedef struct cpu_mark_s {
+    int pid;
+    uint64_t cpu_ns[2];
+    int marks;
+} cpu_mark_t;
+
+static void cpu_mark_cb(uv_timer_t *t)
+{
+    cpu_mark_t *m = t->data;
+    uint64_t sw;
+    int threads;
+    if (m->marks < 2 && task_totals(m->pid, &m->cpu_ns[m->marks], &sw, &threads) == 0)
+        m->marks++;
+}
+
 static int cmd_load(const opts_t *o)
 {
     if (o->list == NULL) {
@@ -763,6 +779,13 @@ static int cmd_load(const opts_t *o)
     a.warm_end = a.t_start + (double)warm;
     a.t_end = a.warm_end + (double)dur;
     a.streams_left = conc;
+    cpu_mark_t mark = {.pid = o->pid};
+    uv_timer_t mark_timer;
+    uv_timer_init(&loop, &mark_timer);
+    mark_timer.data = &mark;
+    uv_update_time(&loop);
+    if (o->pid > 0)
+        uv_timer_start(&mark_timer, cpu_mark_cb, (uint64_t)warm, (uint64_t)dur);
     for (int i = 0; i < conc; i++) {
         stream_t *s = calloc(1, sizeof(*s));
         s->a = &a;
@@ -777,6 +800,13 @@ static int cmd_load(const opts_t *o)
     if (a.nlat > 0)
         printf("agent_p50_ms %.3f\nagent_p99_ms %.3f\n", quantile(a.lat, a.nlat, 0.5),
                quantile(a.lat, a.nlat, 0.99));
+    uv_timer_stop(&mark_timer);
+    uv_close((uv_handle_t *)&mark_timer, NULL);
+    /* The daemon's CPU per call over the measured window (its threads'
+     * run time, from schedstat). */
+    if (mark.marks == 2 && a.nlat > 0)
+        printf("daemon_cpu_us_per_call %.1f\n",
+               (double)(mark.cpu_ns[1] - mark.cpu_ns[0]) / 1e3 / (double)a.nlat);
     for (size_t i = 0; i < n; i++)
         if (a.conns[i].c != NULL)
             pp_ttrpc_client_close(a.conns[i].c, NULL, NULL);

@@ -501,6 +501,7 @@ for n in $steps; do
     prev_fds=${R[$n,fds]}
     R[$n,agent]=$(val "$work/load.$n" agent_p99_ms)
     R[$n,agent_rate]=$(val "$work/load.$n" agent_calls_per_s)
+    R[$n,agent_cpu]=$(val "$work/load.$n" daemon_cpu_us_per_call)
     R[$n,direct]=$(val "$work/direct.$n" agent_p99_ms)
 
     # Tunnels: setup + teardown beside the step's, and on an empty node.
@@ -653,6 +654,7 @@ row "agent call p99, 64 streams, ms" agent "-" "the agents directly below"
 row "  ... against its value at $first pods" agent_r "<= 2" "-"
 row "  the agents directly, p99, ms" direct "-" "-"
 row "  calls/s through the adaptor" agent_rate "-" "-"
+row "  the daemon's CPU per call, us" agent_cpu "-" "-"
 row "SIGKILL + restart: all pods serving, ms" restart "<= 5000" "$floor_restart (no pod, Version)"
 row "  ... the hypervisor socket answering, ms" restart_hv "-" "-"
 echo
