@@ -518,12 +518,20 @@ static void test_own_netns(void **state)
 
 /* The agent socket of a recovered pod: caa_restart() returns as soon as
  * the hypervisor socket accepts, which may be before recovery ran. */
+/* A recovered pod's agent socket answers its health check. Recovery runs
+ * after the hypervisor socket accepts, and the socket's file may still be
+ * the last daemon's (refused) or be between its removal and the new bind
+ * (missing): those are waited out, for up to E2E_SETTLE_MS. */
 static int health_after_restart(const char *sock)
 {
-    struct stat st;
-    for (int i = 0; i < 500 && stat(sock, &st) < 0; i++)
-        usleep(10000);
-    return health(sock);
+    int rc = -ENOENT;
+    for (int i = 0; i < E2E_SETTLE_MS / 20; i++) {
+        rc = health(sock);
+        if (rc != -ECONNREFUSED && rc != -ENOENT)
+            break;
+        usleep(20000);
+    }
+    return rc;
 }
 
 static void start_pods(caa_t *c, const char *tag, char ids[][65], int n)
