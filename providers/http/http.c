@@ -71,6 +71,11 @@ struct pp_http_req_s {
     uint64_t start_ms, deadline_ms, attempt_timeout_ms;
     unsigned attempt;
     pp_buf_t rbody, rhdr;
+    /* The last answer's buffers while a retry fills rbody and rhdr: `resp`
+     * points into them, and a retry that ends without an answer of its own
+     * (the deadline) finishes with that answer. */
+    pp_buf_t last_body, last_hdr;
+    int resp_in_rbody; /* `resp` points into rbody and rhdr, not last_* */
     int body_capped, hdr_capped;
     unsigned sends; /* this attempt's sends: curl resends on a dead reused connection */
     int rate_abort; /* a resend found no token and was stopped */
@@ -296,6 +301,8 @@ static void req_closed(uv_handle_t *hd)
     slist_wipe_free(req->sent_headers);
     pp_buf_free(&req->rbody);
     pp_buf_free(&req->rhdr);
+    pp_buf_free(&req->last_body);
+    pp_buf_free(&req->last_hdr);
     free(req->method);
     free(req->url);
     free(req->log_url);
@@ -605,8 +612,17 @@ static void start_attempt(pp_http_req_t *req)
     uint64_t attempt_ms = req->deadline_ms - now;
     if (attempt_ms > req->attempt_timeout_ms)
         attempt_ms = req->attempt_timeout_ms;
-    pp_buf_free(&req->rbody);
-    pp_buf_free(&req->rhdr);
+    if (req->resp_in_rbody) {
+        /* `resp` points into this answer's buffers: they are kept. */
+        req->resp_in_rbody = 0;
+        pp_buf_free(&req->last_body);
+        pp_buf_free(&req->last_hdr);
+        req->last_body = req->rbody;
+        req->last_hdr = req->rhdr;
+    } else {
+        pp_buf_free(&req->rbody);
+        pp_buf_free(&req->rhdr);
+    }
     pp_buf_init_secret(&req->rbody, h->cfg.max_response + 1);
     pp_buf_init_secret(&req->rhdr, PP_HTTP_MAX_HEADERS + 1);
     req->body_capped = req->hdr_capped = 0;
@@ -683,6 +699,9 @@ static void attempt_done(pp_http_req_t *req, CURLcode code)
         req->resp.headers = (const char *)req->rhdr.data;
         req->resp.headers_len = req->rhdr.len - 1;
         req->resp.attempts = req->attempt;
+        req->resp_in_rbody = 1;
+        pp_buf_free(&req->last_body); /* an earlier answer, no longer pointed to */
+        pp_buf_free(&req->last_hdr);
         pp_http_verdict_t v = PP_HTTP_DEFAULT;
         if (h->cfg.classify != NULL)
             v = h->cfg.classify(&req->resp, h->cfg.classify_arg);

@@ -419,6 +419,22 @@ static void test_timeouts(void **state)
     assert_int_equal(res.status, 0);
     assert_int_equal(res.attempts, 2);
 
+    /* A retried answer, then an attempt that hangs past the request's
+     * deadline: the callback gets that answer, whole (its buffers are kept
+     * while the retry fills new ones). */
+    static const ths_reply_t busy_then_hang[] = {
+        {.status = 503, .body = "busy, try again"}, {.hang = 1}, {.hang = 1}};
+    ths_clear(&srv);
+    ths_script(&srv, busy_then_hang, 3, NULL);
+    r.timeout_ms = 700;
+    result_t last = {0};
+    assert_int_equal(pp_http_send(h, &r, on_done, &last, NULL), 0);
+    run_until(&last.calls, 1, 5000);
+    assert_int_equal(last.status, 0);
+    assert_int_equal(last.http, 503);
+    assert_string_equal(last.body, "busy, try again");
+    r.timeout_ms = 0;
+
     /* The request's deadline bounds everything. */
     static const ths_reply_t hang = {.hang = 1};
     ths_script(&srv, NULL, 0, &hang);
