@@ -170,6 +170,10 @@ def main():
             t.join()
         secs = time.monotonic() - t0
         if errors:
+            status = caa.poll()
+            print("--- cloud-api-adaptor " + ("running" if status is None else
+                                             f"exited with {status}") + ", its log (tail)")
+            print(open(os.path.join(work, "caa.log"), errors="replace").read()[-6000:])
             raise SystemExit(errors[0])
         ctl(url, "/_fake/config", json.dumps({"fault_rate": 0}))
         caa.send_signal(signal.SIGTERM)
